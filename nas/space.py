@@ -1,0 +1,405 @@
+"""Search spaces (data, in ``search_spaces/*.yaml``) and their points, ``Arch``.
+
+A space is EfficientFormer's 4D/3D partition: four stages of MB4D blocks, the last ``n3d`` blocks of the last
+stage being MB3D blocks behind exactly one flatten. An ``Arch`` is one point: plain, JSON-able data that names
+its space and is validated against it, so a wrong value is reported with its field name and the allowed values.
+
+Everything downstream (supernet, latency tables, search, export) reads an arch through ``Arch.blocks()`` and the
+space's shape helpers, so a new knob is added here once.
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import math
+import random
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import yaml
+
+from nas.errors import ArchError, SpaceError
+
+ARCH_FIELDS = ("space", "widths", "depths", "n3d", "mlp_ratios", "heads", "key_dims", "mixers")
+
+
+@dataclass(frozen=True)
+class BlockSpec:
+    """One block of an arch, as the supernet, the latency tables and the cost model see it."""
+
+    stage: int
+    index: int          # position inside its stage
+    kind: str           # "4d" (MB4D) or "3d" (MB3D)
+    width: int
+    mlp_ratio: int
+    heads: int = 0      # 3D blocks only
+    key_dim: int = 0    # 3D blocks only
+    mixer: str = ""     # 3D blocks only
+
+
+@dataclass(frozen=True)
+class Arch:
+    """One point of a search space.
+
+    ``mlp_ratios[s][i]`` is the MLP ratio of block ``i`` of stage ``s``; ``heads``, ``key_dims`` and ``mixers``
+    have one entry per MB3D block (the last ``n3d`` blocks of the last stage, in order).
+    """
+
+    space: str
+    widths: tuple[int, ...]
+    depths: tuple[int, ...]
+    n3d: int
+    mlp_ratios: tuple[tuple[int, ...], ...]
+    heads: tuple[int, ...]
+    key_dims: tuple[int, ...]
+    mixers: tuple[str, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "space": self.space,
+            "widths": list(self.widths),
+            "depths": list(self.depths),
+            "n3d": self.n3d,
+            "mlp_ratios": [list(r) for r in self.mlp_ratios],
+            "heads": list(self.heads),
+            "key_dims": list(self.key_dims),
+            "mixers": list(self.mixers),
+        }
+
+    def to_json(self, indent: int | None = None) -> str:
+        return json.dumps(self.to_dict(), indent=indent)
+
+    @classmethod
+    def from_dict(cls, data: Any, space: "SearchSpace | None" = None) -> "Arch":
+        """Validated construction; the space is loaded by the name the data gives unless passed."""
+        if not isinstance(data, dict):
+            raise ArchError(f"an arch must be a JSON object with fields {', '.join(ARCH_FIELDS)}; got {type(data).__name__}")
+        if space is None:
+            name = data.get("space")
+            if not isinstance(name, str):
+                raise ArchError(f"arch field 'space' is missing or not a string; known spaces: {', '.join(known_spaces())}")
+            space = load_space(name)
+        return space.arch_from_dict(data)
+
+    @classmethod
+    def from_json(cls, text: str, space: "SearchSpace | None" = None) -> "Arch":
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ArchError(f"arch is not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno})") from None
+        return cls.from_dict(data, space)
+
+    def blocks(self) -> list[BlockSpec]:
+        """Every block in forward order; the flatten sits between the last "4d" and the first "3d" block."""
+        out = []
+        last = len(self.depths) - 1
+        for s, depth in enumerate(self.depths):
+            first_3d = depth - self.n3d if s == last else depth
+            for i in range(depth):
+                e = self.mlp_ratios[s][i]
+                if i < first_3d:
+                    out.append(BlockSpec(s, i, "4d", self.widths[s], e))
+                else:
+                    j = i - first_3d
+                    out.append(BlockSpec(s, i, "3d", self.widths[s], e, self.heads[j], self.key_dims[j], self.mixers[j]))
+        return out
+
+
+# --------------------------------------------------------------------------------------------------- the space
+
+
+def _choices(spec: Any, where: str) -> tuple[int, ...]:
+    """A choice list written either as a YAML list or as ``{min, max, step}``."""
+    if isinstance(spec, list) and spec and all(isinstance(v, int) for v in spec):
+        return tuple(sorted(set(spec)))
+    if isinstance(spec, dict) and {"min", "max"} <= set(spec):
+        step = spec.get("step", 1)
+        values = tuple(range(spec["min"], spec["max"] + 1, step))
+        if values:
+            return values
+    raise SpaceError(f"{where}: expected a list of integers or {{min, max, step}}, got {spec!r}")
+
+
+def format_choices(values: Sequence[Any]) -> str:
+    """'448, 464, ..., 768 (step 16)' for long arithmetic runs, else the plain list."""
+    values = list(values)
+    if len(values) > 5 and all(isinstance(v, int) for v in values):
+        step = values[1] - values[0]
+        if all(b - a == step for a, b in zip(values, values[1:])):
+            return f"{values[0]}, {values[1]}, ..., {values[-1]} (step {step})"
+    return ", ".join(str(v) for v in values)
+
+
+@dataclass(frozen=True)
+class StageChoices:
+    widths: tuple[int, ...]
+    depths: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class SearchSpace:
+    name: str
+    description: str
+    input_size: int
+    num_classes: int
+    stages: tuple[StageChoices, ...]
+    mlp_ratios: tuple[int, ...]
+    n3d: tuple[int, ...]
+    mixers: tuple[str, ...]
+    heads: tuple[int, ...]
+    key_dims: tuple[int, ...]
+    attn_ratio: int
+    presets: dict[str, dict[str, Any]] = dataclasses.field(hash=False, compare=False)
+    source: str = ""
+
+    # ---- shapes every consumer agrees on
+    @property
+    def num_stages(self) -> int:
+        return len(self.stages)
+
+    def resolutions(self, input_size: int | None = None) -> tuple[int, ...]:
+        """Feature-map side of each stage: the stem has stride 4, each embedding stride 2 (3x3, pad 1)."""
+        side = input_size or self.input_size
+        side = _conv_out(_conv_out(side))
+        out = [side]
+        for _ in range(self.num_stages - 1):
+            side = _conv_out(side)
+            out.append(side)
+        return tuple(out)
+
+    @property
+    def max_widths(self) -> tuple[int, ...]:
+        return tuple(max(s.widths) for s in self.stages)
+
+    @property
+    def max_depths(self) -> tuple[int, ...]:
+        return tuple(max(s.depths) for s in self.stages)
+
+    def positions_3d(self) -> range:
+        """Positions in the last stage at which some arch of the space has an MB3D block."""
+        last = self.stages[-1]
+        first = max(0, min(last.depths) - max(self.n3d))
+        return range(first, max(last.depths))
+
+    # ---- points
+    def preset_names(self) -> list[str]:
+        return sorted(self.presets)
+
+    def preset(self, name: str) -> Arch:
+        if name not in self.presets:
+            raise ArchError(f"unknown preset {name!r} of space {self.name!r}; known: {', '.join(self.preset_names()) or 'none'}")
+        p = self.presets[name]
+        n3d = p["n3d"]
+        return self.arch_from_dict({
+            "space": self.name,
+            "widths": p["widths"],
+            "depths": p["depths"],
+            "n3d": n3d,
+            "mlp_ratios": [[p["mlp_ratio"]] * d for d in p["depths"]],
+            "heads": [p["heads"]] * n3d,
+            "key_dims": [p["key_dim"]] * n3d,
+            "mixers": [p["mixer"]] * n3d,
+        })
+
+    def sample(self, seed: int | None = None, rng: random.Random | None = None) -> Arch:
+        """A uniformly drawn arch: each choice independently, deterministic for a seed."""
+        rng = rng or random.Random(seed)
+        widths = [rng.choice(s.widths) for s in self.stages]
+        depths = [rng.choice(s.depths) for s in self.stages]
+        n3d = rng.choice([n for n in self.n3d if n <= depths[-1]])
+        return Arch(
+            space=self.name,
+            widths=tuple(widths),
+            depths=tuple(depths),
+            n3d=n3d,
+            mlp_ratios=tuple(tuple(rng.choice(self.mlp_ratios) for _ in range(d)) for d in depths),
+            heads=tuple(rng.choice(self.heads) for _ in range(n3d)),
+            key_dims=tuple(rng.choice(self.key_dims) for _ in range(n3d)),
+            mixers=tuple(rng.choice(self.mixers) for _ in range(n3d)),
+        )
+
+    def largest(self) -> Arch:
+        """Every knob at its maximum (the supernet's full size; the slimming search starts here)."""
+        depths = self.max_depths
+        n3d = min(max(self.n3d), depths[-1])
+        return Arch(self.name, self.max_widths, depths, n3d,
+                    tuple((max(self.mlp_ratios),) * d for d in depths),
+                    (max(self.heads),) * n3d, (max(self.key_dims),) * n3d, (self.mixers[0],) * n3d)
+
+    def smallest(self) -> Arch:
+        depths = tuple(min(s.depths) for s in self.stages)
+        n3d = min(self.n3d)
+        return Arch(self.name, tuple(min(s.widths) for s in self.stages), depths, n3d,
+                    tuple((min(self.mlp_ratios),) * d for d in depths),
+                    (min(self.heads),) * n3d, (min(self.key_dims),) * n3d, (self.mixers[0],) * n3d)
+
+    # ---- validation
+    def arch_from_dict(self, data: dict[str, Any]) -> Arch:
+        unknown = sorted(set(data) - set(ARCH_FIELDS))
+        if unknown:
+            raise ArchError(f"arch field {unknown[0]!r} is unknown; allowed fields: {', '.join(ARCH_FIELDS)}")
+        missing = [f for f in ARCH_FIELDS if f not in data]
+        if missing:
+            raise ArchError(f"arch field {missing[0]!r} is missing; an arch needs: {', '.join(ARCH_FIELDS)}")
+        if data["space"] != self.name:
+            raise ArchError(f"arch field 'space' = {data['space']!r} does not match the space {self.name!r}")
+        ns = self.num_stages
+        widths = _int_list(data["widths"], "widths", ns)
+        depths = _int_list(data["depths"], "depths", ns)
+        for s in range(ns):
+            _check(widths[s], self.stages[s].widths, f"widths[{s}]")
+            _check(depths[s], self.stages[s].depths, f"depths[{s}]")
+        n3d = data["n3d"]
+        allowed_n3d = [n for n in self.n3d if n <= depths[-1]]
+        _check(n3d, allowed_n3d, "n3d", note=f" (at most depths[{ns - 1}] = {depths[-1]})")
+        ratios = data["mlp_ratios"]
+        if not isinstance(ratios, list) or len(ratios) != ns:
+            raise ArchError(f"arch field 'mlp_ratios' must be a list of {ns} per-stage lists, got {ratios!r}")
+        mlp_ratios = []
+        for s in range(ns):
+            stage = _int_list(ratios[s], f"mlp_ratios[{s}]", depths[s])
+            for i, e in enumerate(stage):
+                _check(e, self.mlp_ratios, f"mlp_ratios[{s}][{i}]")
+            mlp_ratios.append(tuple(stage))
+        heads = _int_list(data["heads"], "heads", n3d)
+        key_dims = _int_list(data["key_dims"], "key_dims", n3d)
+        mixers = data["mixers"]
+        if not isinstance(mixers, list) or len(mixers) != n3d:
+            raise ArchError(f"arch field 'mixers' must be a list of {n3d} names (one per 3D block), got {mixers!r}")
+        for j in range(n3d):
+            _check(heads[j], self.heads, f"heads[{j}]")
+            _check(key_dims[j], self.key_dims, f"key_dims[{j}]")
+            _check(mixers[j], self.mixers, f"mixers[{j}]")
+        return Arch(self.name, tuple(widths), tuple(depths), n3d, tuple(mlp_ratios),
+                    tuple(heads), tuple(key_dims), tuple(mixers))
+
+    def arch_from_json(self, text: str) -> Arch:
+        return Arch.from_json(text, self)
+
+    def validate(self, arch: Arch) -> Arch:
+        return self.arch_from_dict(arch.to_dict())
+
+    # ---- description
+    def size(self) -> dict[str, int]:
+        """Number of distinct archs: ``fine`` counts every knob, ``macro`` widths, depths and n3d only."""
+        e = len(self.mlp_ratios)
+        per_3d = len(self.mixers) * len(self.heads) * len(self.key_dims)
+        widths = math.prod(len(s.widths) for s in self.stages)
+        fine = widths * math.prod(sum(e ** d for d in s.depths) for s in self.stages[:-1])
+        fine *= sum(e ** d * sum(per_3d ** n for n in self.n3d if n <= d) for d in self.stages[-1].depths)
+        macro = widths * math.prod(len(s.depths) for s in self.stages[:-1])
+        macro *= sum(len([n for n in self.n3d if n <= d]) for d in self.stages[-1].depths)
+        return {"fine": fine, "macro": macro}
+
+    def describe(self) -> dict[str, Any]:
+        size = self.size()
+        return {
+            "name": self.name,
+            "description": self.description,
+            "source": self.source,
+            "input_size": self.input_size,
+            "num_classes": self.num_classes,
+            "resolutions": list(self.resolutions()),
+            "stages": [{"widths": list(s.widths), "depths": list(s.depths)} for s in self.stages],
+            "mlp_ratios": list(self.mlp_ratios),
+            "n3d": list(self.n3d),
+            "attention": {"mixers": list(self.mixers), "heads": list(self.heads), "key_dims": list(self.key_dims),
+                          "attn_ratio": self.attn_ratio},
+            "size": {"fine": size["fine"], "fine_sci": f"{size['fine']:.3e}", "macro": size["macro"]},
+            "presets": {name: self.preset(name).to_dict() for name in self.preset_names()},
+        }
+
+
+def _conv_out(side: int) -> int:
+    return (side - 1) // 2 + 1   # 3x3 conv, stride 2, padding 1
+
+
+def _int_list(value: Any, field: str, length: int) -> list[int]:
+    if not isinstance(value, list) or any(not isinstance(v, int) or isinstance(v, bool) for v in value):
+        raise ArchError(f"arch field {field!r} must be a list of {length} integers, got {value!r}")
+    if len(value) != length:
+        raise ArchError(f"arch field {field!r} must have {length} entries, got {len(value)}: {value!r}")
+    return value
+
+
+def _check(value: Any, allowed: Iterable[Any], field: str, note: str = "") -> None:
+    allowed = list(allowed)
+    if value not in allowed or isinstance(value, bool):
+        raise ArchError(f"arch field {field!r} = {value!r} is not allowed; allowed: {format_choices(allowed)}{note}")
+
+
+# --------------------------------------------------------------------------------------------------- loading
+
+_SPACES_PACKAGE = "search_spaces"
+
+
+def known_spaces() -> list[str]:
+    folder = resources.files(_SPACES_PACKAGE)
+    return sorted(p.name[:-5] for p in folder.iterdir() if p.name.endswith(".yaml"))
+
+
+@functools.lru_cache(maxsize=None)
+def _load_file(path: str) -> SearchSpace:
+    try:
+        raw = yaml.safe_load(Path(path).read_text())
+    except (OSError, yaml.YAMLError) as exc:
+        raise SpaceError(f"cannot read search space {path}: {exc}") from None
+    return _parse_space(raw, path)
+
+
+def load_space(name_or_path: str | Path = "efficientformer") -> SearchSpace:
+    """A space by name (``search_spaces/NAME.yaml``, shipped with the package) or by path to a YAML file.
+
+    A space loaded from a file is also remembered under its name, so archs naming it load afterwards.
+    """
+    text = str(name_or_path)
+    if text.endswith((".yaml", ".yml")) or "/" in text:
+        space = _load_file(str(Path(text).resolve()))
+        _BY_NAME[space.name] = space
+        return space
+    if text in _BY_NAME:
+        return _BY_NAME[text]
+    if text not in known_spaces():
+        raise SpaceError(f"unknown search space {text!r}; known: {', '.join(known_spaces())} (or a path to a .yaml file)")
+    with resources.as_file(resources.files(_SPACES_PACKAGE) / f"{text}.yaml") as path:
+        return _load_file(str(path))
+
+
+_BY_NAME: dict[str, SearchSpace] = {}
+
+
+def _parse_space(raw: Any, where: str) -> SearchSpace:
+    try:
+        att = raw["attention"]
+        stages = tuple(
+            StageChoices(_choices(s["widths"], f"{where}: stages[{i}].widths"),
+                         _choices(s["depths"], f"{where}: stages[{i}].depths"))
+            for i, s in enumerate(raw["stages"]))
+        space = SearchSpace(
+            name=str(raw["name"]),
+            description=str(raw.get("description", "")),
+            input_size=int(raw.get("input_size", 224)),
+            num_classes=int(raw.get("num_classes", 1000)),
+            stages=stages,
+            mlp_ratios=_choices(raw["mlp_ratios"], f"{where}: mlp_ratios"),
+            n3d=_choices(raw["n3d"], f"{where}: n3d"),
+            mixers=tuple(att["mixers"]),
+            heads=_choices(att["heads"], f"{where}: attention.heads"),
+            key_dims=_choices(att["key_dims"], f"{where}: attention.key_dims"),
+            attn_ratio=int(att.get("attn_ratio", 4)),
+            presets=dict(raw.get("presets") or {}),
+            source=where,
+        )
+    except (KeyError, TypeError) as exc:
+        raise SpaceError(f"search space {where} lacks or misformats {exc}") from None
+    if len(space.stages) < 2:
+        raise SpaceError(f"search space {where}: needs at least 2 stages")
+    for name in space.presets:   # a preset that is not a point of its space is a bug in the YAML
+        try:
+            space.preset(name)
+        except ArchError as exc:
+            raise SpaceError(f"search space {where}: preset {name!r}: {exc}") from None
+    return space

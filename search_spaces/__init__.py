@@ -1,0 +1,1 @@
+"""Search spaces as data: one YAML file per space. Load them with ``nas.space.load_space``."""

@@ -1,0 +1,247 @@
+"""Plain (non-elastic) EfficientFormer-family model: what ``Supernet.extract`` returns and what export writes.
+
+Module names and state-dict keys mirror timm's ``timm/models/efficientformer.py``, so a timm EfficientFormer state
+dict loads into the matching ``EfficientFormerNet`` with ``strict=True`` and parameter counts agree by
+construction. Unlike timm's, every block takes its own MLP ratio and every MB3D block its own heads, key dim and
+token mixer, which is what a searched subnet needs.
+"""
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import torch
+import torch.nn as nn
+from torch.nn.init import trunc_normal_
+
+
+class Stem4(nn.Sequential):
+    """Two 3x3 stride-2 Conv-BN-ReLU: the latency-friendly stem of EfficientFormer's observation 1."""
+
+    def __init__(self, in_chs: int, out_chs: int):
+        super().__init__()
+        self.add_module("conv1", nn.Conv2d(in_chs, out_chs // 2, 3, stride=2, padding=1))
+        self.add_module("norm1", nn.BatchNorm2d(out_chs // 2))
+        self.add_module("act1", nn.ReLU())
+        self.add_module("conv2", nn.Conv2d(out_chs // 2, out_chs, 3, stride=2, padding=1))
+        self.add_module("norm2", nn.BatchNorm2d(out_chs))
+        self.add_module("act2", nn.ReLU())
+
+
+class Downsample(nn.Module):
+    """Stage embedding: 3x3 stride-2 conv + BN, no activation."""
+
+    def __init__(self, in_chs: int, out_chs: int):
+        super().__init__()
+        self.conv = nn.Conv2d(in_chs, out_chs, 3, stride=2, padding=1)
+        self.norm = nn.BatchNorm2d(out_chs)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.norm(self.conv(x))
+
+
+class Flat(nn.Module):
+    """The one 4D -> 3D reshape of the network: [B, C, H, W] -> [B, N, C]."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.flatten(2).transpose(1, 2)
+
+
+class Pooling(nn.Module):
+    """PoolFormer token mixer: avgpool(x) - x (the residual adds x back)."""
+
+    def __init__(self, pool_size: int = 3):
+        super().__init__()
+        self.pool = nn.AvgPool2d(pool_size, stride=1, padding=pool_size // 2, count_include_pad=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.pool(x) - x
+
+
+class LayerScale(nn.Module):
+    def __init__(self, dim: int, init_value: float = 1e-5):
+        super().__init__()
+        self.gamma = nn.Parameter(init_value * torch.ones(dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.gamma
+
+
+class LayerScale2d(LayerScale):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.gamma.view(1, -1, 1, 1)
+
+
+class ConvMlpWithNorm(nn.Module):
+    """1x1 Conv-BN-GELU-1x1 Conv-BN on 4D tensors (BN folds into the convs at inference)."""
+
+    def __init__(self, dim: int, hidden: int):
+        super().__init__()
+        self.fc1 = nn.Conv2d(dim, hidden, 1)
+        self.norm1 = nn.BatchNorm2d(hidden)
+        self.act = nn.GELU()
+        self.fc2 = nn.Conv2d(hidden, dim, 1)
+        self.norm2 = nn.BatchNorm2d(dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.norm2(self.fc2(self.act(self.norm1(self.fc1(x)))))
+
+
+class Mlp(nn.Module):
+    """Linear-GELU-Linear on [B, N, C] tokens."""
+
+    def __init__(self, dim: int, hidden: int):
+        super().__init__()
+        self.fc1 = nn.Linear(dim, hidden)
+        self.act = nn.GELU()
+        self.fc2 = nn.Linear(hidden, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(self.act(self.fc1(x)))
+
+
+def relative_position_index(resolution: int) -> torch.Tensor:
+    """[N, N] index into a [heads, N] bias table by (|dy|, |dx|), as in EfficientFormer and LeViT."""
+    coords = torch.stack(torch.meshgrid(torch.arange(resolution), torch.arange(resolution), indexing="ij")).flatten(1)
+    rel = (coords[:, :, None] - coords[:, None, :]).abs()
+    return rel[0] * resolution + rel[1]
+
+
+class Attention(nn.Module):
+    """EfficientFormer's MHSA with a learned relative-position bias; qkv rows are head-interleaved [q|k|v]."""
+
+    def __init__(self, dim: int, key_dim: int = 32, num_heads: int = 8, attn_ratio: int = 4, resolution: int = 7):
+        super().__init__()
+        self.num_heads = num_heads
+        self.key_dim = key_dim
+        self.val_dim = attn_ratio * key_dim
+        self.scale = key_dim ** -0.5
+        self.qkv = nn.Linear(dim, num_heads * (2 * key_dim + self.val_dim))
+        self.proj = nn.Linear(num_heads * self.val_dim, dim)
+        self.attention_biases = nn.Parameter(torch.zeros(num_heads, resolution * resolution))
+        self.register_buffer("attention_bias_idxs", relative_position_index(resolution))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        B, N, _ = x.shape
+        qkv = self.qkv(x).reshape(B, N, self.num_heads, -1).permute(0, 2, 1, 3)
+        q, k, v = qkv.split([self.key_dim, self.key_dim, self.val_dim], dim=3)
+        attn = (q @ k.transpose(-2, -1)) * self.scale + self.attention_biases[:, self.attention_bias_idxs]
+        attn = attn.softmax(dim=-1)
+        x = (attn @ v).transpose(1, 2).reshape(B, N, self.num_heads * self.val_dim)
+        return self.proj(x)
+
+
+# Token mixers of MB3D blocks by the name an arch gives them. A new mixer is one class here plus its elastic twin
+# in supernet/elastic.py.
+MIXERS: dict[str, type[nn.Module]] = {"mhsa": Attention}
+
+
+class MetaBlock2d(nn.Module):
+    """MB4D: pool token mixer + Conv-BN MLP, each residual with layer scale."""
+
+    def __init__(self, dim: int, mlp_ratio: int, pool_size: int = 3, ls_init: float = 1e-5):
+        super().__init__()
+        self.token_mixer = Pooling(pool_size)
+        self.ls1 = LayerScale2d(dim, ls_init)
+        self.mlp = ConvMlpWithNorm(dim, dim * mlp_ratio)
+        self.ls2 = LayerScale2d(dim, ls_init)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.ls1(self.token_mixer(x))
+        return x + self.ls2(self.mlp(x))
+
+
+class MetaBlock1d(nn.Module):
+    """MB3D: LayerNorm + token mixer, LayerNorm + Linear MLP, each residual with layer scale."""
+
+    def __init__(self, dim: int, mlp_ratio: int, num_heads: int, key_dim: int, mixer: str = "mhsa",
+                 attn_ratio: int = 4, resolution: int = 7, ls_init: float = 1e-5):
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim)
+        self.token_mixer = MIXERS[mixer](dim, key_dim=key_dim, num_heads=num_heads, attn_ratio=attn_ratio,
+                                         resolution=resolution)
+        self.ls1 = LayerScale(dim, ls_init)
+        self.norm2 = nn.LayerNorm(dim)
+        self.mlp = Mlp(dim, dim * mlp_ratio)
+        self.ls2 = LayerScale(dim, ls_init)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.ls1(self.token_mixer(self.norm1(x)))
+        return x + self.ls2(self.mlp(self.norm2(x)))
+
+
+class EfficientFormerStage(nn.Module):
+    def __init__(self, downsample: nn.Module, blocks: Sequence[nn.Module]):
+        super().__init__()
+        self.downsample = downsample
+        self.blocks = nn.Sequential(*blocks)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.blocks(self.downsample(x))
+
+
+class EfficientFormerNet(nn.Module):
+    """An EfficientFormer-family network with per-block choices (one point of a search space).
+
+    Keyword arguments are the arch's fields plus the space's ``num_classes``, ``img_size`` and ``attn_ratio``,
+    so the model can be recreated from JSON alone (``arch_config``).
+    """
+
+    def __init__(self, widths: Sequence[int], depths: Sequence[int], n3d: int,
+                 mlp_ratios: Sequence[Sequence[int]], heads: Sequence[int] = (), key_dims: Sequence[int] = (),
+                 mixers: Sequence[str] = (), num_classes: int = 1000, img_size: int = 224, attn_ratio: int = 4,
+                 in_chans: int = 3, space: str = ""):
+        super().__init__()
+        self.arch_config: dict[str, Any] = dict(
+            space=space, widths=list(widths), depths=list(depths), n3d=n3d,
+            mlp_ratios=[list(r) for r in mlp_ratios], heads=list(heads), key_dims=list(key_dims),
+            mixers=list(mixers), num_classes=num_classes, img_size=img_size, attn_ratio=attn_ratio)
+        self.num_classes = num_classes
+        self.stem = Stem4(in_chans, widths[0])
+        side = ((img_size - 1) // 2 + 1 - 1) // 2 + 1
+        stages = []
+        last = len(depths) - 1
+        for s, depth in enumerate(depths):
+            if s > 0:
+                side = (side - 1) // 2 + 1
+            down = Downsample(widths[s - 1], widths[s]) if s > 0 else nn.Identity()
+            n_3d = n3d if s == last else 0
+            blocks: list[nn.Module] = []
+            for i in range(depth):
+                if i == depth - n_3d:   # the one flatten, just before the first MB3D block
+                    blocks.append(Flat())
+                if i < depth - n_3d:
+                    blocks.append(MetaBlock2d(widths[s], mlp_ratios[s][i]))
+                else:
+                    j = i - (depth - n_3d)
+                    blocks.append(MetaBlock1d(widths[s], mlp_ratios[s][i], heads[j], key_dims[j], mixers[j],
+                                              attn_ratio, side))
+            if s == last and n_3d == 0:  # an all-4D network still hands tokens to the LayerNorm head
+                blocks.append(Flat())
+            stages.append(EfficientFormerStage(down, blocks))
+        self.stages = nn.Sequential(*stages)
+        self.norm = nn.LayerNorm(widths[-1])
+        self.head = nn.Linear(widths[-1], num_classes)
+        self.head_dist = nn.Linear(widths[-1], num_classes)
+        self.distilled_training = False
+        self.apply(_init_weights)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.norm(self.stages(self.stem(x)))
+
+    def forward_head(self, x: torch.Tensor):
+        x = x.mean(dim=1)
+        x, x_dist = self.head(x), self.head_dist(x)
+        if self.distilled_training and self.training and not torch.jit.is_scripting():
+            return x, x_dist
+        return (x + x_dist) / 2
+
+    def forward(self, x: torch.Tensor):
+        return self.forward_head(self.forward_features(x))
+
+
+def _init_weights(m: nn.Module) -> None:
+    """timm's EfficientFormer init: truncated normal (0.02) for Linear weights, zero biases."""
+    if isinstance(m, nn.Linear):
+        trunc_normal_(m.weight, std=0.02)
+        if m.bias is not None:
+            nn.init.zeros_(m.bias)

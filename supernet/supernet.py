@@ -1,0 +1,176 @@
+"""The weight-sharing supernet of a search space.
+
+One module holds the largest weights of every block slot. ``set_active(arch)`` picks a point; ``forward`` runs it
+by slicing; ``extract(arch)`` hands back a plain ``EfficientFormerNet`` with the slice's weights copied in, whose
+output equals the supernet's for that arch.
+
+Slots: stage ``s`` has one MB4D slot per position up to its largest depth; in the last stage, every position that
+can hold an MB3D block also has an MB3D slot per token mixer (EfficientFormer's MetaPath {4D, 3D, I}: a block at
+position ``i`` uses slot ``i`` of its kind, and positions past the active depth are the identity).
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn as nn
+
+from nas.errors import ArchError
+from nas.space import Arch, BlockSpec, SearchSpace, load_space
+from supernet import static
+from supernet.elastic import (ElasticDownsample, ElasticLayerNorm, ElasticLinear, ElasticMB3D, ElasticMB4D,
+                              ElasticStem, shrink_into, grow_from)
+
+
+class SuperStage(nn.Module):
+    def __init__(self, space: SearchSpace, s: int):
+        super().__init__()
+        width, depth = space.max_widths[s], space.max_depths[s]
+        ratio = max(space.mlp_ratios)
+        self.downsample = ElasticDownsample(space.max_widths[s - 1], width) if s > 0 else None
+        self.blocks4d = nn.ModuleList(ElasticMB4D(width, ratio) for _ in range(depth))
+        self.blocks3d = nn.ModuleDict()
+        if s == space.num_stages - 1 and max(space.n3d) > 0:
+            side = space.resolutions()[s]
+            for i in space.positions_3d():
+                for mixer in space.mixers:
+                    self.blocks3d[_slot3d(i, mixer)] = ElasticMB3D(
+                        width, ratio, mixer, max(space.heads), max(space.key_dims), space.attn_ratio, side)
+
+    def block(self, b: BlockSpec) -> nn.Module:
+        return self.blocks4d[b.index] if b.kind == "4d" else self.blocks3d[_slot3d(b.index, b.mixer)]
+
+
+def _slot3d(index: int, mixer: str) -> str:
+    return f"{index}_{mixer}"
+
+
+class Supernet(nn.Module):
+    """Weight-sharing supernet over ``space`` (a ``SearchSpace`` or its name)."""
+
+    def __init__(self, space: SearchSpace | str = "efficientformer", in_chans: int = 3):
+        super().__init__()
+        self.space = load_space(space) if isinstance(space, str) else space
+        sp = self.space
+        self.stem = ElasticStem(in_chans, sp.max_widths[0])
+        self.stages = nn.ModuleList(SuperStage(sp, s) for s in range(sp.num_stages))
+        self.norm = ElasticLayerNorm(sp.max_widths[-1])
+        self.head = ElasticLinear(sp.max_widths[-1], sp.num_classes)
+        self.head_dist = ElasticLinear(sp.max_widths[-1], sp.num_classes)
+        nn.init.trunc_normal_(self.head.weight, std=0.02)
+        nn.init.trunc_normal_(self.head_dist.weight, std=0.02)
+        nn.init.zeros_(self.head.bias)
+        nn.init.zeros_(self.head_dist.bias)
+        self.distilled_training = False
+        self._active: Arch | None = None
+        self._plan: list[list[tuple[nn.Module, BlockSpec]]] = []
+        self.set_active(sp.largest())
+
+    # ---------------------------------------------------------------------------------------- choosing a subnet
+    @property
+    def active(self) -> Arch:
+        assert self._active is not None
+        return self._active
+
+    def set_active(self, arch: Arch) -> None:
+        """Run ``arch`` on the next forward passes (validated against this supernet's space)."""
+        if arch.space != self.space.name:
+            raise ArchError(f"arch field 'space' = {arch.space!r} does not match the supernet's space {self.space.name!r}")
+        arch = self.space.validate(arch)
+        plan: list[list[tuple[nn.Module, BlockSpec]]] = [[] for _ in arch.depths]
+        for b in arch.blocks():
+            plan[b.stage].append((self.stages[b.stage].block(b), b))
+        self._active, self._plan = arch, plan
+
+    # ---------------------------------------------------------------------------------------- running it
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        arch = self.active
+        x = self.stem(x, arch.widths[0])
+        for s, stage in enumerate(self.stages):
+            if stage.downsample is not None:
+                x = stage.downsample(x, arch.widths[s])
+            for module, b in self._plan[s]:
+                if b.kind == "4d":
+                    x = module(x, b.mlp_ratio)
+                else:
+                    if x.dim() == 4:             # the one flatten, before the first MB3D block
+                        x = x.flatten(2).transpose(1, 2)
+                    x = module(x, b.mlp_ratio, b.heads, b.key_dim)
+        if x.dim() == 4:                         # an all-4D arch: flatten for the LayerNorm head
+            x = x.flatten(2).transpose(1, 2)
+        return self.norm(x)
+
+    def forward_head(self, x: torch.Tensor):
+        x = x.mean(dim=1)
+        n = self.space.num_classes
+        x, x_dist = self.head(x, n), self.head_dist(x, n)
+        if self.distilled_training and self.training:
+            return x, x_dist
+        return (x + x_dist) / 2
+
+    def forward(self, x: torch.Tensor):
+        return self.forward_head(self.forward_features(x))
+
+    # ---------------------------------------------------------------------------------------- static twins
+    def static_model(self, arch: Arch) -> static.EfficientFormerNet:
+        """A freshly initialised plain model of ``arch`` (no weights from the supernet)."""
+        sp = self.space
+        return static.EfficientFormerNet(
+            arch.widths, arch.depths, arch.n3d, arch.mlp_ratios, arch.heads, arch.key_dims, arch.mixers,
+            num_classes=sp.num_classes, img_size=sp.input_size, attn_ratio=sp.attn_ratio,
+            in_chans=self.stem.conv1.in_channels, space=sp.name)
+
+    @torch.no_grad()
+    def extract(self, arch: Arch | None = None) -> static.EfficientFormerNet:
+        """A standalone plain model of ``arch`` (default: the active one) with the supernet's weights."""
+        arch = self.space.validate(arch) if arch is not None else self.active
+        net = self.static_model(arch)
+        net.stem = self.stem.to_static(arch.widths[0])
+        for s, (stage, net_stage) in enumerate(zip(self.stages, net.stages)):
+            if stage.downsample is not None:
+                net_stage.downsample = stage.downsample.to_static(arch.widths[s - 1], arch.widths[s])
+            blocks = [m for m in net_stage.blocks if not isinstance(m, static.Flat)]
+            for b, target in zip((b for b in arch.blocks() if b.stage == s), blocks):
+                slot = stage.block(b)
+                if b.kind == "4d":
+                    new = slot.to_static(b.width, b.mlp_ratio)
+                else:
+                    new = slot.to_static(b.width, b.mlp_ratio, b.heads, b.key_dim)
+                _replace(net_stage.blocks, target, new)
+        shrink_into(self, net, skip=("stem.", "stages."))   # norm, head, head_dist
+        net.distilled_training = self.distilled_training
+        return net.train(self.training)
+
+    @torch.no_grad()
+    def absorb(self, arch: Arch, net: static.EfficientFormerNet) -> None:
+        """Write a plain model of ``arch`` into the supernet's slots (the inverse of ``extract``)."""
+        arch = self.space.validate(arch)
+        grow_from(net.stem, self.stem)
+        for s, (stage, net_stage) in enumerate(zip(self.stages, net.stages)):
+            if stage.downsample is not None:
+                grow_from(net_stage.downsample, stage.downsample)
+            blocks = [m for m in net_stage.blocks if not isinstance(m, static.Flat)]
+            for b, block in zip((b for b in arch.blocks() if b.stage == s), blocks):
+                stage.block(b).absorb(block)
+        grow_from(net, self, skip=("stem.", "stages."))
+
+    def load_timm(self, model_or_state_dict: nn.Module | dict[str, torch.Tensor]) -> Arch:
+        """Start from timm's EfficientFormer weights (L1, L3, L7 or any other point of this space).
+
+        Returns the arch the weights describe; ``extract`` of it reproduces the timm model's logits.
+        """
+        from supernet.timm_interop import static_from_timm
+        arch, net = static_from_timm(model_or_state_dict, self.space)
+        self.absorb(arch, net)
+        return arch
+
+    def describe_active(self) -> dict[str, Any]:
+        return self.active.to_dict()
+
+
+def _replace(seq: nn.Sequential, old: nn.Module, new: nn.Module) -> None:
+    for name, m in seq.named_children():
+        if m is old:
+            setattr(seq, name, new)
+            return
+    raise KeyError("block not found")  # pragma: no cover - extract builds both sides from one arch

@@ -1,0 +1,30 @@
+"""A non-editable install (a built wheel) must find the data folders at run time."""
+import os
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.slow
+def test_wheel_ships_data_and_loads_spaces(tmp_path):
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
+                    "-w", str(tmp_path / "dist"), str(ROOT)], check=True, capture_output=True)
+    wheel = next((tmp_path / "dist").glob("nas-*.whl"))
+    names = zipfile.ZipFile(wheel).namelist()
+    for needed in ["search_spaces/efficientformer.yaml", "search_spaces/tiny.yaml", "nas/cli.py",
+                   "supernet/supernet.py", "latency_luts/README.md"]:
+        assert needed in names, needed
+    site = tmp_path / "site"
+    subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(site), str(wheel)],
+                   check=True, capture_output=True)
+    env = {**os.environ, "PYTHONPATH": str(site)}
+    code = ("import nas, sys; from nas.space import load_space; s = load_space('efficientformer'); "
+            "assert 'site' in nas.__file__, nas.__file__; print(s.preset('l1').widths, load_space('tiny').name)")
+    out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True,
+                         check=True).stdout
+    assert out.strip() == "(48, 96, 224, 448) tiny"
