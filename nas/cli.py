@@ -11,6 +11,7 @@ import argparse
 import json
 import random
 import sys
+from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from nas.errors import UsageError
@@ -30,6 +31,16 @@ def _positive_int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"{text!r} is not an integer; expected a positive integer") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"{value} is not allowed; expected a positive integer")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer; expected 0 or more") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{value} is not allowed; expected 0 or more")
     return value
 
 
@@ -77,6 +88,99 @@ def cmd_space_sample(args: argparse.Namespace) -> int:
     return 0
 
 
+# ------------------------------------------------------------------------------------------------ nas predict, nas lut
+
+
+def resolve_arch(value: str, space_name: str):
+    """An arch from a preset name of the space, an arch JSON file, or a run directory holding best_arch.json."""
+    from pathlib import Path
+
+    from nas.space import Arch, load_space
+
+    space = load_space(space_name)
+    path = Path(value)
+    if path.is_dir() and (path / "best_arch.json").exists():
+        path = path / "best_arch.json"
+    if path.is_file():
+        return Arch.from_json(path.read_text())
+    if value in space.presets:
+        return space.preset(value)
+    raise UsageError(f"--arch {value!r} is neither a preset of space {space.name!r} "
+                     f"({', '.join(space.preset_names())}) nor an arch JSON file")
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from nas.latency import load_predictor
+
+    arch = resolve_arch(args.arch, args.space)
+    predictor = load_predictor(args.device, arch.space, args.lut)
+    ms = predictor.predict(arch)
+    result = {"latency_ms": ms, "raw_sum_ms": predictor.raw_ms(arch), "device": args.device,
+              "table": predictor.path, "table_kind": predictor.kind, "arch": arch.to_dict()}
+    if args.json:
+        _emit(result)
+        return 0
+    kind = "" if predictor.kind == "measured" else f" ({predictor.kind} table)"
+    print(f"{ms:.3f} ms on {args.device}{kind}: sum of {len(predictor.breakdown(arch))} ops "
+          f"{result['raw_sum_ms']:.3f} ms, corrected with the table's end-to-end fit")
+    if args.breakdown:
+        for key, op_ms in predictor.breakdown(arch):
+            print(f"  {op_ms:9.4f} ms  {key}")
+    return 0
+
+
+def cmd_lut_build(args: argparse.Namespace) -> int:
+    from nas.latency.build import build_table
+
+    table, out = build_table(args.device, args.space, args.out, resume=args.resume, calibrate=args.calibrate,
+                             ray_address=args.ray_address, workers=args.workers, progress=not args.no_progress)
+    summary = {"out": str(out), "entries": len(table.entries), "calibration_archs": len(table.calibration),
+               "correction": table.correction, "device": args.device, "space": table.header["space"]}
+    if args.json:
+        _emit(summary)
+    else:
+        corr = table.correction or {}
+        print(f"wrote {out}: {len(table.entries)} ops, {len(table.calibration)} archs end to end; correction "
+              f"scale {corr.get('scale', 1):.3f}, offset {corr.get('offset_ms', 0):.3f} ms "
+              f"(calibration MAPE {100 * corr.get('mape_before', 0):.1f}% -> {100 * corr.get('mape_after', 0):.1f}%)")
+    return 0
+
+
+def cmd_lut_validate(args: argparse.Namespace) -> int:
+    from nas.latency import load_predictor
+    from nas.latency.validate import validate_table
+
+    predictor = load_predictor(args.device, args.space, args.lut)
+    plot = args.plot or str(Path(predictor.path or ".").with_suffix("")) + "-validate.png"
+    report = validate_table(predictor, args.device, args.n, plot=plot, progress=not args.no_progress)
+    if args.json:
+        _emit(report)
+    else:
+        print(f"{args.device}: {report['n']} random archs measured end to end vs predicted from {predictor.path}")
+        print(f"  MAPE {100 * report['mape']:.2f}%  within ±5% {100 * report['within_5pct']:.0f}%  "
+              f"within ±10% {100 * report['within_10pct']:.0f}%  Kendall tau {report['kendall_tau']:.3f}")
+        print(f"  plot: {report['plot']}")
+    return 0
+
+
+def cmd_lut_show(args: argparse.Namespace) -> int:
+    from nas.latency.table import LatencyTable
+
+    table = LatencyTable.load(args.file)
+    if args.json:
+        _emit({"header": table.header, "entries": len(table.entries), "calibration_archs": len(table.calibration)})
+        return 0
+    for k, v in table.header.items():
+        print(f"{k:>15}: {v}")
+    print(f"{'entries':>15}: {len(table.entries)}")
+    by_kind: dict[str, list[float]] = {}
+    for key, e in table.entries.items():
+        by_kind.setdefault(key.split("|")[0], []).append(e["median_ms"])
+    for kind, values in by_kind.items():
+        print(f"{kind:>15}: {len(values)} ops, {min(values):.4f} .. {max(values):.4f} ms")
+    return 0
+
+
 # ------------------------------------------------------------------------------------------------ the parser
 
 
@@ -99,6 +203,47 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--n", type=_positive_int, required=True, help="number of archs")
     sample.add_argument("--seed", type=int, default=0, help="random seed (same seed, same archs)")
     sample.set_defaults(func=cmd_space_sample)
+
+    predict = commands.add_parser("predict", help="predicted latency of an arch on a device")
+    predict.add_argument("--device", required=True, help="device name (see nas.latency.devices)")
+    predict.add_argument("--arch", required=True, help="preset name, arch JSON file, or run directory")
+    _add_space_arg(predict)
+    predict.add_argument("--lut", help="latency table file (default: the device's table)")
+    predict.add_argument("--breakdown", action="store_true", help="print every op's entry")
+    predict.add_argument("--json", action="store_true", help="one JSON object on stdout")
+    predict.set_defaults(func=cmd_predict)
+
+    lut = commands.add_parser("lut", help="build, validate and inspect latency lookup tables")
+    lut_cmds = lut.add_subparsers(dest="lut_command", metavar="SUBCOMMAND", parser_class=_Parser)
+    lut_cmds.required = True
+    build = lut_cmds.add_parser("build", help="measure every op of a space on a device")
+    build.add_argument("--device", required=True)
+    _add_space_arg(build)
+    build.add_argument("--out", help="table file (default: ~/.cache/nas/latency_luts/DEVICE.json, or $NAS_LUT_DIR)")
+    build.add_argument("--resume", action="store_true", help="continue a table; measure only what it lacks")
+    build.add_argument("--calibrate", type=_non_negative_int, default=10,
+                       help="random archs measured end to end to fit the correction (default 10)")
+    build.add_argument("--ray-address", help="join this Ray cluster; tasks need the resource device:DEVICE")
+    build.add_argument("--workers", type=_non_negative_int, default=0,
+                       help="start a local Ray with N concurrent measurements (0: measure serially here)")
+    build.add_argument("--no-progress", action="store_true")
+    build.add_argument("--json", action="store_true")
+    build.set_defaults(func=cmd_lut_build)
+
+    validate = lut_cmds.add_parser("validate", help="measure N random archs end to end vs the prediction")
+    validate.add_argument("--device", required=True)
+    _add_space_arg(validate)
+    validate.add_argument("--lut", help="latency table file (default: the device's table)")
+    validate.add_argument("--n", type=_positive_int, default=30)
+    validate.add_argument("--plot", help="PNG path (default: next to the table)")
+    validate.add_argument("--no-progress", action="store_true")
+    validate.add_argument("--json", action="store_true")
+    validate.set_defaults(func=cmd_lut_validate)
+
+    show = lut_cmds.add_parser("show", help="inspect a latency table")
+    show.add_argument("file")
+    show.add_argument("--json", action="store_true")
+    show.set_defaults(func=cmd_lut_show)
     return parser
 
 

@@ -225,6 +225,13 @@ class EfficientFormerNet(nn.Module):
         self.distilled_training = False
         self.apply(_init_weights)
 
+    @classmethod
+    def from_arch(cls, arch: Any, space: Any) -> "EfficientFormerNet":
+        """A freshly initialised model of ``arch`` (a ``nas.space.Arch`` of ``space``)."""
+        return cls(arch.widths, arch.depths, arch.n3d, arch.mlp_ratios, arch.heads, arch.key_dims, arch.mixers,
+                   num_classes=space.num_classes, img_size=space.input_size, attn_ratio=space.attn_ratio,
+                   space=space.name)
+
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         return self.norm(self.stages(self.stem(x)))
 

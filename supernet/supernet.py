@@ -48,11 +48,11 @@ def _slot3d(index: int, mixer: str) -> str:
 class Supernet(nn.Module):
     """Weight-sharing supernet over ``space`` (a ``SearchSpace`` or its name)."""
 
-    def __init__(self, space: SearchSpace | str = "efficientformer", in_chans: int = 3):
+    def __init__(self, space: SearchSpace | str = "efficientformer"):
         super().__init__()
         self.space = load_space(space) if isinstance(space, str) else space
         sp = self.space
-        self.stem = ElasticStem(in_chans, sp.max_widths[0])
+        self.stem = ElasticStem(3, sp.max_widths[0])
         self.stages = nn.ModuleList(SuperStage(sp, s) for s in range(sp.num_stages))
         self.norm = ElasticLayerNorm(sp.max_widths[-1])
         self.head = ElasticLinear(sp.max_widths[-1], sp.num_classes)
@@ -114,11 +114,7 @@ class Supernet(nn.Module):
     # ---------------------------------------------------------------------------------------- static twins
     def static_model(self, arch: Arch) -> static.EfficientFormerNet:
         """A freshly initialised plain model of ``arch`` (no weights from the supernet)."""
-        sp = self.space
-        return static.EfficientFormerNet(
-            arch.widths, arch.depths, arch.n3d, arch.mlp_ratios, arch.heads, arch.key_dims, arch.mixers,
-            num_classes=sp.num_classes, img_size=sp.input_size, attn_ratio=sp.attn_ratio,
-            in_chans=self.stem.conv1.in_channels, space=sp.name)
+        return static.EfficientFormerNet.from_arch(arch, self.space)
 
     @torch.no_grad()
     def extract(self, arch: Arch | None = None) -> static.EfficientFormerNet:

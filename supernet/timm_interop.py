@@ -63,8 +63,6 @@ def static_from_timm(model_or_state_dict: nn.Module | dict[str, torch.Tensor],
                      space: SearchSpace) -> tuple[Arch, EfficientFormerNet]:
     sd = timm_state_dict(model_or_state_dict)
     arch = arch_from_timm(sd, space)
-    net = EfficientFormerNet(arch.widths, arch.depths, arch.n3d, arch.mlp_ratios, arch.heads, arch.key_dims,
-                             arch.mixers, num_classes=space.num_classes, img_size=space.input_size,
-                             attn_ratio=space.attn_ratio, space=space.name)
+    net = EfficientFormerNet.from_arch(arch, space)
     net.load_state_dict(sd, strict=True)
     return arch, net

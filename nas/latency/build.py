@@ -1,0 +1,176 @@
+"""``nas lut build``: measure every distinct op of a space on a device, then fit the end-to-end correction.
+
+The table file is the checkpoint: it is rewritten atomically after every measurement, so a killed build loses
+nothing it measured, and ``--resume`` measures only what the file lacks. With Ray, each measurement is a task that
+asks for the custom resource ``device:<name>`` (1 unit): the node started with that resource runs them, one at a
+time per unit, and the driver writes results as they arrive.
+"""
+from __future__ import annotations
+
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+from nas.errors import UsageError
+from nas.latency.backends import Timing
+from nas.latency.devices import Device, get_device
+from nas.latency.ops import Op, space_ops
+from nas.latency.predict import LutPredictor, fit_correction
+from nas.latency.table import LatencyTable
+from nas.space import Arch, SearchSpace, load_space
+
+# Which header fields must agree for --resume to continue a table rather than mix two measurement setups.
+_RESUME_MUST_MATCH = ("device", "backend", "threads", "batch", "dtype", "space", "input_size", "torch_version")
+
+CALIBRATION_SEED_BASE = 0        # archs measured end to end to fit the correction: seeds 0..K-1
+VALIDATION_SEED_BASE = 10_000    # `nas lut validate` uses other archs: seeds 10000.. (never the fitted ones)
+
+
+def new_header(device: Device, space: SearchSpace, produced_by: str) -> dict[str, Any]:
+    import torch
+
+    backend = device.make_backend()
+    return {
+        "device": device.name, "backend": backend.name, "backend_version": backend.version,
+        "torch_version": torch.__version__, "threads": device.threads, "dtype": device.dtype,
+        "batch": device.batch, "input_size": space.input_size, "space": space.name,
+        "host": platform.node(), "cpu": platform.processor() or platform.machine(),
+        "date": time.strftime("%Y-%m-%dT%H:%M:%S"), "kind": "measured", "produced_by": produced_by,
+    }
+
+
+# ---------------------------------------------------------------------------------------------- measuring
+
+
+def measure_op(device: Device, op_key: str) -> Timing:
+    module, x = Op.from_key(op_key).build(device.batch)
+    return device.make_backend().measure(module, x)
+
+
+def measure_arch(device: Device, arch: Arch, space: SearchSpace) -> Timing:
+    """End to end: the whole plain model of ``arch`` with the same backend as the ops."""
+    from supernet.static import EfficientFormerNet
+
+    model = EfficientFormerNet.from_arch(arch, space)
+    x = __import__("torch").randn(device.batch, 3, space.input_size, space.input_size)
+    return device.make_backend().measure(model, x)
+
+
+def _run_job(device_name: str, job: tuple[str, str], space_source: str) -> tuple[tuple[str, str], dict]:
+    """One measurement (an op signature, or an arch's JSON for end to end); also what a Ray task runs."""
+    device = get_device(device_name)
+    kind, payload = job
+    if kind == "op":
+        timing = measure_op(device, payload)
+    else:
+        space = load_space(space_source)
+        timing = measure_arch(device, Arch.from_json(payload, space), space)
+    return job, timing.to_dict()
+
+
+def _serial(device: Device, jobs: list[tuple[str, str]], space_source: str) -> Iterable[tuple[tuple[str, str], dict]]:
+    for job in jobs:
+        yield _run_job(device.name, job, space_source)
+
+
+def _on_ray(device: Device, jobs: list[tuple[str, str]], space_source: str, address: str | None,
+            workers: int) -> Iterable[tuple[tuple[str, str], dict]]:
+    try:
+        import ray
+    except ImportError:
+        raise UsageError("--ray-address/--workers need Ray: pip install 'nas[ray]'") from None
+    resource = f"device:{device.name}"
+    started_here = not ray.is_initialized()
+    if started_here:
+        if address:
+            ray.init(address=address, log_to_driver=False)
+        else:   # a local Ray whose `workers` units of the device resource allow that many measurements at once
+            ray.init(num_cpus=workers, resources={resource: workers}, include_dashboard=False, log_to_driver=False,
+                     _node_ip_address="127.0.0.1")
+    try:
+        if not ray.cluster_resources().get(resource):
+            raise UsageError(f"no node of the Ray cluster has the resource {resource!r}; start the node that owns "
+                             f"the device with: ray start --address=HEAD --resources='{{\"{resource}\": 1}}'")
+        task = ray.remote(_run_job).options(resources={resource: 1}, num_cpus=1, max_retries=3)
+        pending = [task.remote(device.name, job, space_source) for job in jobs]
+        while pending:
+            done, pending = ray.wait(pending, num_returns=1)
+            yield ray.get(done[0])
+    finally:
+        if started_here:
+            ray.shutdown()
+
+
+# ---------------------------------------------------------------------------------------------- the build
+
+
+def build_table(device_name: str, space_source: str = "efficientformer", out: str | Path | None = None,
+                resume: bool = False, calibrate: int = 10, ray_address: str | None = None, workers: int = 0,
+                progress: bool = True, produced_by: str = "",
+                on_measured: Callable[[int], None] | None = None) -> tuple[LatencyTable, Path]:
+    device = get_device(device_name)
+    ok, why = device.make_backend().available()
+    if not ok:
+        raise UsageError(f"device {device.name!r} cannot be measured here: {why}")
+    space = load_space(space_source)
+    if out is None:
+        from nas.latency.devices import local_table_dir
+        out = local_table_dir() / (f"{device.name}.json" if space.name == "efficientformer"
+                                   else f"{device.name}-{space.name}.json")
+    out = Path(out)
+    header = new_header(device, space, produced_by or " ".join(["nas"] + sys.argv[1:]))
+    if out.exists():
+        if not resume:
+            raise UsageError(f"{out} exists; pass --resume to continue it, or choose another --out")
+        table = LatencyTable.load(out)
+        for f in _RESUME_MUST_MATCH:
+            if table.header.get(f) != header[f]:
+                raise UsageError(f"cannot resume {out}: it was measured with {f} = {table.header.get(f)!r}, "
+                                 f"this run has {header[f]!r}; use another --out")
+    else:
+        table = LatencyTable(header)
+
+    ops = [op.key for op in space_ops(space)]
+    calib = [space.sample(seed=CALIBRATION_SEED_BASE + i) for i in range(calibrate)]
+    done_archs = {c["arch_json"] for c in table.calibration}
+    jobs = [("op", k) for k in ops if k not in table.entries]
+    jobs += [("arch", a.to_json()) for a in calib if a.to_json() not in done_archs]
+    total = len(ops) + len(calib)
+
+    bar = None
+    if progress:
+        from tqdm import tqdm
+        bar = tqdm(total=total, initial=total - len(jobs), unit="job", desc=f"lut {device.name}",
+                   file=sys.stderr, dynamic_ncols=True)
+    results = (_on_ray(device, jobs, space_source, ray_address, workers or 1) if (ray_address or workers)
+               else _serial(device, jobs, space_source))
+    try:
+        for (kind, payload), timing in results:
+            stamp = time.strftime("%Y-%m-%dT%H:%M:%S")
+            if kind == "op":
+                table.entries[payload] = {**timing, "measured_at": stamp}
+            else:
+                table.calibration.append({"arch_json": payload, "measured_ms": timing["median_ms"],
+                                          "timing": timing, "measured_at": stamp})
+            table.save(out)
+            if bar:
+                bar.update(1)
+            if on_measured:
+                on_measured(len(table.entries))
+    finally:
+        if bar:
+            bar.close()
+
+    if table.calibration:
+        predictor = LutPredictor(table, space)
+        raw = [predictor.raw_ms(Arch.from_json(c["arch_json"], space)) for c in table.calibration]
+        table.header["correction"] = {
+            **fit_correction(raw, [c["measured_ms"] for c in table.calibration]),
+            "fitted_on": f"end-to-end measurements of {len(raw)} random archs "
+                         f"(seeds {CALIBRATION_SEED_BASE}..{CALIBRATION_SEED_BASE + len(raw) - 1})",
+        }
+        table.save(out)
+    return table, out

@@ -1,0 +1,195 @@
+"""Latency prediction from a table: the sum of an arch's op entries, then the table's end-to-end correction.
+
+Two paths, one answer:
+- ``LutPredictor.predict(arch)`` walks ``arch_ops`` and looks the signatures up (exact, explains what is missing);
+- ``LutPredictor.predict_batch(batch)`` predicts many archs at once from an ``ArchBatch`` (arrays of choice indices,
+  as a vectorised search or a random baseline produces them) with numpy gathers, for >100k archs/s.
+A test checks that both agree on random archs.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from nas.errors import UsageError
+from nas.latency.ops import arch_ops, down_op, flat_op, head_op, mb3d_op, mb4d_op, stem_op
+from nas.latency.table import LatencyTable
+from nas.space import Arch, SearchSpace, load_space
+
+
+class MissingEntriesError(UsageError):
+    pass
+
+
+@dataclass
+class ArchBatch:
+    """N archs as arrays of indices into the space's choice lists (ragged parts padded, masked by depth/n3d)."""
+
+    widths: np.ndarray      # [N, S]   index into stages[s].widths
+    depths: np.ndarray      # [N, S]   actual depth
+    n3d: np.ndarray         # [N]
+    ratios: np.ndarray      # [N, S, maxD] index into mlp_ratios
+    heads: np.ndarray       # [N, max n3d] index into heads, for the j-th MB3D block
+    key_dims: np.ndarray    # [N, max n3d]
+    mixers: np.ndarray      # [N, max n3d]
+
+    def __len__(self) -> int:
+        return len(self.n3d)
+
+    def arch(self, space: SearchSpace, i: int) -> Arch:
+        depths = [int(d) for d in self.depths[i]]
+        n3d = int(self.n3d[i])
+        return Arch(space.name,
+                    tuple(space.stages[s].widths[w] for s, w in enumerate(self.widths[i])), tuple(depths), n3d,
+                    tuple(tuple(space.mlp_ratios[e] for e in self.ratios[i, s, :d]) for s, d in enumerate(depths)),
+                    tuple(space.heads[h] for h in self.heads[i, :n3d]),
+                    tuple(space.key_dims[k] for k in self.key_dims[i, :n3d]),
+                    tuple(space.mixers[m] for m in self.mixers[i, :n3d]))
+
+
+def _shape(space: SearchSpace) -> tuple[int, int, int]:
+    return space.num_stages, max(space.max_depths), max(max(space.n3d), 1)
+
+
+def encode_archs(archs: Sequence[Arch], space: SearchSpace) -> ArchBatch:
+    S, D, J = _shape(space)
+    n = len(archs)
+    b = ArchBatch(np.zeros((n, S), np.int64), np.zeros((n, S), np.int64), np.zeros(n, np.int64),
+                  np.zeros((n, S, D), np.int64), np.zeros((n, J), np.int64), np.zeros((n, J), np.int64),
+                  np.zeros((n, J), np.int64))
+    for i, a in enumerate(archs):
+        b.widths[i] = [space.stages[s].widths.index(w) for s, w in enumerate(a.widths)]
+        b.depths[i] = a.depths
+        b.n3d[i] = a.n3d
+        for s, stage in enumerate(a.mlp_ratios):
+            b.ratios[i, s, :len(stage)] = [space.mlp_ratios.index(e) for e in stage]
+        b.heads[i, :a.n3d] = [space.heads.index(h) for h in a.heads]
+        b.key_dims[i, :a.n3d] = [space.key_dims.index(k) for k in a.key_dims]
+        b.mixers[i, :a.n3d] = [space.mixers.index(m) for m in a.mixers]
+    return b
+
+
+def sample_batch(space: SearchSpace, n: int, seed: int | None = None) -> ArchBatch:
+    """``n`` uniformly random archs (same distribution as ``SearchSpace.sample``), drawn directly as arrays."""
+    rng = np.random.default_rng(seed)
+    S, D, J = _shape(space)
+    widths = np.stack([rng.integers(0, len(st.widths), n) for st in space.stages], 1)
+    depths = np.stack([np.asarray(st.depths)[rng.integers(0, len(st.depths), n)] for st in space.stages], 1)
+    n3d_choices = np.asarray(space.n3d)
+    # uniform over the n3d values allowed for the drawn last-stage depth
+    allowed = n3d_choices[None, :] <= depths[:, -1:]
+    pick = (rng.random(n) * allowed.sum(1)).astype(np.int64)
+    n3d = n3d_choices[np.argmax(np.cumsum(allowed, 1) > pick[:, None], axis=1)]
+    return ArchBatch(widths, depths, n3d, rng.integers(0, len(space.mlp_ratios), (n, S, D)),
+                     rng.integers(0, len(space.heads), (n, J)), rng.integers(0, len(space.key_dims), (n, J)),
+                     rng.integers(0, len(space.mixers), (n, J)))
+
+
+class LutPredictor:
+    def __init__(self, table: LatencyTable, space: SearchSpace | None = None, path: str | Path | None = None):
+        self.table = table
+        self.space = space or load_space(table.header["space"])
+        self.path = str(path) if path else None
+        if table.header["space"] != self.space.name:
+            raise UsageError(f"latency table {self.path or ''} was built for space {table.header['space']!r}, "
+                             f"not {self.space.name!r}")
+        corr = table.correction or {"scale": 1.0, "offset_ms": 0.0}
+        self.scale, self.offset = float(corr["scale"]), float(corr["offset_ms"])
+        self._arrays: dict[str, np.ndarray] | None = None
+
+    @classmethod
+    def from_file(cls, path: str | Path, space: SearchSpace | None = None) -> "LutPredictor":
+        return cls(LatencyTable.load(path), space, path)
+
+    @property
+    def kind(self) -> str:
+        return self.table.header["kind"]
+
+    # ---------------------------------------------------------------------------------------- one arch
+    def _missing_error(self, missing: list[str]) -> MissingEntriesError:
+        h = self.table.header
+        where = f" --out {self.path}" if self.path else ""
+        shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
+        return MissingEntriesError(
+            f"latency table {self.path or ''} lacks {len(missing)} op(s) this arch needs: {shown}; fill them with: "
+            f"nas lut build --device {h['device']} --space {h['space']}{where} --resume")
+
+    def raw_ms(self, arch: Arch) -> float:
+        """Sum of the arch's op entries, before the end-to-end correction."""
+        entries = self.table.entries
+        ops = arch_ops(arch, self.space)
+        missing = sorted({op.key for op in ops if op.key not in entries})
+        if missing:
+            raise self._missing_error(missing)
+        return float(sum(entries[op.key]["median_ms"] for op in ops))
+
+    def predict(self, arch: Arch) -> float:
+        return self.scale * self.raw_ms(arch) + self.offset
+
+    def breakdown(self, arch: Arch) -> list[tuple[str, float]]:
+        return [(op.key, self.table.entries[op.key]["median_ms"]) for op in arch_ops(arch, self.space)]
+
+    # ---------------------------------------------------------------------------------------- many archs
+    def _lookup(self) -> dict[str, np.ndarray]:
+        """Dense arrays of entries indexed by choice indices (NaN where the table has no entry)."""
+        if self._arrays is not None:
+            return self._arrays
+        sp, e = self.space, self.table.entries
+
+        def get(op) -> float:
+            entry = e.get(op.key)
+            return entry["median_ms"] if entry else np.nan
+
+        last = sp.stages[-1].widths
+        arrays = {
+            "stem": np.array([get(stem_op(sp, c)) for c in sp.stages[0].widths]),
+            "flat": np.array([get(flat_op(sp, c)) for c in last]),
+            "head": np.array([get(head_op(sp, c)) for c in last]),
+            "mb3d": np.array([[[[[get(mb3d_op(sp, c, r, h, k, m)) for m in sp.mixers] for k in sp.key_dims]
+                                for h in sp.heads] for r in sp.mlp_ratios] for c in last]),
+        }
+        for s, stage in enumerate(sp.stages):
+            arrays[f"mb4d{s}"] = np.array([[get(mb4d_op(sp, s, c, r)) for r in sp.mlp_ratios] for c in stage.widths])
+            if s > 0:
+                arrays[f"down{s}"] = np.array([[get(down_op(sp, s, cin, c)) for c in stage.widths]
+                                               for cin in sp.stages[s - 1].widths])
+        self._arrays = arrays
+        return arrays
+
+    def predict_batch(self, batch: ArchBatch) -> np.ndarray:
+        """Corrected latency of every arch of the batch (ms); NaN where the table lacks an op."""
+        a = self._lookup()
+        S = self.space.num_stages
+        W, D, n3d = batch.widths, batch.depths, batch.n3d
+        total = a["stem"][W[:, 0]] + a["flat"][W[:, -1]] + a["head"][W[:, -1]]
+        for s in range(1, S):
+            total = total + a[f"down{s}"][W[:, s - 1], W[:, s]]
+        for s in range(S):
+            mb4d = a[f"mb4d{s}"]
+            first_3d = D[:, s] - n3d if s == S - 1 else D[:, s]
+            for i in range(max(self.space.stages[s].depths)):
+                is4d = i < first_3d
+                total = total + np.where(is4d, mb4d[W[:, s], batch.ratios[:, s, i]], 0.0)
+                if s == S - 1 and max(self.space.n3d) > 0:
+                    j = np.clip(i - first_3d, 0, batch.heads.shape[1] - 1)
+                    rows = np.arange(len(n3d))
+                    t3 = a["mb3d"][W[:, s], batch.ratios[:, s, i], batch.heads[rows, j], batch.key_dims[rows, j],
+                                   batch.mixers[rows, j]]
+                    total = total + np.where((i >= first_3d) & (i < D[:, s]), t3, 0.0)
+        return self.scale * total + self.offset
+
+
+def fit_correction(raw_ms: Sequence[float], measured_ms: Sequence[float]) -> dict[str, float]:
+    """measured ~ scale * raw + offset by least squares (scale only, through 0, when fewer than 3 points)."""
+    x, y = np.asarray(raw_ms, float), np.asarray(measured_ms, float)
+    if len(x) >= 3 and np.ptp(x) > 0:
+        scale, offset = np.polyfit(x, y, 1)
+    else:
+        scale, offset = float(np.sum(x * y) / np.sum(x * x)), 0.0
+    before = float(np.mean(np.abs(x - y) / y))
+    after = float(np.mean(np.abs(scale * x + offset - y) / y))
+    return {"scale": float(scale), "offset_ms": float(offset), "n": int(len(x)),
+            "mape_before": before, "mape_after": after}
