@@ -230,3 +230,36 @@ def test_ray_build_with_two_workers_matches_serial(tiny, tiny_table, tmp_path):
     table, _ = build_table("cpu", "tiny", tmp_path / "ray.json", calibrate=2, workers=2, progress=False)
     assert set(table.entries) == set(tiny_table[1].entries)
     assert len(table.calibration) == 2
+
+
+@pytest.mark.ray
+def test_build_on_a_ray_cluster_runs_on_the_node_owning_the_device(tiny, tmp_path):
+    """A real `ray start --head` on loopback holding the resource device:cpu; the build joins with --ray-address."""
+    pytest.importorskip("ray")
+    import shutil
+    import socket
+    from pathlib import Path
+
+    ray_cli = shutil.which("ray", path=str(Path(sys.executable).parent)) or shutil.which("ray")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_AUTH_MODE": "token"}
+    try:
+        subprocess.run([ray_cli, "start", "--head", "--node-ip-address=127.0.0.1", f"--port={port}", "--num-cpus=1",
+                        '--resources={"device:cpu": 1}', "--include-dashboard=false", "--disable-usage-stats"],
+                       env=env, check=True, capture_output=True, timeout=120)
+        address = f"127.0.0.1:{port}"
+        out = tmp_path / "cluster.json"
+        proc = subprocess.run([sys.executable, "-m", "nas", "lut", "build", "--device", "cpu", "--space", "tiny",
+                               "--ray-address", address, "--out", str(out), "--calibrate", "1", "--no-progress",
+                               "--json"], env=env, capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        assert json.loads(proc.stdout)["entries"] == len(space_ops(tiny))
+        refused = subprocess.run([sys.executable, "-m", "nas", "lut", "build", "--device", "cpu-2t", "--space",
+                                  "tiny", "--ray-address", address, "--out", str(tmp_path / "x.json")],
+                                 env=env, capture_output=True, text=True, timeout=300)
+        assert refused.returncode == 2
+        assert "no node of the Ray cluster has the resource 'device:cpu-2t'" in refused.stderr
+    finally:
+        subprocess.run([ray_cli, "stop", "--force"], env=env, capture_output=True, timeout=120)
