@@ -24,24 +24,24 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(f"{message} (see '{self.prog} --help')")
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer; expected a positive integer") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{value} is not allowed; expected a positive integer")
-    return value
+def _int_at_least(minimum: int) -> Callable[[str], int]:
+    """An argparse type for integers >= ``minimum``, whose refusal names the value and what is accepted."""
+    accepted = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not an integer; expected {accepted}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"{value} is not allowed; expected {accepted}")
+        return value
+
+    return parse
 
 
-def _non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer; expected 0 or more") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"{value} is not allowed; expected 0 or more")
-    return value
+_positive_int = _int_at_least(1)
+_non_negative_int = _int_at_least(0)
 
 
 def _emit(obj: Any) -> None:

@@ -10,8 +10,6 @@ position ``i`` uses slot ``i`` of its kind, and positions past the active depth 
 """
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 import torch.nn as nn
 
@@ -159,9 +157,6 @@ class Supernet(nn.Module):
         arch, net = static_from_timm(model_or_state_dict, self.space)
         self.absorb(arch, net)
         return arch
-
-    def describe_active(self) -> dict[str, Any]:
-        return self.active.to_dict()
 
 
 def _replace(seq: nn.Sequential, old: nn.Module, new: nn.Module) -> None:
