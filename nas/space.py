@@ -345,8 +345,12 @@ def known_spaces() -> list[str]:
 def _load_file(path: str) -> SearchSpace:
     try:
         raw = yaml.safe_load(Path(path).read_text())
-    except (OSError, yaml.YAMLError) as exc:
-        raise SpaceError(f"cannot read search space {path}: {exc}") from None
+    except OSError as exc:
+        raise SpaceError(f"cannot read search space {path}: {exc.strerror}") from None
+    except yaml.YAMLError as exc:   # one line: the problem and where, not PyYAML's multi-line excerpt
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1} column {mark.column + 1}" if mark else ""
+        raise SpaceError(f"search space {path} is not valid YAML: {getattr(exc, 'problem', None) or exc}{where}") from None
     return _parse_space(raw, path)
 
 

@@ -28,8 +28,12 @@ def test_space_sample_is_deterministic():
     assert all(Arch.from_json(line).space == "efficientformer" for line in lines)
 
 
-def test_bad_input_is_one_line_exit_2():
+def test_bad_input_is_one_line_exit_2(tmp_path):
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("stages: [\n")
     for args, needle in [
+        (("space", "show", "--space", str(broken)), "is not valid YAML: expected the node content"),
+        (("space", "show", "--space", str(tmp_path / "gone.yaml")), "cannot read search space"),
         (("space", "show", "--space", "nope"), "unknown search space 'nope'; known: efficientformer, tiny"),
         (("space", "sample", "--n", "0"), "0 is not allowed; expected a positive integer"),
         (("space", "sample", "--n", "x"), "'x' is not an integer"),
