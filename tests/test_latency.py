@@ -12,7 +12,7 @@ import torch
 
 from conftest import run_nas
 from nas.errors import UsageError
-from nas.latency import load_predictor, predict_model
+from nas.latency import predict_model
 from nas.latency.backends import CudaBackend, OnnxRuntimeBackend, TimingPolicy, time_until_stable
 from nas.latency.build import build_table
 from nas.latency.ops import Op, arch_ops, space_ops

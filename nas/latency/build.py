@@ -7,12 +7,13 @@ time per unit, and the driver writes results as they arrive.
 """
 from __future__ import annotations
 
-import os
 import platform
 import sys
 import time
 from pathlib import Path
 from typing import Any, Callable, Iterable
+
+import torch
 
 from nas.errors import UsageError
 from nas.latency.backends import Timing
@@ -30,8 +31,6 @@ VALIDATION_SEED_BASE = 10_000    # `nas lut validate` uses other archs: seeds 10
 
 
 def new_header(device: Device, space: SearchSpace, produced_by: str) -> dict[str, Any]:
-    import torch
-
     backend = device.make_backend()
     return {
         "device": device.name, "backend": backend.name, "backend_version": backend.version,
@@ -55,7 +54,7 @@ def measure_arch(device: Device, arch: Arch, space: SearchSpace) -> Timing:
     from supernet.static import EfficientFormerNet
 
     model = EfficientFormerNet.from_arch(arch, space)
-    x = __import__("torch").randn(device.batch, 3, space.input_size, space.input_size)
+    x = torch.randn(device.batch, 3, space.input_size, space.input_size)
     return device.make_backend().measure(model, x)
 
 
