@@ -110,13 +110,22 @@ def resolve_arch(value: str, space_name: str):
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from nas.latency import load_predictor
+    from nas.latency import estimate_notice, load_predictor
 
+    if (args.arch is None) == (args.timm is None):
+        raise UsageError("give exactly one of --arch (an arch of a space) or --timm NAME (any timm model)")
+    if args.timm is not None:
+        return _predict_timm(args)
+    if args.input_size is not None:
+        raise UsageError("--input-size goes with --timm; an arch's input size is its space's")
     arch = resolve_arch(args.arch, args.space)
     predictor = load_predictor(args.device, arch.space, args.lut)
     ms = predictor.predict(arch)
     result = {"latency_ms": ms, "raw_sum_ms": predictor.raw_ms(arch), "device": args.device,
               "table": predictor.path, "table_kind": predictor.kind, "arch": arch.to_dict()}
+    notice = estimate_notice(predictor)
+    if notice:
+        print(notice, file=sys.stderr)
     if args.json:
         _emit(result)
         return 0
@@ -129,9 +138,61 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def _predict_timm(args: argparse.Namespace) -> int:
+    from nas.latency.costmodel import load_cost_model, timm_input_size, timm_model
+    from nas.latency.devices import get_device
+    from nas.latency.costmodel import example_input
+    from nas.latency.trace import summarize, trace_ops
+
+    get_device(args.device)
+    model = load_cost_model(args.device)
+    net = timm_model(args.timm)   # re-parameterised, as it runs on the device
+    size = args.input_size or timm_input_size(args.timm)
+    try:
+        records = trace_ops(net, example_input(size))
+    except RuntimeError as exc:   # e.g. attention biases sized for the model's native resolution
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UsageError(f"timm model {args.timm!r} does not run at --input-size {size} ({first}); "
+                         f"its default is {timm_input_size(args.timm)}") from None
+    ms = model.predict_records(records)
+    totals = summarize(records)
+    result = {"latency_ms": ms, "device": args.device, "model": args.timm, "input_size": size,
+              "method": "cost model (estimated)", "macs_g": totals["macs_g"], "kernels": int(totals["kernels"]),
+              "cost_model_protocol": model.fit.get("protocol"),
+              "cost_model_lofo_mape": (model.fit.get("cv") or {}).get("lofo", {}).get("mape")}
+    if args.breakdown:
+        result["breakdown_ms"] = _category_breakdown(model, records)
+    if args.json:
+        _emit(result)
+        return 0
+    lofo = result["cost_model_lofo_mape"]
+    print(f"{ms:.3f} ms on {args.device} (estimated by the cost model, protocol {result['cost_model_protocol']}"
+          + (f", leave-one-family-out MAPE {lofo:.1f}%" if lofo is not None else "") + f"): {args.timm} at "
+          f"{size}px, {totals['macs_g']:.2f} GMACs, {result['kernels']} kernels")
+    if args.breakdown:
+        for cat, cat_ms in result["breakdown_ms"].items():
+            print(f"  {cat_ms:9.4f} ms  {cat}")
+    return 0
+
+
+def _category_breakdown(model, records) -> dict[str, float]:
+    from nas.latency.trace import CATEGORIES
+
+    out = {"fixed": model.fixed_ms}
+    for cat in CATEGORIES:
+        out[cat] = model.op_ms(r for r in records if r.category == cat)
+    return out
+
+
 def cmd_lut_build(args: argparse.Namespace) -> int:
+    from nas.latency.devices import get_device
+
+    if get_device(args.device).backend == "coreml":
+        return _lut_build_coreml(args)
     from nas.latency.build import build_table
 
+    if args.compute_units:
+        raise UsageError(f"--compute-units is for Core ML devices; {args.device!r} is not one")
     table, out = build_table(args.device, args.space, args.out, resume=args.resume, calibrate=args.calibrate,
                              ray_address=args.ray_address, workers=args.workers, progress=not args.no_progress)
     summary = {"out": str(out), "entries": len(table.entries), "calibration_archs": len(table.calibration),
@@ -143,6 +204,115 @@ def cmd_lut_build(args: argparse.Namespace) -> int:
         print(f"wrote {out}: {len(table.entries)} ops, {len(table.calibration)} archs end to end; correction "
               f"scale {corr.get('scale', 1):.3f}, offset {corr.get('offset_ms', 0):.3f} ms "
               f"(calibration MAPE {100 * corr.get('mape_before', 0):.1f}% -> {100 * corr.get('mape_after', 0):.1f}%)")
+    return 0
+
+
+def _lut_build_coreml(args: argparse.Namespace) -> int:
+    """Core ML devices are measured on Apple hardware: here the ops become packages plus a manifest."""
+    import dataclasses
+
+    from nas.latency.coreml import build_packages, load_manifest
+    from nas.latency.devices import get_device
+    from nas.space import load_space
+
+    if args.ray_address or args.workers:
+        raise UsageError("--ray-address/--workers measure on this machine's devices; a Core ML build converts "
+                         "packages here and is measured with `nas lut measure` on a Mac")
+    device = get_device(args.device)
+    if args.compute_units:
+        device = dataclasses.replace(device, compute_units=args.compute_units)
+    space = load_space(args.space)
+    out = Path(args.out or f"coreml_packages/{device.name}" + ("" if space.name == "efficientformer"
+                                                                else f"-{space.name}"))
+    manifest = build_packages(device, space, out, resume=args.resume, progress=not args.no_progress)
+    packages = load_manifest(manifest)["packages"]
+    summary = {"manifest": str(manifest), "packages": len(packages), "device": device.name, "space": space.name,
+               "compute_units": device.compute_units,
+               "next": [f"nas lut measure {manifest} --out {out}/timings.json --on mac   # on a Mac (or --on iphone)",
+                        f"nas lut ingest {manifest} {out}/timings.json"]}
+    if args.json:
+        _emit(summary)
+    else:
+        print(f"wrote {len(packages)} Core ML packages (mlprogram, fp16, iOS16, compute units "
+              f"{device.compute_units}) and {manifest}")
+        print("next, on a Mac:  " + summary["next"][0])
+        print("then, anywhere:  " + summary["next"][1])
+    return 0
+
+
+def cmd_lut_measure(args: argparse.Namespace) -> int:
+    from nas.latency.coreml import measure_packages
+
+    out = measure_packages(args.manifest, args.out, on=args.on, resume=args.resume, iterations=args.iterations,
+                           progress=not args.no_progress)
+    if args.json:
+        _emit({"timings": str(out)})
+    else:
+        print(f"wrote {out}; turn it into a table with: nas lut ingest {args.manifest} {out}")
+    return 0
+
+
+def cmd_lut_ingest(args: argparse.Namespace) -> int:
+    from nas.latency.coreml import ingest, load_manifest
+    from nas.latency.devices import local_table_dir
+
+    header = load_manifest(args.manifest)["header"]
+    out = args.out or str(local_table_dir() / (f"{header['device']}.json" if header["space"] == "efficientformer"
+                                               else f"{header['device']}-{header['space']}.json"))
+    table = ingest(args.manifest, args.timings, out)
+    corr = table.correction or {}
+    summary = {"out": out, "entries": len(table.entries), "calibration_archs": len(table.calibration),
+               "correction": table.correction, "device": header["device"], "kind": table.header["kind"]}
+    if args.json:
+        _emit(summary)
+    else:
+        print(f"wrote {out}: measured table, {len(table.entries)} ops, {len(table.calibration)} archs end to end; "
+              f"correction scale {corr.get('scale', 1):.3f}, offset {corr.get('offset_ms', 0):.3f} ms")
+    return 0
+
+
+def cmd_lut_estimate(args: argparse.Namespace) -> int:
+    from nas.latency.costmodel import CostModel, load_cost_model
+    from nas.latency.devices import default_table_path, get_device, local_table_dir
+    from nas.latency.estimate import estimate_table
+    from nas.space import load_space
+
+    device = get_device(args.device)
+    space = load_space(args.space)
+    model = CostModel.load(args.cost_model) if args.cost_model else load_cost_model(device.name)
+    out = args.out or str(local_table_dir() / Path(default_table_path(device.name, space.name)).name)
+    table = estimate_table(device, space, model, out, progress=not args.no_progress)
+    summary = {"out": out, "entries": len(table.entries), "kind": "estimated", "device": device.name,
+               "space": space.name, "cross_validation": model.fit.get("cv")}
+    if args.json:
+        _emit(summary)
+    else:
+        print(f"wrote {out}: {len(table.entries)} ops estimated by the {device.name} cost model "
+              f"(protocol {model.fit.get('protocol')})")
+    return 0
+
+
+def cmd_lut_calibrate(args: argparse.Namespace) -> int:
+    from nas.latency.costmodel import (calibrate, format_report, load_published, plot_report,
+                                       shipped_calibration_csv, trace_published)
+    from nas.latency.devices import get_device, local_table_dir
+
+    device = get_device(args.device)
+    csv_path = Path(args.csv) if args.csv else shipped_calibration_csv(device.name)
+    rows = load_published(csv_path, args.protocol)
+    traces = trace_published(rows, progress=not args.no_progress and not args.json)
+    source = csv_path.name if not args.csv else str(csv_path)
+    model, report = calibrate(device.name, rows, traces, source)
+    out = Path(args.out) if args.out else local_table_dir() / f"{device.name}.costmodel.json"
+    model.save(out)
+    plot = Path(args.plot) if args.plot else out.with_name(out.stem + ".calibration.png")
+    plot_report(report, plot)
+    report.update({"cost_model": str(out), "plot": str(plot)})
+    if args.json:
+        _emit(report)
+    else:
+        print(format_report(report))
+        print(f"cost model: {out}\nplot: {plot}")
     return 0
 
 
@@ -204,22 +374,29 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--seed", type=int, default=0, help="random seed (same seed, same archs)")
     sample.set_defaults(func=cmd_space_sample)
 
-    predict = commands.add_parser("predict", help="predicted latency of an arch on a device")
+    predict = commands.add_parser("predict", help="predicted latency of an arch, or of a timm model, on a device")
     predict.add_argument("--device", required=True, help="device name (see nas.latency.devices)")
-    predict.add_argument("--arch", required=True, help="preset name, arch JSON file, or run directory")
+    predict.add_argument("--arch", help="preset name, arch JSON file, or run directory (uses the device's table)")
+    predict.add_argument("--timm", metavar="NAME",
+                         help="any timm model, estimated by the device's cost model (random weights, re-parameterised)")
+    predict.add_argument("--input-size", type=_positive_int, help="with --timm: image side (default: the model's)")
     _add_space_arg(predict)
     predict.add_argument("--lut", help="latency table file (default: the device's table)")
-    predict.add_argument("--breakdown", action="store_true", help="print every op's entry")
+    predict.add_argument("--breakdown", action="store_true", help="print every op's entry (or op category)")
     predict.add_argument("--json", action="store_true", help="one JSON object on stdout")
     predict.set_defaults(func=cmd_predict)
 
     lut = commands.add_parser("lut", help="build, validate and inspect latency lookup tables")
     lut_cmds = lut.add_subparsers(dest="lut_command", metavar="SUBCOMMAND", parser_class=_Parser)
     lut_cmds.required = True
-    build = lut_cmds.add_parser("build", help="measure every op of a space on a device")
+    build = lut_cmds.add_parser("build", help="measure every op of a space on a device (Core ML devices: convert "
+                                             "them to packages to measure on a Mac)")
     build.add_argument("--device", required=True)
     _add_space_arg(build)
-    build.add_argument("--out", help="table file (default: ~/.cache/nas/latency_luts/DEVICE.json, or $NAS_LUT_DIR)")
+    build.add_argument("--out", help="table file (default: ~/.cache/nas/latency_luts/DEVICE.json, or $NAS_LUT_DIR); "
+                                     "Core ML devices: package folder (default: coreml_packages/DEVICE)")
+    build.add_argument("--compute-units", choices=COMPUTE_UNITS_CHOICES,
+                       help="Core ML devices: compute units the packages may use (default: the device's)")
     build.add_argument("--resume", action="store_true", help="continue a table; measure only what it lacks")
     build.add_argument("--calibrate", type=_non_negative_int, default=10,
                        help="random archs measured end to end to fit the correction (default 10)")
@@ -240,11 +417,55 @@ def build_parser() -> argparse.ArgumentParser:
     validate.add_argument("--json", action="store_true")
     validate.set_defaults(func=cmd_lut_validate)
 
+    measure = lut_cmds.add_parser("measure", help="(macOS) time the Core ML packages of a manifest on this Mac "
+                                                 "or a connected iPhone")
+    measure.add_argument("manifest", help="manifest.json written by nas lut build --device iphone12")
+    measure.add_argument("--out", required=True, help="timings JSON (rewritten after every package)")
+    measure.add_argument("--on", choices=("mac", "iphone"), default="mac",
+                         help="mac: coremltools predictions here; iphone: coremltools' remote-device benchmarker")
+    measure.add_argument("--iterations", type=_positive_int, default=100, help="--on iphone: predictions per package")
+    measure.add_argument("--resume", action="store_true", help="continue a timings file")
+    measure.add_argument("--no-progress", action="store_true")
+    measure.add_argument("--json", action="store_true")
+    measure.set_defaults(func=cmd_lut_measure)
+
+    ingest = lut_cmds.add_parser("ingest", help="a measured table from a manifest and its timings (JSON, or CSV "
+                                               "id,median_ms from Xcode's performance report)")
+    ingest.add_argument("manifest")
+    ingest.add_argument("timings")
+    ingest.add_argument("--out", help="table file (default: ~/.cache/nas/latency_luts/DEVICE.json, which takes "
+                                      "precedence over a shipped estimate)")
+    ingest.add_argument("--json", action="store_true")
+    ingest.set_defaults(func=cmd_lut_ingest)
+
+    estimate = lut_cmds.add_parser("estimate", help="a table estimated by the device's cost model (kind: estimated)")
+    estimate.add_argument("--device", required=True)
+    _add_space_arg(estimate)
+    estimate.add_argument("--cost-model", help="cost model JSON (default: the device's)")
+    estimate.add_argument("--out", help="table file (default: ~/.cache/nas/latency_luts/DEVICE.json)")
+    estimate.add_argument("--no-progress", action="store_true")
+    estimate.add_argument("--json", action="store_true")
+    estimate.set_defaults(func=cmd_lut_estimate)
+
+    calibrate = lut_cmds.add_parser("calibrate", help="fit a device's cost model to published latencies and "
+                                                     "report its cross-validated error beside a MACs-linear baseline")
+    calibrate.add_argument("--device", required=True)
+    calibrate.add_argument("--csv", help="published latencies (default: the device's shipped calibration CSV)")
+    calibrate.add_argument("--protocol", default="P2", help="rows of this protocol only (P1 or P2; default P2)")
+    calibrate.add_argument("--out", help="cost model JSON (default: ~/.cache/nas/latency_luts/DEVICE.costmodel.json)")
+    calibrate.add_argument("--plot", help="PNG of published vs predicted (default: next to --out)")
+    calibrate.add_argument("--no-progress", action="store_true")
+    calibrate.add_argument("--json", action="store_true")
+    calibrate.set_defaults(func=cmd_lut_calibrate)
+
     show = lut_cmds.add_parser("show", help="inspect a latency table")
     show.add_argument("file")
     show.add_argument("--json", action="store_true")
     show.set_defaults(func=cmd_lut_show)
     return parser
+
+
+COMPUTE_UNITS_CHOICES = ("ALL", "CPU_AND_NE", "CPU_AND_GPU", "CPU_ONLY")  # = nas.latency.coreml.COMPUTE_UNITS
 
 
 def _add_space_arg(p: argparse.ArgumentParser) -> None:

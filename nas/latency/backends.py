@@ -180,4 +180,22 @@ class OnnxRuntimeBackend(Backend):
         return time_until_stable(run, self.policy)
 
 
-BACKENDS: dict[str, type[Backend]] = {"cpu": CpuBackend, "cuda": CudaBackend, "onnxruntime": OnnxRuntimeBackend}
+class CoremlBackend(Backend):
+    """Core ML on Apple hardware. Nothing is timed in this process: ``nas lut build`` converts the ops to packages
+    and ``nas lut measure`` times them on a Mac or a connected iPhone (``nas.latency.coreml``)."""
+
+    name = "coreml"
+
+    @property
+    def version(self) -> str:
+        from nas.latency.coreml import coremltools_version
+
+        return coremltools_version()
+
+    def available(self) -> tuple[bool, str]:
+        return False, ("Core ML runs on Apple hardware: `nas lut build` writes Core ML packages and a manifest, "
+                       "`nas lut measure` times them on a Mac or iPhone, `nas lut ingest` makes the table")
+
+
+BACKENDS: dict[str, type[Backend]] = {"cpu": CpuBackend, "cuda": CudaBackend, "onnxruntime": OnnxRuntimeBackend,
+                                      "coreml": CoremlBackend}

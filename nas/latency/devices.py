@@ -23,6 +23,7 @@ class Device:
     batch: int = 1
     dtype: str = "float32"
     description: str = ""
+    compute_units: str = "ALL"   # Core ML devices: which units the packages may use (recorded in the table)
 
     def make_backend(self) -> Backend:
         return BACKENDS[self.backend](threads=self.threads, batch=self.batch, dtype=self.dtype)
@@ -43,6 +44,9 @@ register_device(Device("cpu-2t", "cpu", threads=2, description="this machine's C
 register_device(Device("cuda", "cuda", description="the first CUDA GPU, PyTorch eager, CUDA events"))
 register_device(Device("onnxruntime", "onnxruntime", threads=1,
                        description="this machine's CPU, ONNX Runtime CPU execution provider, 1 thread"))
+register_device(Device("iphone12", "coreml", dtype="float16", compute_units="ALL",
+                       description="iPhone 12 (A14), Core ML mlprogram fp16, compute units All; ships as an estimate "
+                                   "from the calibrated cost model until a measured table is ingested"))
 
 
 def get_device(name: str) -> Device:
