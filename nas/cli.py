@@ -254,11 +254,10 @@ def cmd_lut_measure(args: argparse.Namespace) -> int:
 
 def cmd_lut_ingest(args: argparse.Namespace) -> int:
     from nas.latency.coreml import ingest, load_manifest
-    from nas.latency.devices import local_table_dir
+    from nas.latency.devices import local_table_path
 
     header = load_manifest(args.manifest)["header"]
-    out = args.out or str(local_table_dir() / (f"{header['device']}.json" if header["space"] == "efficientformer"
-                                               else f"{header['device']}-{header['space']}.json"))
+    out = args.out or str(local_table_path(header["device"], header["space"]))
     table = ingest(args.manifest, args.timings, out)
     corr = table.correction or {}
     summary = {"out": out, "entries": len(table.entries), "calibration_archs": len(table.calibration),
@@ -273,14 +272,14 @@ def cmd_lut_ingest(args: argparse.Namespace) -> int:
 
 def cmd_lut_estimate(args: argparse.Namespace) -> int:
     from nas.latency.costmodel import CostModel, load_cost_model
-    from nas.latency.devices import default_table_path, get_device, local_table_dir
+    from nas.latency.devices import get_device, local_table_path
     from nas.latency.estimate import estimate_table
     from nas.space import load_space
 
     device = get_device(args.device)
     space = load_space(args.space)
     model = CostModel.load(args.cost_model) if args.cost_model else load_cost_model(device.name)
-    out = args.out or str(local_table_dir() / Path(default_table_path(device.name, space.name)).name)
+    out = args.out or str(local_table_path(device.name, space.name))
     table = estimate_table(device, space, model, out, progress=not args.no_progress)
     summary = {"out": out, "entries": len(table.entries), "kind": "estimated", "device": device.name,
                "space": space.name, "cross_validation": model.fit.get("cv")}

@@ -8,6 +8,19 @@ from pathlib import Path
 from typing import Any
 
 
+def read_json(path: str | Path, what: str, missing_hint: str = "") -> Any:
+    """A JSON file's content; a missing or malformed file is a ``UsageError`` naming ``what`` and the path."""
+    from nas.errors import UsageError
+
+    path = Path(path)
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise UsageError(f"{what} {path} does not exist{missing_hint}") from None
+    except json.JSONDecodeError as exc:
+        raise UsageError(f"{what} {path} is not valid JSON: {exc.msg} at line {exc.lineno}") from None
+
+
 def write_json_atomic(path: str | Path, data: Any, indent: int | None = 1) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

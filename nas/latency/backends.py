@@ -64,8 +64,13 @@ def time_until_stable(run: Callable[[], float], policy: TimingPolicy = TimingPol
                 or time.perf_counter() - start > policy.max_seconds:
             break
         previous = median
-    ordered = sorted(samples)
-    return Timing(1e3 * median, 1e3 * _quantile(ordered, 0.1), 1e3 * _quantile(ordered, 0.9), len(samples))
+    return timing_of([1e3 * s for s in samples])
+
+
+def timing_of(samples_ms: list[float]) -> Timing:
+    """Median and 10th/90th percentiles of durations in milliseconds."""
+    ordered = sorted(samples_ms)
+    return Timing(statistics.median(ordered), _quantile(ordered, 0.1), _quantile(ordered, 0.9), len(ordered))
 
 
 class Backend:

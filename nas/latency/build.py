@@ -116,9 +116,8 @@ def build_table(device_name: str, space_source: str = "efficientformer", out: st
         raise UsageError(f"device {device.name!r} cannot be measured here: {why}")
     space = load_space(space_source)
     if out is None:
-        from nas.latency.devices import local_table_dir
-        out = local_table_dir() / (f"{device.name}.json" if space.name == "efficientformer"
-                                   else f"{device.name}-{space.name}.json")
+        from nas.latency.devices import local_table_path
+        out = local_table_path(device.name, space.name)
     out = Path(out)
     header = new_header(device, space, produced_by or " ".join(["nas"] + sys.argv[1:]))
     if out.exists():

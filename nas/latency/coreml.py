@@ -16,11 +16,9 @@ from __future__ import annotations
 import contextlib
 import csv
 import io
-import json
 import logging
 import platform
 import shutil
-import statistics
 import time
 import warnings
 from contextlib import contextmanager
@@ -31,7 +29,7 @@ import torch
 import torch.nn as nn
 
 from nas.errors import UsageError
-from nas.fileio import write_json_atomic
+from nas.fileio import read_json, write_json_atomic
 from nas.latency.devices import Device
 from nas.latency.ops import Op, space_ops
 from nas.latency.table import LatencyTable
@@ -179,13 +177,7 @@ def build_packages(device: Device, space: SearchSpace, out_dir: str | Path, resu
 
 
 def load_manifest(path: str | Path) -> dict[str, Any]:
-    path = Path(path)
-    try:
-        data = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise UsageError(f"manifest {path} does not exist; write one with: nas lut build --device iphone12") from None
-    except json.JSONDecodeError as exc:
-        raise UsageError(f"manifest {path} is not valid JSON: {exc.msg} at line {exc.lineno}") from None
+    data = read_json(path, "manifest", "; write one with: nas lut build --device iphone12")
     if not isinstance(data, dict) or data.get("header", {}).get("schema") != MANIFEST_SCHEMA \
             or not isinstance(data.get("packages"), list):
         raise UsageError(f"manifest {path} is not a {MANIFEST_SCHEMA} file")
@@ -221,15 +213,15 @@ def _time_on_mac(path: Path, shape: list[int], compute_units: str, policy) -> di
 def _time_on_iphone(path: Path, compute_units: str, iterations: int, remote) -> dict[str, Any]:
     import asyncio
 
+    from nas.latency.backends import timing_of
+
     with quiet_coremltools() as ct:
         from coremltools.models.ml_program.experimental.perf_utils import MLModelBenchmarker
 
         model = ct.models.MLModel(str(path), compute_units=getattr(ct.ComputeUnit, compute_units))
     measurement = asyncio.run(MLModelBenchmarker(model, device=remote).benchmark_predict(
         iterations=iterations, warmup=True))
-    samples = sorted(measurement.samples)
-    q = lambda f: samples[min(len(samples) - 1, int(f * (len(samples) - 1)))]  # noqa: E731
-    return {"median_ms": statistics.median(samples), "p10_ms": q(0.1), "p90_ms": q(0.9), "n": len(samples)}
+    return timing_of(list(measurement.samples)).to_dict()   # the benchmarker's samples are in ms
 
 
 def _connected_iphone():
@@ -302,10 +294,7 @@ def load_timings(path: str | Path) -> dict[str, Any]:
             except ValueError:
                 raise UsageError(f"timings CSV {path} line {i}: median_ms {r['median_ms']!r} is not a number") from None
         return {"header": {"schema": TIMINGS_SCHEMA, "source": f"csv {path.name}"}, "timings": timings}
-    try:
-        data = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise UsageError(f"timings file {path} is not valid JSON: {exc.msg} at line {exc.lineno}") from None
+    data = read_json(path, "timings file")
     if not isinstance(data, dict) or data.get("header", {}).get("schema") != TIMINGS_SCHEMA \
             or not isinstance(data.get("timings"), dict):
         raise UsageError(f"timings file {path} is not a {TIMINGS_SCHEMA} file (or a CSV id,median_ms)")

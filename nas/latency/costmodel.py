@@ -24,7 +24,6 @@ calibration report does by leaving out each model and each family.
 from __future__ import annotations
 
 import csv
-import json
 import re
 from dataclasses import dataclass, field
 from importlib import resources
@@ -36,7 +35,7 @@ import torch
 import torch.nn as nn
 
 from nas.errors import UsageError
-from nas.fileio import write_json_atomic
+from nas.fileio import read_json, write_json_atomic
 from nas.latency.trace import CATEGORIES, DENSE, OpRecord, summarize, trace_ops
 
 SCHEMA = "nas-cost-model/1"
@@ -103,13 +102,7 @@ class CostModel:
 
     @classmethod
     def load(cls, path: str | Path) -> "CostModel":
-        try:
-            data = json.loads(Path(path).read_text())
-        except FileNotFoundError:
-            raise UsageError(f"cost model {path} does not exist") from None
-        except json.JSONDecodeError as exc:
-            raise UsageError(f"cost model {path} is not valid JSON: {exc.msg} at line {exc.lineno}") from None
-        return cls.from_dict(data, str(path))
+        return cls.from_dict(read_json(path, "cost model"), str(path))
 
 
 def example_input(input_size: int | Sequence[int]) -> torch.Tensor:

@@ -59,9 +59,18 @@ def local_table_dir() -> Path:
     return Path(os.environ.get("NAS_LUT_DIR", Path.home() / ".cache" / "nas" / "latency_luts"))
 
 
+def table_filename(device: str, space: str = "efficientformer") -> str:
+    return f"{device}.json" if space == "efficientformer" else f"{device}-{space}.json"
+
+
+def local_table_path(device: str, space: str = "efficientformer") -> Path:
+    """Where tables built, ingested or estimated on this machine go (looked up before the shipped ones)."""
+    return local_table_dir() / table_filename(device, space)
+
+
 def default_table_path(device: str, space: str = "efficientformer") -> Path:
     """Where ``nas lut build`` writes and ``nas predict`` looks: a local table first, then a shipped one."""
-    name = f"{device}.json" if space == "efficientformer" else f"{device}-{space}.json"
+    name = table_filename(device, space)
     local = local_table_dir() / name
     if local.exists():
         return local
