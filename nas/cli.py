@@ -91,22 +91,23 @@ def cmd_space_sample(args: argparse.Namespace) -> int:
 # ------------------------------------------------------------------------------------------------ nas predict, nas lut
 
 
-def resolve_arch(value: str, space_name: str):
+def resolve_arch(value: str, space_name: str, flag: str = "--arch"):
     """An arch from a preset name of the space, an arch JSON file, or a run directory holding best_arch.json."""
-    from pathlib import Path
-
     from nas.space import Arch, load_space
 
     space = load_space(space_name)
     path = Path(value)
-    if path.is_dir() and (path / "best_arch.json").exists():
+    if path.is_dir():
+        if not (path / "best_arch.json").exists():
+            raise UsageError(f"{flag} {value!r} is a folder without best_arch.json; expected a run directory of "
+                             "nas search, an arch JSON file or a preset name")
         path = path / "best_arch.json"
     if path.is_file():
         return Arch.from_json(path.read_text())
     if value in space.presets:
         return space.preset(value)
-    raise UsageError(f"--arch {value!r} is neither a preset of space {space.name!r} "
-                     f"({', '.join(space.preset_names())}) nor an arch JSON file")
+    raise UsageError(f"{flag} {value!r} is neither a preset of space {space.name!r} "
+                     f"({', '.join(space.preset_names())}) nor an arch JSON file or run directory")
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
@@ -350,6 +351,35 @@ def cmd_lut_show(args: argparse.Namespace) -> int:
     return 0
 
 
+# ------------------------------------------------------------------------------------------------ nas export
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from nas.export import build_subnet, export_subnet, parse_formats, require_packages, run_notes
+
+    formats = parse_formats(args.format)
+    require_packages(formats)
+    if args.bn_images is not None and args.data is None:
+        raise UsageError("--bn-images goes with --data (the images to recalibrate BatchNorm on)")
+    arch = resolve_arch(args.arch, args.space, flag="ARCH_OR_RUN")
+    if args.supernet is None:
+        print("nas: note: no --supernet given, so the weights are freshly initialised (fine for latency and "
+              "deployment checks, not for accuracy)", file=sys.stderr)
+    sub = build_subnet(arch, args.supernet, args.data, args.bn_images or 1024)
+    report = export_subnet(sub, args.out, formats, notes=run_notes(args.arch), progress=not args.no_progress)
+    if args.json:
+        _emit(report)
+    else:
+        print(f"exported {report['params'] / 1e6:.2f} M params, {report['macs_g']:.3f} GMACs to {args.out}:")
+        for fmt in formats:
+            check = report["checks"][fmt]
+            diff = f", max diff {check['max_abs_diff']:.1e}" if "max_abs_diff" in check else ""
+            print(f"  {fmt:<12} {'ok' if check['ok'] else 'FAILED'}{diff}  {', '.join(report['files'][fmt])}"
+                  + ("" if check["ok"] else f"  ({check.get('detail', '')})"))
+        print(f"model card: {Path(args.out) / 'README.md'}")
+    return 0 if report["ok"] else 1
+
+
 # ------------------------------------------------------------------------------------------------ the parser
 
 
@@ -384,6 +414,21 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--breakdown", action="store_true", help="print every op's entry (or op category)")
     predict.add_argument("--json", action="store_true", help="one JSON object on stdout")
     predict.set_defaults(func=cmd_predict)
+
+    export = commands.add_parser("export", help="write an arch (or a search's winner) as PyTorch, timm, TorchScript, "
+                                                "ONNX and Core ML, each checked against PyTorch, with a model card")
+    export.add_argument("arch", metavar="ARCH_OR_RUN", help="preset name, arch JSON file, or run directory of nas search")
+    export.add_argument("--format", default=",".join(("pt", "timm", "torchscript", "onnx", "coreml")),
+                        help="comma-separated formats among pt, timm, torchscript, onnx, coreml (default: all)")
+    export.add_argument("--out", required=True, help="output folder (files are replaced whole)")
+    export.add_argument("--supernet", metavar="CKPT", help="supernet checkpoint to inherit weights from "
+                                                         "(default: freshly initialised weights)")
+    export.add_argument("--data", metavar="DIR", help="ImageFolder tree to recalibrate BatchNorm statistics on")
+    export.add_argument("--bn-images", type=_positive_int, help="images for the recalibration (default 1024)")
+    _add_space_arg(export)
+    export.add_argument("--no-progress", action="store_true")
+    export.add_argument("--json", action="store_true", help="one JSON object on stdout")
+    export.set_defaults(func=cmd_export)
 
     lut = commands.add_parser("lut", help="build, validate and inspect latency lookup tables")
     lut_cmds = lut.add_subparsers(dest="lut_command", metavar="SUBCOMMAND", parser_class=_Parser)

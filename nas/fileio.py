@@ -1,11 +1,13 @@
-"""Atomic JSON files: readers see the old file or the new one, never half of one (also after a kill -9)."""
+"""Atomic outputs: readers see the old file or the new one, never half of one (also after a kill -9)."""
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 
 def read_json(path: str | Path, what: str, missing_hint: str = "") -> Any:
@@ -37,3 +39,30 @@ def write_json_atomic(path: str | Path, data: Any, indent: int | None = 1) -> No
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+@contextmanager
+def atomic_output(path: str | Path) -> Iterator[Path]:
+    """A staging path next to ``path`` to write a file or a folder into; it replaces ``path`` only on success.
+
+    For writers that take a path rather than a file object (``torch.save``, ``torch.onnx.export``, Core ML's
+    ``save``, timm's ``save_for_hf``): a kill mid-write leaves the previous ``path`` (or none), never half of one.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    staging = path.with_name(f".{path.name}.partial{''.join(path.suffixes[-1:])}")
+    _remove(staging)
+    try:
+        yield staging
+        _remove(path)
+        os.replace(staging, path)
+    except BaseException:
+        _remove(staging)
+        raise
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    elif path.exists() or path.is_symlink():
+        path.unlink()

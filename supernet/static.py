@@ -188,14 +188,19 @@ class EfficientFormerNet(nn.Module):
 
     def __init__(self, widths: Sequence[int], depths: Sequence[int], n3d: int,
                  mlp_ratios: Sequence[Sequence[int]], heads: Sequence[int] = (), key_dims: Sequence[int] = (),
-                 mixers: Sequence[str] = (), num_classes: int = 1000, img_size: int = 224, attn_ratio: int = 4,
-                 in_chans: int = 3, space: str = ""):
+                 mixers: Sequence[str] = (), num_classes: int = 1000, img_size: int | Sequence[int] = 224,
+                 attn_ratio: int = 4, in_chans: int = 3, space: str = ""):
         super().__init__()
+        if not isinstance(img_size, int):   # timm's saved model_args hold (h, w)
+            if len(img_size) != 2 or img_size[0] != img_size[1]:
+                raise ValueError(f"img_size {tuple(img_size)}: this family takes square inputs")
+            img_size = int(img_size[0])
         self.arch_config: dict[str, Any] = dict(
             space=space, widths=list(widths), depths=list(depths), n3d=n3d,
             mlp_ratios=[list(r) for r in mlp_ratios], heads=list(heads), key_dims=list(key_dims),
             mixers=list(mixers), num_classes=num_classes, img_size=img_size, attn_ratio=attn_ratio)
         self.num_classes = num_classes
+        self.num_features = self.head_hidden_size = widths[-1]   # timm's names, used by its export helpers
         self.stem = Stem4(in_chans, widths[0])
         side = ((img_size - 1) // 2 + 1 - 1) // 2 + 1
         stages = []

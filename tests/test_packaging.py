@@ -17,6 +17,7 @@ def test_wheel_ships_data_and_loads_spaces(tmp_path):
     wheel = next((tmp_path / "dist").glob("nas-*.whl"))
     names = zipfile.ZipFile(wheel).namelist()
     for needed in ["search_spaces/efficientformer.yaml", "search_spaces/tiny.yaml", "nas/cli.py",
+                   "nas/latency/costmodel.py", "nas/latency/coreml.py",
                    "supernet/supernet.py", "latency_luts/README.md", "latency_luts/iphone12.json",
                    "latency_luts/iphone12.costmodel.json", "latency_luts/calibration/iphone12_published.csv"]:
         assert needed in names, needed

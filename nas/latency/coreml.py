@@ -68,8 +68,9 @@ def coremltools_version() -> str:
         return "not installed"
 
 
-def convert(module: nn.Module, example: torch.Tensor, compute_units: str = "ALL"):
-    """``module`` as a Core ML mlprogram (fp16 compute, iOS 16), traced on ``example``."""
+def convert(module: nn.Module, example: torch.Tensor, compute_units: str = "ALL", output_name: str | None = None):
+    """``module`` as a Core ML mlprogram (fp16 compute, iOS 16), traced on ``example``; its input is named
+    ``x``, its one output ``output_name`` (default: the name coremltools generates)."""
     if compute_units not in COMPUTE_UNITS:
         raise UsageError(f"compute units {compute_units!r} are not known; allowed: {', '.join(COMPUTE_UNITS)}")
     module = module.eval()
@@ -79,7 +80,8 @@ def convert(module: nn.Module, example: torch.Tensor, compute_units: str = "ALL"
     # coremltools draws a progress bar per conversion pass; ours (one per package) is the useful one
     with quiet_coremltools() as ct, contextlib.redirect_stderr(io.StringIO()):
         return ct.convert(
-            traced, inputs=[ct.TensorType(name=INPUT_NAME, shape=tuple(example.shape))], convert_to="mlprogram",
+            traced, inputs=[ct.TensorType(name=INPUT_NAME, shape=tuple(example.shape))],
+            outputs=[ct.TensorType(name=output_name)] if output_name else None, convert_to="mlprogram",
             compute_precision=ct.precision.FLOAT16, minimum_deployment_target=ct.target.iOS16,
             compute_units=getattr(ct.ComputeUnit, compute_units), skip_model_load=platform.system() != "Darwin")
 

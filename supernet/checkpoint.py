@@ -1,0 +1,59 @@
+"""Supernet checkpoints: plain tensors plus JSON-able metadata, loaded with ``weights_only=True`` (never pickle).
+
+A checkpoint names its space, so ``load_supernet`` rebuilds the right supernet before loading the weights;
+``meta`` carries what training knows (epochs, data, accuracy of reference subnets) for model cards.
+"""
+from __future__ import annotations
+
+import hashlib
+import pickle
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from nas.errors import UsageError
+from nas.fileio import atomic_output
+from supernet.supernet import Supernet
+
+CHECKPOINT_FORMAT = "nas-supernet/1"
+
+
+def save_supernet(net: Supernet, path: str | Path, meta: dict[str, Any] | None = None) -> None:
+    """Write ``net``'s weights atomically (a kill mid-write keeps the previous checkpoint)."""
+    payload = {"format": CHECKPOINT_FORMAT, "space": net.space.source or net.space.name,
+               "state_dict": {k: v.detach().cpu() for k, v in net.state_dict().items()}, "meta": dict(meta or {})}
+    with atomic_output(path) as staging:
+        torch.save(payload, staging)
+
+
+def load_supernet(path: str | Path) -> tuple[Supernet, dict[str, Any]]:
+    """The supernet stored at ``path`` and its metadata; anything else is refused in one line."""
+    path = Path(path)
+    if not path.is_file():
+        raise UsageError(f"--supernet {path}: no such file (a checkpoint written by supernet.save_supernet)")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UsageError(f"--supernet {path} is not a readable weights-only checkpoint ({first})") from None
+    if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
+        found = payload.get("format") if isinstance(payload, dict) else type(payload).__name__
+        raise UsageError(f"--supernet {path}: format {found!r}, expected {CHECKPOINT_FORMAT!r} "
+                         "(written by supernet.save_supernet)")
+    net = Supernet(payload["space"])
+    missing, unexpected = net.load_state_dict(payload["state_dict"], strict=False)
+    if missing or unexpected:
+        raise UsageError(f"--supernet {path} does not fit space {net.space.name!r}: "
+                         f"{len(missing)} missing, {len(unexpected)} unexpected tensors "
+                         f"(e.g. {(missing or unexpected)[0]})")
+    return net.eval(), dict(payload.get("meta") or {})
+
+
+def file_digest(path: str | Path) -> str:
+    """sha256 of a file, to name the exact checkpoint a model came from."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()

@@ -1,0 +1,225 @@
+"""nas export: every format reloaded from disk matches the PyTorch model; weights really come from the supernet."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from nas.export import (FORMATS, OUTPUT_NAME, TOLERANCE, WRITERS, _compare, build_subnet, check_input,
+                        export_subnet, parse_formats)
+from nas.fileio import atomic_output
+from supernet import EfficientFormerNet, Supernet
+from supernet.checkpoint import load_supernet, save_supernet
+from conftest import randomize_, run_nas
+
+
+@pytest.fixture(scope="module")
+def tiny_ckpt(tmp_path_factory, tiny):
+    """A tiny supernet with random (non-identity) weights, saved as a checkpoint."""
+    path = tmp_path_factory.mktemp("ckpt") / "supernet.pt"
+    save_supernet(randomize_(Supernet(tiny), seed=3), path, meta={"epochs": 0, "note": "random weights"})
+    return path
+
+
+def _logits(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+    with torch.no_grad():
+        return model.eval()(x)
+
+
+@pytest.mark.slow
+def test_cli_exports_every_format_of_a_random_arch_with_inherited_weights(tmp_path, tiny, tiny_ckpt):
+    import onnxruntime as ort
+    import timm
+
+    import supernet.timm_model  # noqa: F401 - registers nas_efficientformer
+
+    arch = tiny.sample(seed=11)
+    arch_file = tmp_path / "arch.json"
+    arch_file.write_text(arch.to_json())
+    out = tmp_path / "export"
+    proc = run_nas("export", str(arch_file), "--supernet", str(tiny_ckpt), "--out", str(out), "--json",
+                   "--no-progress")
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)
+    assert report["ok"] and report["formats"] == list(FORMATS)
+    assert json.loads((out / "export_check.json").read_text())["checks"] == report["checks"]
+    for fmt in ("pt", "timm", "torchscript", "onnx"):
+        assert report["checks"][fmt]["max_abs_diff"] <= TOLERANCE, fmt
+
+    # the weights are the supernet's slice, not a fresh initialisation
+    net, meta = load_supernet(tiny_ckpt)
+    expected_model = net.extract(arch)
+    x = torch.randn(3, 3, tiny.input_size, tiny.input_size)
+    expected = _logits(expected_model, x)
+    assert expected.abs().max() > 1e-2          # randomised weights: a wrong slice would show
+    assert report["weights"]["supernet_meta"] == meta
+
+    config = json.loads((out / "model_config.json").read_text())
+    model = EfficientFormerNet(**config)
+    model.load_state_dict(torch.load(out / "model.pt", weights_only=True))
+    assert torch.allclose(_logits(model, x), expected, atol=1e-5)
+    assert tiny.arch_from_dict(json.loads((out / "arch.json").read_text())) == arch
+
+    reloaded = timm.create_model(f"local-dir:{out / 'timm'}", pretrained=True)
+    assert torch.allclose(_logits(reloaded, x), expected, atol=1e-5)
+    assert reloaded.pretrained_cfg["input_size"] == (3, tiny.input_size, tiny.input_size)
+
+    with pytest.warns(FutureWarning):          # torch 2.14 marks TorchScript deprecated; it still loads
+        scripted = torch.jit.load(str(out / "model.torchscript.pt"))
+    assert torch.allclose(_logits(scripted, x), expected, atol=1e-5)
+
+    session = ort.InferenceSession(str(out / "model.onnx"), providers=["CPUExecutionProvider"])
+    got = session.run(None, {"x": x.numpy()})[0]          # batch 3: the batch axis is dynamic
+    assert np.allclose(got, expected.numpy(), atol=1e-4)
+    assert report["checks"]["onnx"]["opset"] >= 13
+
+    coreml = report["checks"]["coreml"]
+    assert coreml["ok"] and coreml["inputs"] == [["x", [1, 3, tiny.input_size, tiny.input_size]]]
+    assert coreml["outputs"] == [OUTPUT_NAME] and (out / "model.mlpackage" / "Manifest.json").is_file()
+
+    card = (out / "README.md").read_text()
+    assert f"{report['params'] / 1e6:.2f} M" in card and "inherited from a supernet" in card
+    for fmt in FORMATS:
+        assert f"| {fmt} |" in card
+
+
+@pytest.mark.slow
+def test_export_of_presets_matches_timm_parameter_count(tmp_path, space):
+    """L1 of the default space, all five formats, in-process; its parameter count is EfficientFormer-L1's."""
+    import timm
+
+    sub = build_subnet(space.preset("l1"))
+    randomize_(sub.model, seed=1)
+    report = export_subnet(sub, tmp_path, list(FORMATS), progress=False)
+    assert report["ok"], report["checks"]
+    assert report["params"] == sum(p.numel() for p in timm.create_model("efficientformer_l1").parameters())
+    assert 1.2 < report["macs_g"] < 1.4                       # the paper: 1.3 GMACs
+    assert report["latency"]["iphone12"]["kind"] == "estimated"
+    assert report["latency"]["iphone12"]["latency_ms"] > 0
+
+
+def test_batchnorm_is_recalibrated_on_the_images_given(tmp_path, tiny, tiny_ckpt):
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for cls in ("a", "b"):
+        (tmp_path / "data" / cls).mkdir(parents=True)
+        for i in range(5):
+            pixels = rng.integers(0, 256, (tiny.input_size, tiny.input_size, 3), dtype=np.uint8)
+            Image.fromarray(pixels).save(tmp_path / "data" / cls / f"{i}.png")
+    arch = tiny.preset("small")
+    inherited = build_subnet(arch, tiny_ckpt)
+    sub = build_subnet(arch, tiny_ckpt, tmp_path / "data", bn_images=10)
+    assert sub.weights["batchnorm"]["images"] == 10
+
+    # expected: the plain batch statistics of the stem's first conv output over the 10 images
+    from nas.data import image_batches
+
+    images = torch.cat(list(image_batches(tmp_path / "data", tiny.input_size, 10)))
+    with torch.no_grad():
+        conv_out = inherited.model.stem.conv1(images)
+    mean = conv_out.mean(dim=(0, 2, 3))
+    assert torch.allclose(sub.model.stem.norm1.running_mean, mean, atol=1e-5)
+    assert not torch.allclose(inherited.model.stem.norm1.running_mean, mean, atol=1e-3)
+    assert sub.model.stem.norm1.momentum == inherited.model.stem.norm1.momentum   # restored
+    # weights are untouched
+    assert torch.equal(sub.model.stem.conv1.weight, inherited.model.stem.conv1.weight)
+
+
+def test_a_failing_format_is_reported_and_the_others_still_export(tmp_path, tiny, monkeypatch):
+    def broken(sub, out, x, ref):
+        raise RuntimeError("exporter exploded")
+
+    monkeypatch.setitem(WRITERS, "torchscript", broken)
+    sub = build_subnet(tiny.preset("small"))
+    report = export_subnet(sub, tmp_path, ["pt", "torchscript"], progress=False)
+    assert not report["ok"]
+    assert report["checks"]["pt"]["ok"] and (tmp_path / "model.pt").is_file()
+    assert report["checks"]["torchscript"]["ok"] is False
+    assert "exporter exploded" in report["checks"]["torchscript"]["detail"]
+    assert "**FAIL**" in (tmp_path / "README.md").read_text()
+
+
+def test_compare_catches_shape_and_value_mismatches():
+    ref = torch.zeros(2, 10)
+    assert _compare(ref, torch.zeros(2, 10))["ok"]
+    assert not _compare(ref, torch.full((2, 10), 2 * TOLERANCE))["ok"]
+    assert not _compare(ref, torch.zeros(1, 10))["ok"]
+
+
+def test_check_input_is_reproducible_and_batched(tiny):
+    assert torch.equal(check_input(tiny), check_input(tiny))
+    assert check_input(tiny).shape[0] > 1       # a format that baked batch 1 in fails its check
+
+
+def test_atomic_output_keeps_the_old_file_when_the_writer_fails(tmp_path):
+    target = tmp_path / "model.onnx"
+    target.write_text("old")
+    with pytest.raises(RuntimeError):
+        with atomic_output(target) as staging:
+            staging.write_text("half")
+            raise RuntimeError("killed")
+    assert target.read_text() == "old"
+    assert [p.name for p in tmp_path.iterdir()] == ["model.onnx"]
+    with atomic_output(target) as staging:
+        staging.write_text("new")
+    assert target.read_text() == "new"
+
+
+def test_export_of_a_run_directory_reads_its_winner_and_summary(tmp_path, tiny):
+    run = tmp_path / "run"
+    run.mkdir()
+    arch = tiny.sample(seed=5)
+    (run / "best_arch.json").write_text(arch.to_json())
+    (run / "run.json").write_text(json.dumps({
+        "strategy": "optuna", "budgets": [{"device": "cpu", "budget_ms": 2.0}],
+        "best": {"objective": 0.5, "objective_name": "proxy"}}))
+    proc = run_nas("export", str(run), "--format", "pt", "--out", str(tmp_path / "out"), "--json", "--no-progress")
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)
+    assert tiny.arch_from_dict(report["arch"]) == arch
+    card = (tmp_path / "out" / "README.md").read_text()
+    assert "2.0 ms on cpu" in card and "proxy = 0.5" in card
+
+
+@pytest.mark.parametrize("args, message", [
+    (["l1", "--format", "pt,tflite"], "--format 'pt,tflite': unknown format tflite"),
+    (["nonexistent", "--format", "pt"], "ARCH_OR_RUN 'nonexistent' is neither a preset"),
+    (["l1", "--format", "pt", "--bn-images", "8"], "--bn-images goes with --data"),
+    (["l1", "--format", "pt", "--supernet", "{tmp}/nope.pt"], "no such file"),
+    (["l1", "--format", "pt", "--supernet", "{tmp}/garbage.pt"], "is not a readable weights-only checkpoint"),
+    (["l1", "--format", "pt", "--supernet", "{tiny_ckpt}"], "the arch is of space 'efficientformer', the supernet"),
+    (["l1", "--format", "pt", "--data", "{tmp}/nodata"], "--data"),
+    (["{tmp}", "--format", "pt"], "a folder without best_arch.json"),
+])
+def test_bad_input_exits_2_in_one_line(tmp_path, tiny_ckpt, args, message):
+    (tmp_path / "garbage.pt").write_text("not a checkpoint")
+    (tmp_path / "nodata").mkdir()
+    args = [a.format(tmp=tmp_path, tiny_ckpt=tiny_ckpt) for a in args]
+    proc = run_nas("export", *args, "--out", str(tmp_path / "out"), "--no-progress")
+    assert proc.returncode == 2, proc.stderr
+    error = [line for line in proc.stderr.splitlines() if line.startswith("nas: error")]
+    assert len(error) == 1 and message in error[0], proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_parse_formats_orders_and_validates():
+    assert parse_formats("onnx, pt") == ["pt", "onnx"]
+    with pytest.raises(ValueError):
+        parse_formats(",")
+
+
+def test_timm_registration_builds_the_same_network(tiny):
+    import timm
+
+    import supernet.timm_model  # noqa: F401
+
+    net = randomize_(EfficientFormerNet.from_arch(tiny.preset("large"), tiny))
+    model = timm.create_model("nas_efficientformer", **net.arch_config)
+    model.load_state_dict(net.state_dict())
+    x = torch.randn(2, 3, tiny.input_size, tiny.input_size)
+    assert torch.equal(_logits(model, x), _logits(net, x))
+    assert "nas_efficientformer" in timm.list_models("nas_*")
