@@ -8,6 +8,7 @@ value and what is accepted, 1 on other failures. Heavy imports (torch) happen in
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import random
 import sys
@@ -351,6 +352,58 @@ def cmd_lut_show(args: argparse.Namespace) -> int:
     return 0
 
 
+# ------------------------------------------------------------------------------------------------ nas search
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    from nas.search.budgets import Budgets, parse_luts
+    from nas.search.objectives import make_objective
+    from nas.search.run import SearchRequest, run_search
+    from nas.space import load_space
+
+    space = load_space(args.space)
+    budgets = Budgets.load(space, args.budget_ms or [], args.device or [], parse_luts(args.lut))
+    formats: list[str] = []
+    if args.export != "none":
+        from nas.export import parse_formats, require_packages
+
+        formats = parse_formats(args.export)
+        require_packages(formats)
+    if args.strategy == "slim" and (args.storage or args.study or args.sampler != "tpe"):
+        raise UsageError("--storage, --study and --sampler are Optuna settings; --strategy slim resumes from "
+                         "slim.json in --out instead")
+    objective = make_objective(space, args.supernet, args.data)
+    for notice in budgets.notices():
+        print(notice, file=sys.stderr)
+    request = SearchRequest(space, objective, budgets, args.strategy, args.sampler, args.trials, args.seed,
+                            args.storage, args.study, Path(args.out) if args.out else None, args.workers,
+                            args.ray_address, formats, progress=not args.no_progress)
+    # Ray's driver prints worker deaths and retries on sys.stdout; stdout carries only our result (--json contract)
+    with contextlib.redirect_stdout(sys.stderr):
+        result = run_search(request)
+    if args.json:
+        _emit(result)
+        return 0
+    best = result["best"]
+    kinds = {b["device"]: b["table_kind"] for b in result["budgets"]}
+    what = "trials" if args.strategy == "optuna" else "slimming steps"
+    print(f"objective: {objective.label}")
+    print(f"best of {result['trials']} {what} ({result['feasible']} meet every budget): objective "
+          f"{best['objective']:.4g}" + "".join(f", {k.replace('_', ' ')} {v:.3g}"
+                                               for k, v in best.get("details", {}).items()))
+    print(f"  {'device':<12} {'budget ms':>10} {'latency ms':>11}  table")
+    for b in result["budgets"]:
+        print(f"  {b['device']:<12} {b['budget_ms']:>10.3f} {best['latencies_ms'][b['device']]:>11.3f}  "
+              f"{kinds[b['device']]}")
+    arch = best["arch"]
+    print(f"  arch: widths {arch['widths']}, depths {arch['depths']}, n3d {arch['n3d']}, "
+          f"MLP ratios {arch['mlp_ratios']}" + (f", heads {arch['heads']}, key dims {arch['key_dims']}"
+                                                if arch["n3d"] else ""))
+    print(f"run directory {result['out']}: best_arch.json, trials.csv, pareto.png"
+          + (", export/ (model card README.md)" if formats else "") + f"; {result['wall_s']:.1f} s")
+    return 0
+
+
 # ------------------------------------------------------------------------------------------------ nas export
 
 
@@ -414,6 +467,36 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--breakdown", action="store_true", help="print every op's entry (or op category)")
     predict.add_argument("--json", action="store_true", help="one JSON object on stdout")
     predict.set_defaults(func=cmd_predict)
+
+    search = commands.add_parser("search", help="find the best arch under latency budgets (Optuna or slimming, "
+                                                "optionally on Ray) and export it")
+    search.add_argument("--budget-ms", type=float, action="append", metavar="MS",
+                        help="latency budget; repeat with --device for several budgets that must all hold")
+    search.add_argument("--device", action="append", help="device of the budget before it (same order)")
+    _add_space_arg(search)
+    search.add_argument("--trials", type=_positive_int, default=100,
+                        help="the study's total number of trials (a resumed study runs the missing ones; default 100)")
+    search.add_argument("--sampler", choices=("tpe", "nsga2", "random"), default="tpe",
+                        help="Optuna sampler (nsga2: objective-latency Pareto front; default tpe)")
+    search.add_argument("--strategy", choices=("optuna", "slim"), default="optuna",
+                        help="optuna: a sampled study; slim: EfficientFormer's greedy slimming from the largest arch")
+    search.add_argument("--supernet", metavar="CKPT", help="trained supernet: the objective becomes the inherited "
+                                                         "top-1 on --data's validation split (default: capacity proxy)")
+    search.add_argument("--data", metavar="DIR", help="ImageFolder tree (DIR/val and DIR/train, or DIR itself)")
+    search.add_argument("--storage", metavar="URL", help="Optuna storage (default: sqlite:///OUT/study.db)")
+    search.add_argument("--study", metavar="NAME", help="study name; the same name resumes (default: from the settings)")
+    search.add_argument("--out", metavar="DIR", help="run directory (default: runs/STUDY)")
+    search.add_argument("--workers", type=_non_negative_int, default=0,
+                        help="evaluate trials on a local Ray with N workers (0: in this process)")
+    search.add_argument("--ray-address", metavar="ADDR", help="evaluate trials on this Ray cluster")
+    search.add_argument("--seed", type=int, default=0, help="sampler seed (same seed, same result; default 0)")
+    search.add_argument("--lut", action="append", metavar="DEVICE=FILE",
+                        help="latency table of a device (default: the device's table)")
+    search.add_argument("--export", default="pt", metavar="FORMATS",
+                        help="formats of the exported winner (as nas export --format), or none (default pt)")
+    search.add_argument("--no-progress", action="store_true")
+    search.add_argument("--json", action="store_true", help="one JSON object on stdout")
+    search.set_defaults(func=cmd_search)
 
     export = commands.add_parser("export", help="write an arch (or a search's winner) as PyTorch, timm, TorchScript, "
                                                 "ONNX and Core ML, each checked against PyTorch, with a model card")

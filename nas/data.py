@@ -12,8 +12,9 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 
 
 def image_batches(root: str | Path, input_size: int, max_images: int, batch_size: int = 32,
-                  seed: int = 0) -> torch.utils.data.DataLoader:
-    """Up to ``max_images`` images of ``root`` (a random subset, the same for the same seed), in batches."""
+                  seed: int = 0, with_labels: bool = False) -> torch.utils.data.DataLoader:
+    """Up to ``max_images`` images of ``root`` (a random subset, the same for the same seed), in batches of
+    images, or of (images, labels) with ``with_labels``."""
     from timm.data import ImageDataset, create_transform
 
     root = Path(root)
@@ -27,4 +28,12 @@ def image_batches(root: str | Path, input_size: int, max_images: int, batch_size
     order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(seed))[:max_images]
     subset = torch.utils.data.Subset(dataset, order.tolist())
     return torch.utils.data.DataLoader(subset, batch_size=batch_size, shuffle=False, num_workers=0,
-                                       collate_fn=lambda items: torch.stack([image for image, _ in items]))
+                                       collate_fn=_with_labels if with_labels else _images_only)
+
+
+def _images_only(items):
+    return torch.stack([image for image, _ in items])
+
+
+def _with_labels(items):
+    return torch.stack([image for image, _ in items]), torch.tensor([label for _, label in items])

@@ -1,0 +1,75 @@
+"""Objective evaluation, here or on Ray.
+
+``LocalEvaluator`` calls the objective in this process. ``RayEvaluator`` sends each arch to a Ray task:
+``--workers N`` starts a local Ray with N CPUs, ``--ray-address`` joins a cluster. A task whose worker process
+dies (killed, out of memory, node lost) is retried by Ray on another worker (``max_retries``); an exception
+raised by the objective itself is not retried, it fails the trial. Results come back in the order asked, so a
+parallel search is as deterministic as a serial one.
+"""
+from __future__ import annotations
+
+import os
+from typing import Any, Sequence
+
+from nas.search.objectives import Objective
+from nas.space import Arch
+
+WORKER_DEATH_RETRIES = 3
+
+
+class LocalEvaluator:
+    workers = 1
+
+    def __init__(self, objective: Objective):
+        self.objective = objective
+
+    def map(self, archs: Sequence[Arch]) -> list[tuple[float, int]]:
+        """(objective value, pid of the process that computed it) per arch."""
+        return [(self.objective(a), os.getpid()) for a in archs]
+
+    def close(self) -> None:
+        flush = getattr(self.objective, "flush", None)
+        if flush:
+            flush()
+
+
+def _evaluate(objective: Objective, arch: Arch) -> tuple[float, int]:
+    value = objective(arch)
+    flush = getattr(objective, "flush", None)
+    if flush:
+        flush()
+    return value, os.getpid()
+
+
+class RayEvaluator:
+    def __init__(self, objective: Objective, workers: int = 0, address: str | None = None):
+        try:
+            import ray
+        except ImportError:
+            from nas.errors import UsageError
+
+            raise UsageError("--workers/--ray-address need Ray: pip install 'nas[ray]'") from None
+        self._ray = ray
+        self._started = not ray.is_initialized()
+        if self._started:
+            if address:
+                ray.init(address=address, log_to_driver=False)
+            else:
+                ray.init(num_cpus=workers, include_dashboard=False, log_to_driver=False,
+                         runtime_env={"env_vars": {"OMP_NUM_THREADS": "1"}})
+        self.workers = workers or int(ray.cluster_resources().get("CPU", 1))
+        self._remote = ray.remote(num_cpus=1, max_retries=WORKER_DEATH_RETRIES, retry_exceptions=False)(_evaluate)
+        self._objective = ray.put(objective)
+
+    def map(self, archs: Sequence[Arch]) -> list[tuple[float, int]]:
+        return self._ray.get([self._remote.remote(self._objective, a) for a in archs])
+
+    def close(self) -> None:
+        if self._started:
+            self._ray.shutdown()
+
+
+def make_evaluator(objective: Objective, workers: int = 0, address: str | None = None) -> Any:
+    if workers or address:
+        return RayEvaluator(objective, workers, address)
+    return LocalEvaluator(objective)

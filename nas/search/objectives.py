@@ -1,0 +1,111 @@
+"""What a search maximises. An ``Objective`` is any picklable callable ``arch -> float`` with a ``name``, a
+one-line ``label`` that the output prints, and ``is_accuracy``; the searches never look further, so a new one
+slots in without touching them.
+
+- ``CapacityProxy`` (default, no training needed): sqrt(parameters in M x GMACs), the geometric mean of the
+  two capacity counts, from the same per-op decomposition as the latency tables. It is a **proxy**, named as such
+  everywhere it is reported. Why it: in every family of published figures in the shared SEEDS.md
+  (EfficientFormer L1/L3/L7, EfficientFormerV2 S0-S2, EfficientViT M0-M5, MobileViTv2 widths) top-1 rises with
+  both parameters and MACs; NAS-Bench-Suite-Zero (Krishnakumar et al., 2022) found parameter and FLOP counts
+  competitive with zero-cost proxies; and it costs microseconds, where a zero-cost proxy on the extracted subnet
+  costs a forward/backward pass per trial. Under a latency budget it rewards archs that buy the most capacity
+  per millisecond. Its correlation with trained accuracy in *this* space is not measured yet (that needs the
+  supernet-training issue).
+- ``SupernetAccuracy`` (``--supernet CKPT --data DIR``): top-1 of the subnet extracted from a trained supernet
+  (inherited weights, BatchNorm recalibrated) on a validation split, as in EfficientFormer's slimming.
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any, Protocol
+
+from nas.space import Arch, SearchSpace
+
+
+class Objective(Protocol):
+    name: str
+    label: str
+    is_accuracy: bool
+
+    def __call__(self, arch: Arch) -> float: ...
+
+
+class CapacityProxy:
+    name = "capacity"
+    label = "capacity proxy sqrt(params_M x GMACs) (a proxy, not accuracy)"
+    is_accuracy = False
+
+    def __init__(self, space: SearchSpace):
+        from nas.search.capacity import OpCounts
+
+        self.counts = OpCounts(space)
+
+    def __call__(self, arch: Arch) -> float:
+        params, macs = self.counts.counts(arch)
+        return math.sqrt(params / 1e6 * macs / 1e9)
+
+    def details(self, arch: Arch) -> dict[str, float]:
+        params, macs = self.counts.counts(arch)
+        return {"params_m": params / 1e6, "gmacs": macs / 1e9}
+
+    def flush(self) -> None:
+        self.counts.save()
+
+
+class SupernetAccuracy:
+    """Top-1 (%) of ``arch``'s inherited weights on ``DATA/val`` (or ``DATA``), BatchNorm recalibrated on
+    ``DATA/train`` (or the same images). The supernet is loaded once per process."""
+
+    name = "supernet_top1"
+    is_accuracy = True
+
+    def __init__(self, checkpoint: str | Path, data: str | Path, val_images: int = 500, bn_images: int = 256):
+        self.checkpoint, self.data = Path(checkpoint), Path(data)
+        self.val_images, self.bn_images = val_images, bn_images
+        self.label = f"top-1 (%) of inherited supernet weights on {self._split('val')} ({val_images} images max)"
+        self._net: Any = None
+
+    def _split(self, name: str) -> Path:
+        return self.data / name if (self.data / name).is_dir() else self.data
+
+    def __getstate__(self):
+        return {**self.__dict__, "_net": None}
+
+    def __call__(self, arch: Arch) -> float:
+        import torch
+
+        from nas.data import image_batches
+        from supernet.batchnorm import recalibrate_batchnorm
+        from supernet.checkpoint import load_supernet
+
+        if self._net is None:
+            self._net, _ = load_supernet(self.checkpoint)
+        model = self._net.extract(arch)
+        size = self._net.space.input_size
+        recalibrate_batchnorm(model, image_batches(self._split("train"), size, self.bn_images, seed=1))
+        loader = image_batches(self._split("val"), size, self.val_images, with_labels=True)
+        correct = total = 0
+        with torch.no_grad():
+            for images, labels in loader:
+                correct += int((model.eval()(images).argmax(dim=1) == labels).sum())
+                total += labels.numel()
+        return 100.0 * correct / total
+
+
+def make_objective(space: SearchSpace, supernet: str | None = None, data: str | None = None) -> Objective:
+    from nas.errors import UsageError
+
+    if (supernet is None) != (data is None):
+        raise UsageError("--supernet and --data go together (inherited accuracy on DATA's validation split); "
+                         "give both, or neither for the capacity proxy")
+    if supernet is None:
+        return CapacityProxy(space)
+    from supernet.checkpoint import load_supernet
+
+    net, _ = load_supernet(supernet)      # refuse a bad checkpoint now, not in every trial
+    if net.space.name != space.name:
+        raise UsageError(f"--supernet {supernet} is of space {net.space.name!r}, the search is over {space.name!r}")
+    objective = SupernetAccuracy(supernet, data)
+    objective._net = net
+    return objective

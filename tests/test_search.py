@@ -1,0 +1,257 @@
+"""nas search: the contract, budgets, resume after kill -9, Ray with a killed worker, slimming, two devices."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from conftest import randomize_, run_nas
+from nas.latency.build import build_table
+from nas.latency.costmodel import load_cost_model
+from nas.latency.devices import get_device
+from nas.latency.estimate import estimate_table
+from nas.search.budgets import Budgets
+from nas.search.run import pareto_front
+from nas.search.slim import actions
+
+
+@pytest.fixture(scope="module")
+def tiny_luts(tmp_path_factory, tiny):
+    """Tables of the tiny space: iPhone 12 estimated by its cost model, this CPU measured."""
+    folder = tmp_path_factory.mktemp("luts")
+    estimate_table(get_device("iphone12"), tiny, load_cost_model("iphone12"), folder / "iphone12-tiny.json")
+    build_table("cpu", "tiny", folder / "cpu-tiny.json", calibrate=3, progress=False)
+    return {"iphone12": folder / "iphone12-tiny.json", "cpu": folder / "cpu-tiny.json"}
+
+
+def _tiny_args(tiny_luts, budget_ms: float, *extra: str, device: str = "iphone12") -> list[str]:
+    return ["search", "--space", "tiny", "--budget-ms", str(budget_ms), "--device", device,
+            "--lut", f"{device}={tiny_luts[device]}", "--no-progress", *extra]
+
+
+def _middle_budget(tiny, tiny_luts, device="iphone12") -> float:
+    budgets = Budgets.load(tiny, [1e9], [device], {device: str(tiny_luts[device])})
+    fastest = budgets.fastest(tiny)[device]
+    largest = budgets.latencies(tiny.largest())[device]
+    return round(fastest + 0.4 * (largest - fastest), 4)
+
+
+@pytest.mark.slow
+def test_main_command_contract_predict_agrees_and_the_run_exports(tmp_path):
+    run = tmp_path / "run"
+    proc = run_nas("search", "--budget-ms", "1.6", "--device", "iphone12", "--trials", "30", "--out", str(run),
+                   "--json", "--no-progress")
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout)
+    assert "estimated" in proc.stderr and "nas lut build --device iphone12" in proc.stderr   # says so, one line
+    best = result["best"]
+    assert result["out"] == str(run) and best["latency_ms"] <= 1.6 and best["objective"] > 0
+    assert best["objective_name"] == "capacity" and "proxy" in best["objective_label"]
+    assert json.loads((run / "best_arch.json").read_text()) == best["arch"]
+    predicted = json.loads(run_nas("predict", "--device", "iphone12", "--arch", str(run), "--json").stdout)
+    assert predicted["latency_ms"] == pytest.approx(best["latency_ms"], rel=1e-9)
+    rows = (run / "trials.csv").read_text().strip().splitlines()
+    assert len(rows) == 31 and rows[0].startswith("number,objective,latency_ms_iphone12,feasible")
+    assert (run / "pareto.png").stat().st_size > 1000 and (run / "export" / "model.pt").is_file()
+    front = json.loads((run / "pareto.json").read_text())["front"]
+    assert front[-1]["objective"] == best["objective"]
+
+    out = tmp_path / "exported"
+    proc = run_nas("export", str(run), "--format", "pt,onnx", "--out", str(out), "--no-progress")
+    assert proc.returncode == 0, proc.stderr
+    card = (out / "README.md").read_text()
+    assert "winner of `nas search` run" in card and "1.6 ms on iphone12" in card
+
+
+@pytest.mark.slow
+def test_same_seed_same_result(tmp_path, tiny_luts, tiny):
+    budget = _middle_budget(tiny, tiny_luts)
+    results = []
+    for name in ("a", "b"):
+        proc = run_nas(*_tiny_args(tiny_luts, budget, "--trials", "25", "--seed", "7", "--out", str(tmp_path / name),
+                                   "--json", "--export", "none"))
+        assert proc.returncode == 0, proc.stderr
+        results.append(json.loads(proc.stdout)["best"])
+    assert results[0] == results[1]
+    trials = [(tmp_path / n / "trials.csv").read_text().splitlines() for n in "ab"]
+    strip_pid = [[",".join(r.split(",")[:4]) for r in t] for t in trials]
+    assert strip_pid[0] == strip_pid[1]
+
+
+def test_infeasible_budget_exits_2_with_the_fastest_latency(tmp_path):
+    proc = run_nas("search", "--budget-ms", "0.01", "--device", "iphone12", "--out", str(tmp_path / "r"),
+                   "--no-progress")
+    assert proc.returncode == 2
+    error = [line for line in proc.stderr.splitlines() if line.startswith("nas: error")]
+    assert len(error) == 1 and "cannot be met: the fastest arch" in error[0] and "accepted: a budget >=" in error[0]
+    assert not (tmp_path / "r").exists()                     # nothing started
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--budget-ms", "1.6"], "give one --device per --budget-ms"),
+    (["--budget-ms", "1.6", "--device", "iphone12", "--budget-ms", "2", "--device", "iphone12"], "appears twice"),
+    (["--budget-ms", "-1", "--device", "iphone12"], "expected a positive number"),
+    (["--budget-ms", "1.6", "--device", "pixel9"], "unknown device 'pixel9'"),
+    (["--budget-ms", "1.6", "--device", "iphone12", "--sampler", "cmaes"], "invalid choice: 'cmaes'"),
+    (["--budget-ms", "1.6", "--device", "iphone12", "--supernet", "x.pt"], "--supernet and --data go together"),
+    (["--budget-ms", "1.6", "--device", "iphone12", "--lut", "iphone12"], "expected DEVICE=FILE"),
+    (["--budget-ms", "1.6", "--device", "iphone12", "--strategy", "slim", "--sampler", "nsga2"], "Optuna settings"),
+    (["--budget-ms", "1.6", "--device", "iphone12", "--storage", "nosuchdb://x"], "--storage 'nosuchdb://x'"),
+])
+def test_bad_input_exits_2_in_one_line(tmp_path, args, message):
+    proc = run_nas("search", *args, "--out", str(tmp_path / "r"), "--no-progress")
+    assert proc.returncode == 2, proc.stderr
+    error = [line for line in proc.stderr.splitlines() if line.startswith("nas: error")]
+    assert len(error) == 1 and message in error[0], proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def _completed(db: Path, study: str) -> list[optuna.trial.FrozenTrial]:
+    try:
+        return optuna.load_study(study_name=study, storage=f"sqlite:///{db}").get_trials(
+            deepcopy=False, states=(TrialState.COMPLETE,))
+    except Exception:  # noqa: BLE001 - not created yet
+        return []
+
+
+@pytest.mark.slow
+def test_resume_after_kill_loses_and_repeats_no_trial(tmp_path, tiny_luts, tiny):
+    run, total = tmp_path / "run", 80
+    args = _tiny_args(tiny_luts, _middle_budget(tiny, tiny_luts), "--trials", str(total), "--study", "k",
+                      "--out", str(run), "--export", "none")
+    proc = subprocess.Popen([sys.executable, "-m", "nas", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.time() + 120
+    while len(_completed(run / "study.db", "k")) < 15 and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    before = {t.number: (t.params, t.values) for t in _completed(run / "study.db", "k")}
+    assert 15 <= len(before) < total
+
+    proc = run_nas(*args, "--json")
+    assert proc.returncode == 0, proc.stderr
+    trials = optuna.load_study(study_name="k", storage=f"sqlite:///{run / 'study.db'}").get_trials(deepcopy=False)
+    assert [t.number for t in trials] == list(range(total))                   # none lost, none added twice
+    assert all(t.state == TrialState.COMPLETE for t in trials)                # the interrupted one was finished
+    after = {t.number: (t.params, t.values) for t in trials}
+    assert all(after[n] == before[n] for n in before)                         # what was done stays done
+    assert json.loads(proc.stdout)["trials"] == total
+
+    again = run_nas(*args, "--json")                                          # complete: nothing more to run
+    assert json.loads(again.stdout)["trials"] == total
+    changed = run_nas(*[a if a != "7" else "8" for a in args], "--seed", "99")  # other settings, same study
+    assert changed.returncode == 2 and "was started with" in changed.stderr
+
+
+@pytest.mark.slow
+def test_slimming_reaches_the_budget_and_resumes(tmp_path, tiny_luts, tiny):
+    budget = _middle_budget(tiny, tiny_luts)
+    run = tmp_path / "run"
+    args = _tiny_args(tiny_luts, budget, "--strategy", "slim", "--out", str(run), "--json", "--export", "none")
+    proc = run_nas(*args)
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout)
+    steps = json.loads((run / "slim.json").read_text())["steps"]
+    assert steps[0]["arch"] == tiny.largest().to_dict()
+    latencies = [s["latency_ms"]["iphone12"] for s in steps]
+    assert latencies[-1] <= budget < latencies[-2]                   # stops at the first arch under the budget
+    assert all(a > b for a, b in zip(latencies, latencies[1:]))     # every step saves time
+    assert result["best"]["arch"] == steps[-1]["arch"]
+    assert {s["action"].split()[0] for s in steps[1:]} <= {"drop", "narrow", "MLP", "turn", "heads", "key"}
+
+    again = run_nas(*args)                                           # resumes: the record is complete
+    assert json.loads(again.stdout)["best"] == result["best"]
+    assert json.loads((run / "slim.json").read_text())["steps"] == steps
+
+
+def test_slimming_actions_stay_in_the_space(tiny):
+    arch = tiny.largest()
+    found = actions(arch, tiny)
+    names = [n for n, _ in found]
+    assert "turn the first 3D block into 4D" in names and any(n.startswith("narrow stage 4") for n in names)
+    assert any(n.startswith("drop 3D block") for n in names)
+    for _, candidate in found:
+        assert tiny.validate(candidate) == candidate and candidate != arch
+    assert actions(tiny.smallest(), tiny) == [] or all(c != tiny.smallest() for _, c in actions(tiny.smallest(), tiny))
+
+
+@pytest.mark.slow
+def test_two_budgets_on_two_devices_both_hold(tmp_path, tiny_luts, tiny):
+    ip_budget = _middle_budget(tiny, tiny_luts, "iphone12")
+    cpu_budget = _middle_budget(tiny, tiny_luts, "cpu")
+    proc = run_nas("search", "--space", "tiny", "--budget-ms", str(ip_budget), "--device", "iphone12",
+                   "--budget-ms", str(cpu_budget), "--device", "cpu", "--lut", f"iphone12={tiny_luts['iphone12']}",
+                   "--lut", f"cpu={tiny_luts['cpu']}", "--trials", "40", "--sampler", "nsga2",
+                   "--out", str(tmp_path / "run"), "--json", "--no-progress", "--export", "none")
+    assert proc.returncode == 0, proc.stderr
+    best = json.loads(proc.stdout)["best"]
+    assert best["latencies_ms"]["iphone12"] <= ip_budget and best["latencies_ms"]["cpu"] <= cpu_budget
+    header = (tmp_path / "run" / "trials.csv").read_text().splitlines()[0]
+    assert "latency_ms_iphone12" in header and "latency_ms_cpu" in header
+
+
+def test_pareto_front_is_non_dominated():
+    records = [{"number": i, "objective": o, "latency_ms": {"d": l}, "feasible": f}
+               for i, (o, l, f) in enumerate([(1, 1, True), (2, 2, True), (1.5, 3, True), (3, 2.5, True),
+                                              (9, 0.5, False)])]
+    front = pareto_front(records, "d")
+    assert [r["number"] for r in front] == [0, 1, 3]
+
+
+@pytest.mark.slow
+@pytest.mark.ray
+def test_ray_two_workers_one_killed_every_trial_completes(tmp_path, tiny_luts, tiny):
+    """A worker killed mid-search: Ray retries its task elsewhere, and the study completes with no trial lost."""
+    from PIL import Image
+
+    import numpy as np
+
+    from supernet import Supernet
+    from supernet.checkpoint import save_supernet
+
+    rng = np.random.default_rng(0)
+    for cls in ("a", "b"):
+        (tmp_path / "data" / cls).mkdir(parents=True)
+        for i in range(16):
+            Image.fromarray(rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)).save(tmp_path / "data" / cls / f"{i}.png")
+    save_supernet(randomize_(Supernet(tiny)), tmp_path / "supernet.pt")
+    run, total = tmp_path / "run", 24
+    env = {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
+    args = _tiny_args(tiny_luts, _middle_budget(tiny, tiny_luts), "--trials", str(total), "--workers", "2",
+                      "--supernet", str(tmp_path / "supernet.pt"), "--data", str(tmp_path / "data"),
+                      "--study", "r", "--out", str(run), "--json", "--export", "none")
+    proc = subprocess.Popen([sys.executable, "-m", "nas", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env=env)
+    killed = None
+    try:
+        deadline = time.time() + 180
+        while killed is None and time.time() < deadline and proc.poll() is None:
+            if len(_completed(run / "study.db", "r")) >= 3:
+                workers = subprocess.run(["pgrep", "-f", "ray::_evaluate"], capture_output=True, text=True).stdout.split()
+                if workers:
+                    killed = int(workers[0])
+                    os.kill(killed, signal.SIGKILL)
+            time.sleep(0.05)
+        out, err = proc.communicate(timeout=300)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        subprocess.run([sys.executable, "-m", "ray.scripts.scripts", "stop", "--force"], capture_output=True)
+    assert killed is not None, "no busy Ray worker to kill"
+    assert proc.returncode == 0, err[-2000:]
+    assert "will be retried" in err                              # Ray saw the worker die, on stderr only
+    trials = optuna.load_study(study_name="r", storage=f"sqlite:///{run / 'study.db'}").get_trials(deepcopy=False)
+    assert [t.number for t in trials] == list(range(total))
+    assert all(t.state == TrialState.COMPLETE for t in trials)
+    pids = {t.user_attrs["worker_pid"] for t in trials}
+    assert len(pids) >= 2 and os.getpid() not in pids           # evaluated on Ray workers, not in the driver
+    result = json.loads(out)
+    assert result["best"]["objective_name"] == "supernet_top1" and 0 <= result["best"]["objective"] <= 100
