@@ -377,7 +377,7 @@ def cmd_search(args: argparse.Namespace) -> int:
         print(notice, file=sys.stderr)
     request = SearchRequest(space, objective, budgets, args.strategy, args.sampler, args.trials, args.seed,
                             args.storage, args.study, Path(args.out) if args.out else None, args.workers,
-                            args.ray_address, formats, progress=not args.no_progress)
+                            args.ray_address, formats, progress=not args.no_progress, verify=args.verify)
     # Ray's driver prints worker deaths and retries on sys.stdout; stdout carries only our result (--json contract)
     with contextlib.redirect_stdout(sys.stderr):
         result = run_search(request)
@@ -395,6 +395,12 @@ def cmd_search(args: argparse.Namespace) -> int:
     for b in result["budgets"]:
         print(f"  {b['device']:<12} {b['budget_ms']:>10.3f} {best['latencies_ms'][b['device']]:>11.3f}  "
               f"{kinds[b['device']]}")
+    if "verification" in result:
+        v = result["verification"]
+        measured = best.get("measured_ms")
+        print(f"  verified by measurement on {', '.join(v['devices']) or 'no device'}: {len(v['checked'])} "
+              f"candidate(s) measured; " + (", ".join(f"{d} {ms:.3f} ms" for d, ms in measured.items())
+                                              if measured else v.get("note", "")))
     arch = best["arch"]
     print(f"  arch: widths {arch['widths']}, depths {arch['depths']}, n3d {arch['n3d']}, "
           f"MLP ratios {arch['mlp_ratios']}" + (f", heads {arch['heads']}, key dims {arch['key_dims']}"
@@ -494,6 +500,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="latency table of a device (default: the device's table)")
     search.add_argument("--export", default="pt", metavar="FORMATS",
                         help="formats of the exported winner (as nas export --format), or none (default pt)")
+    search.add_argument("--verify", type=_non_negative_int, default=0, metavar="K",
+                        help="measure up to K best candidates end to end on the budget devices measurable here "
+                             "(cpu, cuda, onnxruntime) and keep the best that really meets the budgets (default 0)")
     search.add_argument("--no-progress", action="store_true")
     search.add_argument("--json", action="store_true", help="one JSON object on stdout")
     search.set_defaults(func=cmd_search)

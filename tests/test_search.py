@@ -255,3 +255,20 @@ def test_ray_two_workers_one_killed_every_trial_completes(tmp_path, tiny_luts, t
     assert len(pids) >= 2 and os.getpid() not in pids           # evaluated on Ray workers, not in the driver
     result = json.loads(out)
     assert result["best"]["objective_name"] == "supernet_top1" and 0 <= result["best"]["objective"] <= 100
+
+
+@pytest.mark.slow
+def test_verify_measures_finalists_on_devices_at_hand(tmp_path, tiny_luts, tiny):
+    generous = 10 * Budgets.load(tiny, [1e9], ["cpu"], {"cpu": str(tiny_luts["cpu"])}).latencies(tiny.largest())["cpu"]
+    proc = run_nas(*_tiny_args(tiny_luts, generous, "--trials", "8", "--verify", "2", "--out", str(tmp_path / "a"),
+                               "--json", "--export", "none", device="cpu"))
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout)
+    checked = result["verification"]["checked"]
+    assert result["verification"]["devices"] == ["cpu"] and len(checked) == 1     # the first one already fits
+    assert result["best"]["measured_ms"]["cpu"] == checked[0]["measured_ms"]["cpu"] <= generous
+    # a device that cannot be measured here is reported, not measured
+    proc = run_nas(*_tiny_args(tiny_luts, 100, "--trials", "4", "--verify", "2", "--out", str(tmp_path / "b"),
+                               "--json", "--export", "none"))
+    verification = json.loads(proc.stdout)["verification"]
+    assert verification["devices"] == [] and verification["checked"] == [] and "no budget device" in verification["note"]
