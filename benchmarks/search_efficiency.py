@@ -118,7 +118,6 @@ def main() -> None:
         main_walls.append(time.perf_counter() - t0)
         if proc.returncode != 0:
             raise SystemExit(proc.stderr)
-    main_wall = max(main_walls)
     main_best = json.loads(proc.stdout)["best"]
 
     print()

@@ -26,7 +26,6 @@ from pathlib import Path
 from typing import Any, Callable
 
 import torch
-import torch.nn as nn
 
 from nas.errors import UsageError
 from nas.fileio import atomic_output, write_json_atomic

@@ -6,6 +6,7 @@ pays ~10 ms per distinct op the first time only. Sums are exact: L1 gives timm's
 """
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import torch
@@ -31,8 +32,6 @@ class OpCounts:
         self._counts: dict[str, tuple[int, float]] = {}
         self._dirty = False
         try:
-            import json
-
             data = json.loads(self.cache.read_text())
             if data.get("schema") == COUNTS_SCHEMA:
                 self._counts = {k: (int(p), float(m)) for k, (p, m) in data["ops"].items()}

@@ -50,7 +50,7 @@ class SearchRequest:
         return f"{self.space.name}_{budgets}_{self.objective.name}_{method}_seed{self.seed}"
 
 
-def _records_from_trials(study, budgets: Budgets) -> list[dict[str, Any]]:
+def _records_from_trials(study) -> list[dict[str, Any]]:
     from optuna.trial import TrialState
 
     records = []
@@ -121,7 +121,7 @@ def run_search(req: SearchRequest) -> dict[str, Any]:
 
             study = run_study(settings, evaluator, on_trial)
             bar.close()
-            records = _records_from_trials(study, req.budgets)
+            records = _records_from_trials(study)
         else:
             from nas.search.slim import slim
 
@@ -182,12 +182,17 @@ def verify_winner(records: list[dict[str, Any]], req: SearchRequest) -> dict[str
     from nas.latency.devices import get_device
 
     local = [b for b in req.budgets.items if get_device(b.device).make_backend().available()[0]]
+    if not local:
+        return {"devices": [], "checked": [], "winner": None,
+                "note": "no budget device can be measured on this machine"}
     candidates = sorted((r for r in records if r["feasible"]), key=lambda r: -r["objective"])
     seen, checked = set(), []
     for record in candidates:
         key = json.dumps(record["arch"], sort_keys=True)
-        if key in seen or len(checked) >= req.verify or not local:
+        if key in seen:
             continue
+        if len(checked) >= req.verify:
+            break
         seen.add(key)
         arch = req.space.arch_from_dict(record["arch"])
         measured = {b.device: measure_arch(get_device(b.device), arch, req.space).median_ms for b in local}
@@ -199,8 +204,7 @@ def verify_winner(records: list[dict[str, Any]], req: SearchRequest) -> dict[str
             return {"devices": [b.device for b in local], "checked": checked,
                     "winner": {**record, "measured_ms": measured}}
     return {"devices": [b.device for b in local], "checked": checked, "winner": None,
-            "note": "no measured candidate met every budget; the winner is the best by prediction" if local
-            else "no budget device can be measured on this machine"}
+            "note": "no measured candidate met every budget; the winner is the best by prediction"}
 
 
 def _export_winner(arch_dict: dict[str, Any], req: SearchRequest, out: Path) -> dict[str, Any]:
