@@ -155,7 +155,7 @@ def run_search(req: SearchRequest) -> dict[str, Any]:
         "storage": storage if req.strategy == "optuna" else None,
         "budgets": [b.to_dict() for b in req.budgets.items], "trials": len(records),
         "feasible": sum(r["feasible"] for r in records), "pareto_size": len(front),
-        "workers": req.workers, "wall_s": None,
+        "workers": evaluator.workers if req.workers or req.ray_address else 0, "wall_s": None,
     }
     if verification:
         result["verification"] = {k: v for k, v in verification.items() if k != "winner"}
