@@ -410,6 +410,68 @@ def cmd_search(args: argparse.Namespace) -> int:
     return 0
 
 
+# ------------------------------------------------------------------------------------------------ nas supernet
+
+
+def cmd_supernet_train(args: argparse.Namespace) -> int:
+    import torch
+
+    from nas.space import load_space
+    from supernet.train import TrainConfig, train_supernet
+
+    space = load_space(args.space)
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise UsageError("--device cuda: no CUDA GPU is visible here; use --device cpu")
+    cfg = TrainConfig(space=args.space, data=str(args.data), epochs=args.epochs, batch_size=args.batch_size,
+                      lr=args.lr, weight_decay=args.weight_decay, warmup_epochs=args.warmup_epochs,
+                      num_random=args.num_random, label_smoothing=args.label_smoothing,
+                      max_train_images=args.max_train_images, val_images=args.val_images,
+                      bn_images=args.bn_images, seed=args.seed)
+    result = train_supernet(cfg, args.out, resume=args.resume, device=device, save_every=args.save_every,
+                            progress=not args.no_progress)
+    if args.json:
+        _emit(result)
+        return 0
+    top1 = ", ".join(f"{k} {v:.1f}%" for k, v in result["top1"].items())
+    resumed = (f" (resumed at step {result['resumed_from_step']})" if result["resumed_from_step"] else "")
+    print(f"supernet of space {space.name!r} trained on {args.data}: {result['steps']} steps, {args.epochs} epochs"
+          f"{resumed}; top-1 of the subnets at the ends of the space: {top1 or 'not evaluated'}")
+    print(f"checkpoint {result['out']} ({result['wall_s']:.1f} s this run); use it with "
+          f"nas search --supernet {result['out']} --data {args.data}")
+    return 0
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number; expected a positive number") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"{value} is not allowed; expected a positive number")
+    return value
+
+
+def _fraction(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number; expected a number in [0, 1)") from None
+    if not 0 <= value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is not allowed; expected a number in [0, 1)")
+    return value
+
+
+def _non_negative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number; expected a number >= 0") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{value} is not allowed; expected a number >= 0")
+    return value
+
+
 # ------------------------------------------------------------------------------------------------ nas export
 
 
@@ -521,6 +583,42 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--no-progress", action="store_true")
     export.add_argument("--json", action="store_true", help="one JSON object on stdout")
     export.set_defaults(func=cmd_export)
+
+    supernet = commands.add_parser("supernet", help="train the weight-sharing supernet")
+    supernet_cmds = supernet.add_subparsers(dest="supernet_command", metavar="SUBCOMMAND", parser_class=_Parser)
+    supernet_cmds.required = True
+    train = supernet_cmds.add_parser(
+        "train", help="train the supernet once (sandwich rule + in-place distillation); resumable",
+        description="Each step trains the largest subnet on the labels and the smallest plus --num-random random "
+                    "subnets on the largest's predictions, with AdamW and a warmup + cosine schedule. The top-1 of "
+                    "the largest and smallest subnets (BatchNorm recalibrated) is measured after every epoch.")
+    _add_space_arg(train)
+    train.add_argument("--data", required=True,
+                       help="ImageFolder tree (DIR/train and DIR/val, or DIR/<class>/<image>) or builtin:digits "
+                            "(scikit-learn's handwritten digits, no download)")
+    train.add_argument("--epochs", type=_positive_int, required=True)
+    train.add_argument("--out", required=True, help="checkpoint file (written atomically while training)")
+    train.add_argument("--resume", action="store_true", help="continue the training saved in --out")
+    train.add_argument("--batch-size", type=_positive_int, default=64)
+    train.add_argument("--lr", type=_positive_float, default=1e-3, help="peak AdamW learning rate (default 1e-3)")
+    train.add_argument("--weight-decay", type=_non_negative_float, default=0.05)
+    train.add_argument("--warmup-epochs", type=_non_negative_float, default=1.0)
+    train.add_argument("--num-random", type=_non_negative_int, default=2,
+                       help="random subnets per step besides the largest and smallest (default 2)")
+    train.add_argument("--label-smoothing", type=_fraction, default=0.1)
+    train.add_argument("--max-train-images", type=_positive_int, default=None,
+                       help="train on a fixed random subset of this many images")
+    train.add_argument("--val-images", type=_positive_int, default=1000, help="validation images per evaluation")
+    train.add_argument("--bn-images", type=_positive_int, default=256,
+                       help="training images to recalibrate BatchNorm with before each evaluation")
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--device", choices=("cpu", "cuda"), default=None,
+                       help="where to train (default: cuda if available, else cpu)")
+    train.add_argument("--save-every", type=_positive_int, default=100,
+                       help="also checkpoint every N steps, besides each epoch's end (default 100)")
+    train.add_argument("--no-progress", action="store_true")
+    train.add_argument("--json", action="store_true")
+    train.set_defaults(func=cmd_supernet_train)
 
     lut = commands.add_parser("lut", help="build, validate and inspect latency lookup tables")
     lut_cmds = lut.add_subparsers(dest="lut_command", metavar="SUBCOMMAND", parser_class=_Parser)

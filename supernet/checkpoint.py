@@ -19,16 +19,32 @@ from supernet.supernet import Supernet
 CHECKPOINT_FORMAT = "nas-supernet/1"
 
 
-def save_supernet(net: Supernet, path: str | Path, meta: dict[str, Any] | None = None) -> None:
-    """Write ``net``'s weights atomically (a kill mid-write keeps the previous checkpoint)."""
+def save_supernet(net: Supernet, path: str | Path, meta: dict[str, Any] | None = None,
+                  training_state: dict[str, Any] | None = None) -> None:
+    """Write ``net``'s weights atomically (a kill mid-write keeps the previous checkpoint). ``training_state``
+    (optimiser state, step; plain tensors and numbers) lets ``nas supernet train --resume`` continue."""
     payload = {"format": CHECKPOINT_FORMAT, "space": net.space.source or net.space.name,
                "state_dict": {k: v.detach().cpu() for k, v in net.state_dict().items()}, "meta": dict(meta or {})}
+    if training_state is not None:
+        payload["training"] = training_state
     with atomic_output(path) as staging:
         torch.save(payload, staging)
 
 
 def load_supernet(path: str | Path) -> tuple[Supernet, dict[str, Any]]:
     """The supernet stored at ``path`` and its metadata; anything else is refused in one line."""
+    payload = load_checkpoint_payload(path)
+    net = Supernet(payload["space"])
+    missing, unexpected = net.load_state_dict(payload["state_dict"], strict=False)
+    if missing or unexpected:
+        raise UsageError(f"--supernet {path} does not fit space {net.space.name!r}: "
+                         f"{len(missing)} missing, {len(unexpected)} unexpected tensors "
+                         f"(e.g. {(missing or unexpected)[0]})")
+    return net.eval(), dict(payload.get("meta") or {})
+
+
+def load_checkpoint_payload(path: str | Path) -> dict[str, Any]:
+    """The raw checkpoint dict (weights-only unpickling), after its format check."""
     path = Path(path)
     if not path.is_file():
         raise UsageError(f"--supernet {path}: no such file (a checkpoint written by supernet.save_supernet)")
@@ -41,13 +57,7 @@ def load_supernet(path: str | Path) -> tuple[Supernet, dict[str, Any]]:
         found = payload.get("format") if isinstance(payload, dict) else type(payload).__name__
         raise UsageError(f"--supernet {path}: format {found!r}, expected {CHECKPOINT_FORMAT!r} "
                          "(written by supernet.save_supernet)")
-    net = Supernet(payload["space"])
-    missing, unexpected = net.load_state_dict(payload["state_dict"], strict=False)
-    if missing or unexpected:
-        raise UsageError(f"--supernet {path} does not fit space {net.space.name!r}: "
-                         f"{len(missing)} missing, {len(unexpected)} unexpected tensors "
-                         f"(e.g. {(missing or unexpected)[0]})")
-    return net.eval(), dict(payload.get("meta") or {})
+    return payload
 
 
 def file_digest(path: str | Path) -> str:

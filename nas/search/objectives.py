@@ -54,43 +54,35 @@ class CapacityProxy:
 
 
 class SupernetAccuracy:
-    """Top-1 (%) of ``arch``'s inherited weights on ``DATA/val`` (or ``DATA``), BatchNorm recalibrated on
-    ``DATA/train`` (or the same images). The supernet is loaded once per process."""
+    """Top-1 (%) of ``arch``'s inherited weights on the validation split of ``data`` (``DATA/val``, the folder
+    itself, or a built-in dataset's val split), BatchNorm recalibrated on its training split. The supernet is
+    loaded once per process."""
 
     name = "supernet_top1"
     is_accuracy = True
 
     def __init__(self, checkpoint: str | Path, data: str | Path, val_images: int = 500, bn_images: int = 256):
-        self.checkpoint, self.data = Path(checkpoint), Path(data)
-        self.val_images, self.bn_images = val_images, bn_images
-        self.label = f"top-1 (%) of inherited supernet weights on {self._split('val')} ({val_images} images max)"
-        self._net: Any = None
+        from nas.data import describe
 
-    def _split(self, name: str) -> Path:
-        return self.data / name if (self.data / name).is_dir() else self.data
+        self.checkpoint, self.data = Path(checkpoint), data
+        self.val_images, self.bn_images = val_images, bn_images
+        self.label = f"top-1 (%) of inherited supernet weights on {describe(data, 'val')} ({val_images} images max)"
+        self._net: Any = None
 
     def __getstate__(self):
         return {**self.__dict__, "_net": None}
 
     def __call__(self, arch: Arch) -> float:
-        import torch
-
         from nas.data import image_batches
-        from supernet.batchnorm import recalibrate_batchnorm
         from supernet.checkpoint import load_supernet
+        from supernet.train import evaluate_subnet
 
         if self._net is None:
             self._net, _ = load_supernet(self.checkpoint)
-        model = self._net.extract(arch)
         size = self._net.space.input_size
-        recalibrate_batchnorm(model, image_batches(self._split("train"), size, self.bn_images, seed=1))
-        loader = image_batches(self._split("val"), size, self.val_images, with_labels=True)
-        correct = total = 0
-        with torch.no_grad():
-            for images, labels in loader:
-                correct += int((model.eval()(images).argmax(dim=1) == labels).sum())
-                total += labels.numel()
-        return 100.0 * correct / total
+        return evaluate_subnet(self._net, arch,
+                               image_batches(self.data, size, self.bn_images, seed=1, split="train"),
+                               image_batches(self.data, size, self.val_images, with_labels=True, split="val"))
 
 
 def make_objective(space: SearchSpace, supernet: str | None = None, data: str | None = None) -> Objective:

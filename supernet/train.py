@@ -1,0 +1,249 @@
+"""Train the weight-sharing supernet once, so that any subnet's inherited weights rank it (``nas supernet train``).
+
+Each step follows the sandwich rule with in-place distillation (BigNAS / Once-for-All's progressive setting,
+AutoFormer): on one batch,
+
+- the **largest** subnet learns from the labels (cross-entropy with label smoothing), and its softened predictions
+  become the teacher for the others;
+- the **smallest** subnet and ``num_random`` random subnets learn from that teacher (KL divergence);
+
+gradients of all of them are summed into the shared weights before one optimiser step. Training the extremes every
+step keeps the small end of the space from being starved, which is what makes inherited accuracy usable for the
+search. BatchNorm statistics are shared across subnets while training and re-estimated per subnet before every
+evaluation (``supernet.batchnorm``).
+
+Resuming: the checkpoint holds the optimiser state and the step reached; batch order, augmentation and the random
+subnets are functions of (seed, step), so a run killed and resumed gives the same weights as one that was not.
+Checkpoints are written atomically every ``save_every`` steps and at each epoch's end.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import random
+import sys
+import time
+from pathlib import Path
+from typing import Any, Iterable
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from nas.errors import UsageError
+from nas.space import Arch
+from supernet.batchnorm import recalibrate_batchnorm
+from supernet.supernet import Supernet
+
+TRAINING_FORMAT = "nas-supernet-training/1"
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    space: str
+    data: str
+    epochs: int
+    batch_size: int = 64
+    lr: float = 1e-3
+    weight_decay: float = 0.05
+    warmup_epochs: float = 1.0
+    num_random: int = 2
+    label_smoothing: float = 0.1
+    max_train_images: int | None = None
+    val_images: int = 1000
+    bn_images: int = 256
+    seed: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+# a resumed run must train the same thing; everything else (device, save interval, progress) may change
+_RESUME_MUST_MATCH = tuple(f.name for f in dataclasses.fields(TrainConfig))
+
+
+# --------------------------------------------------------------------------------------------- evaluation
+
+
+@torch.no_grad()
+def evaluate_subnet(net: Supernet, arch: Arch, bn_batches: Iterable[torch.Tensor],
+                    val_batches: Iterable[tuple[torch.Tensor, torch.Tensor]], device: str = "cpu") -> float:
+    """Top-1 (%) of ``arch`` with the supernet's weights, BatchNorm re-estimated on ``bn_batches`` first."""
+    model = net.extract(arch).to(device)
+    recalibrate_batchnorm(model, (x.to(device) for x in bn_batches))
+    model.eval()
+    correct = total = 0
+    for images, labels in val_batches:
+        correct += int((model(images.to(device)).argmax(dim=1).cpu() == labels).sum())
+        total += labels.numel()
+    if total == 0:
+        raise UsageError("the validation split has no images")
+    return 100.0 * correct / total
+
+
+# ----------------------------------------------------------------------------------------------- training
+
+
+class SupernetTrainer:
+    def __init__(self, cfg: TrainConfig, device: str = "cpu"):
+        from nas.data import dataset
+
+        self.cfg, self.device = cfg, device
+        torch.manual_seed(cfg.seed)   # the initial weights are part of what the seed reproduces
+        self.net = Supernet(cfg.space).to(device)
+        self.space = self.net.space
+        self.train_set = dataset(cfg.data, "train", self.space.input_size, training=True)
+        n = len(self.train_set)
+        if cfg.max_train_images is not None:
+            n = min(n, cfg.max_train_images)
+        # a fixed subset (seed 0) when limited, the same on every resume
+        self.pool = torch.randperm(len(self.train_set), generator=torch.Generator().manual_seed(0))[:n]
+        self.steps_per_epoch = n // cfg.batch_size
+        if self.steps_per_epoch == 0:
+            raise UsageError(f"--batch-size {cfg.batch_size} is larger than the {n} training images of {cfg.data}; "
+                             f"use at most {n}")
+        self.total_steps = self.steps_per_epoch * cfg.epochs
+        decay = [p for p in self.net.parameters() if p.ndim > 1]
+        no_decay = [p for p in self.net.parameters() if p.ndim <= 1]   # norms, biases, layer scales
+        self.optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
+                                            {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr)
+        self.step = 0
+        self.history: list[dict[str, Any]] = []
+        self.losses: list[float] = []
+
+    # -- schedule and sampling: pure functions of (seed, step), which is what makes resuming exact
+
+    def lr_at(self, step: int) -> float:
+        warmup = max(1, int(self.cfg.warmup_epochs * self.steps_per_epoch))
+        if step < warmup:
+            return self.cfg.lr * (step + 1) / warmup
+        progress = (step - warmup) / max(1, self.total_steps - warmup)
+        return 0.5 * self.cfg.lr * (1.0 + math.cos(math.pi * progress))
+
+    def students(self, step: int) -> list[Arch]:
+        rng = random.Random(self.cfg.seed * 1_000_003 + step)
+        return [self.space.smallest()] + [self.space.sample(rng=rng) for _ in range(self.cfg.num_random)]
+
+    def batch(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
+        epoch, b = divmod(step, self.steps_per_epoch)
+        order = self.pool[torch.randperm(len(self.pool),
+                                         generator=torch.Generator().manual_seed(self.cfg.seed * 10_007 + epoch))]
+        indices = order[b * self.cfg.batch_size:(b + 1) * self.cfg.batch_size].tolist()
+        torch.manual_seed(self.cfg.seed * 1_000_003 + step)   # augmentation draws from the global generators
+        random.seed(self.cfg.seed * 1_000_003 + step)
+        items = [self.train_set[i] for i in indices]
+        return torch.stack([x for x, _ in items]), torch.tensor([y for _, y in items])
+
+    # -- one step of the sandwich rule
+
+    def train_step(self) -> float:
+        cfg, net = self.cfg, self.net
+        net.train()
+        images, labels = (t.to(self.device) for t in self.batch(self.step))
+        for group in self.optimizer.param_groups:
+            group["lr"] = self.lr_at(self.step)
+        self.optimizer.zero_grad(set_to_none=True)
+        net.set_active(self.space.largest())
+        logits = net(images)
+        loss = F.cross_entropy(logits, labels, label_smoothing=cfg.label_smoothing)
+        loss.backward()
+        teacher = logits.detach().softmax(dim=-1)
+        total = float(loss.detach())
+        for arch in self.students(self.step):
+            net.set_active(arch)
+            kd = F.kl_div(net(images).log_softmax(dim=-1), teacher, reduction="batchmean")
+            kd.backward()
+            total += float(kd.detach())
+        nn.utils.clip_grad_norm_(net.parameters(), 5.0)
+        self.optimizer.step()
+        net.set_active(self.space.largest())
+        self.step += 1
+        return total
+
+    def evaluate(self) -> dict[str, float]:
+        from nas.data import image_batches
+
+        size = self.space.input_size
+        archs = {"largest": self.space.largest(), "smallest": self.space.smallest()}
+        out = {}
+        for name, arch in archs.items():
+            out[name] = evaluate_subnet(
+                self.net, arch, image_batches(self.cfg.data, size, self.cfg.bn_images, seed=1, split="train"),
+                image_batches(self.cfg.data, size, self.cfg.val_images, with_labels=True, split="val"), self.device)
+        return out
+
+    # -- checkpoints
+
+    def save(self, path: Path) -> None:
+        from supernet.checkpoint import save_supernet
+
+        state = {"format": TRAINING_FORMAT, "config": self.cfg.to_dict(), "step": self.step,
+                 "optimizer": self.optimizer.state_dict(), "history": self.history,
+                 "losses": self.losses}
+        save_supernet(self.net, path, meta=self.summary(), training_state=state)
+
+    def restore(self, path: Path) -> None:
+        from supernet.checkpoint import load_checkpoint_payload
+
+        payload = load_checkpoint_payload(path)
+        state = payload.get("training")
+        if not isinstance(state, dict) or state.get("format") != TRAINING_FORMAT:
+            raise UsageError(f"--resume: {path} holds no training state (a finished export or another tool's file); "
+                             "choose a new --out")
+        for key in _RESUME_MUST_MATCH:
+            mine, theirs = self.cfg.to_dict()[key], state["config"].get(key)
+            if mine != theirs:
+                raise UsageError(f"--resume: {path} was trained with {key}={theirs!r}, this run asks for {mine!r}; "
+                                 f"rerun with the same setting or choose a new --out")
+        self.net.load_state_dict(payload["state_dict"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.step = int(state["step"])
+        self.history = list(state.get("history", []))
+        self.losses = [float(v) for v in state.get("losses", [])]
+
+    def summary(self) -> dict[str, Any]:
+        last = self.history[-1] if self.history else {}
+        return {"trained": {"data": self.cfg.data, "epochs": self.cfg.epochs,
+                            "epochs_done": self.step // self.steps_per_epoch, "steps": self.step,
+                            "steps_total": self.total_steps, "recipe": "sandwich rule + in-place distillation",
+                            "config": self.cfg.to_dict(), "top1": last.get("top1", {})}}
+
+
+def train_supernet(cfg: TrainConfig, out: str | Path, resume: bool = False, device: str = "cpu",
+                   save_every: int = 100, progress: bool = True) -> dict[str, Any]:
+    """Train (or resume training) the supernet of ``cfg.space`` on ``cfg.data``; writes ``out`` and returns a
+    summary with each epoch's loss and the top-1 of the largest and smallest subnets."""
+    from tqdm import tqdm
+
+    out = Path(out)
+    if out.exists() and not resume:
+        raise UsageError(f"--out {out} exists; pass --resume to continue that training, or choose another --out")
+    trainer = SupernetTrainer(cfg, device)
+    start_step = 0
+    if resume and out.exists():
+        trainer.restore(out)
+        start_step = trainer.step
+    started = time.perf_counter()
+    bar = tqdm(total=trainer.total_steps, initial=trainer.step, desc="supernet", unit="step", disable=not progress,
+               dynamic_ncols=True)
+    try:
+        while trainer.step < trainer.total_steps:
+            trainer.losses.append(trainer.train_step())
+            bar.update(1)
+            bar.set_postfix(loss=f"{trainer.losses[-1]:.3f}", epoch=trainer.step // trainer.steps_per_epoch)
+            epoch_done = trainer.step % trainer.steps_per_epoch == 0
+            if epoch_done:
+                epoch_losses = trainer.losses[-trainer.steps_per_epoch:]
+                trainer.history.append({"epoch": trainer.step // trainer.steps_per_epoch,
+                                        "loss": sum(epoch_losses) / len(epoch_losses), "top1": trainer.evaluate()})
+                bar.write(f"epoch {trainer.history[-1]['epoch']}/{cfg.epochs}: loss {trainer.history[-1]['loss']:.3f}, "
+                          + ", ".join(f"top-1 {k} {v:.1f}%" for k, v in trainer.history[-1]["top1"].items()),
+                          file=sys.stderr)   # stdout carries only the result (--json contract)
+            if epoch_done or trainer.step % save_every == 0:
+                trainer.save(out)
+    finally:
+        bar.close()
+    return {"out": str(out), "space": trainer.space.name, "data": cfg.data, "epochs": cfg.epochs,
+            "steps": trainer.step, "resumed_from_step": start_step if resume else None,
+            "steps_this_run": trainer.step - start_step, "wall_s": time.perf_counter() - started,
+            "history": trainer.history, "top1": trainer.history[-1]["top1"] if trainer.history else {}}

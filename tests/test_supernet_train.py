@@ -1,0 +1,130 @@
+"""`nas supernet train`: the sandwich rule learns, a killed run resumes to the same weights, the checkpoint feeds
+the accuracy-driven search and export, and bad input is refused in one line. Tiny space, built-in digits."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from nas.data import DigitsDataset, dataset, image_batches
+from supernet.checkpoint import load_checkpoint_payload, load_supernet
+from tests.conftest import run_nas
+
+# a short but real run: 256 training images, batches of 32 -> 8 steps an epoch
+SMALL = ["--space", "tiny", "--data", "builtin:digits", "--max-train-images", "256", "--batch-size", "32",
+         "--val-images", "200", "--bn-images", "64", "--no-progress"]
+
+
+def test_builtin_digits_are_real_images_with_disjoint_splits(tiny):
+    train, val = DigitsDataset("train", tiny.input_size), DigitsDataset("val", tiny.input_size)
+    assert len(train) + len(val) == 1797 and len(val) == 359
+    assert train.images.shape[1:] == (3, tiny.input_size, tiny.input_size)
+    flat = lambda d: {tuple(x.flatten()[::97].tolist()) for x in d.images}  # noqa: E731
+    assert not flat(train) & flat(val)                              # no image in both splits
+    assert sorted(set(val.labels.tolist())) == list(range(10))
+    x, _ = dataset("builtin:digits", "train", tiny.input_size, training=True)[0]
+    assert x.shape == train.images[0].shape
+    images, labels = next(iter(image_batches("builtin:digits", tiny.input_size, 16, with_labels=True, split="val")))
+    assert images.shape == (16, 3, tiny.input_size, tiny.input_size) and labels.shape == (16,)
+
+
+def test_training_learns_both_ends_of_the_space(tmp_path):
+    out = tmp_path / "supernet.pt"
+    result = run_nas("supernet", "train", *SMALL, "--epochs", "3", "--out", str(out), "--json")
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["steps"] == 24 and len(report["history"]) == 3
+    first, last = report["history"][0], report["history"][-1]
+    assert last["loss"] < first["loss"]
+    # 10 classes: chance is 10%; the largest and the smallest subnet both learn from the shared weights
+    assert last["top1"]["largest"] > 40 and last["top1"]["smallest"] > 30, report["history"]
+    net, meta = load_supernet(out)
+    assert meta["trained"]["epochs_done"] == 3 and meta["trained"]["data"] == "builtin:digits"
+    assert net.space.name == "tiny"
+
+
+def test_killed_training_resumes_to_the_same_weights(tmp_path):
+    straight, killed = tmp_path / "straight.pt", tmp_path / "killed.pt"
+    args = [*SMALL, "--epochs", "2", "--save-every", "3"]
+    assert run_nas("supernet", "train", *args, "--out", str(straight)).returncode == 0
+
+    proc = subprocess.Popen([sys.executable, "-m", "nas", "supernet", "train", *args, "--out", str(killed)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.time() + 120
+    while not killed.exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    saved_step = load_checkpoint_payload(killed)["training"]["step"]
+    assert 0 < saved_step < 16, "the kill should land mid-training"
+
+    resumed = run_nas("supernet", "train", *args, "--out", str(killed), "--resume", "--json")
+    assert resumed.returncode == 0, resumed.stderr
+    report = json.loads(resumed.stdout)
+    assert report["resumed_from_step"] == saved_step and report["steps"] == 16
+    a, b = load_checkpoint_payload(straight)["state_dict"], load_checkpoint_payload(killed)["state_dict"]
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.allclose(a[k], b[k], atol=1e-6), k
+
+    # asking again for the same, finished training does nothing; another setting is refused
+    again = run_nas("supernet", "train", *args, "--out", str(killed), "--resume", "--json")
+    assert again.returncode == 0 and json.loads(again.stdout)["steps_this_run"] == 0
+    other = run_nas("supernet", "train", *args[:-2], "--save-every", "3", "--lr", "0.01", "--out", str(killed),
+                    "--resume")
+    assert other.returncode == 2 and "lr=0.001" in other.stderr and len(other.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("bad, words", [
+    (["--data", "builtin:cifar"], "builtin:digits"),
+    (["--data", "/no/such/folder"], "ImageFolder"),
+    (["--epochs", "0"], "positive integer"),
+    (["--lr", "-1"], "positive number"),
+    (["--label-smoothing", "1.5"], "[0, 1)"),
+    (["--batch-size", "5000"], "at most"),
+    (["--space", "nope"], "nope"),
+])
+def test_bad_input_is_one_line_and_exit_2(tmp_path, bad, words):
+    args = {"--space": "tiny", "--data": "builtin:digits", "--epochs": "1", "--out": str(tmp_path / "x.pt")}
+    for flag, value in zip(bad[::2], bad[1::2]):
+        args[flag] = value
+    flat = [t for kv in args.items() for t in kv]
+    result = run_nas("supernet", "train", *flat, "--no-progress")
+    assert result.returncode == 2, result.stderr
+    assert words in result.stderr and len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_existing_out_without_resume_is_refused(tmp_path):
+    out = tmp_path / "x.pt"
+    out.write_bytes(b"something")
+    result = run_nas("supernet", "train", *SMALL, "--epochs", "1", "--out", str(out))
+    assert result.returncode == 2 and "--resume" in result.stderr
+    assert out.read_bytes() == b"something"
+
+
+def test_trained_supernet_drives_search_and_export(tmp_path, tiny):
+    from nas.latency.costmodel import load_cost_model
+    from nas.latency.devices import get_device
+    from nas.latency.estimate import estimate_table
+
+    lut = tmp_path / "iphone12-tiny.json"
+    estimate_table(get_device("iphone12"), tiny, load_cost_model("iphone12"), lut)
+    ckpt = tmp_path / "supernet.pt"
+    assert run_nas("supernet", "train", *SMALL, "--epochs", "2", "--out", str(ckpt)).returncode == 0
+    run = tmp_path / "run"
+    env_args = ["--space", "tiny", "--device", "iphone12", "--budget-ms", "1000", "--lut", f"iphone12={lut}",
+                "--trials", "4", "--supernet", str(ckpt), "--data", "builtin:digits", "--out", str(run),
+                "--export", "pt", "--no-progress", "--json"]
+    result = run_nas("search", *env_args)
+    assert result.returncode == 0, result.stderr
+    best = json.loads(result.stdout)["best"]
+    assert 10 < best["objective"] <= 100          # top-1 (%) of inherited weights, above chance
+    card = (run / "export" / "README.md").read_text()
+    assert "inherited from a supernet" in card
