@@ -442,34 +442,24 @@ def cmd_supernet_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number; expected a positive number") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"{value} is not allowed; expected a positive number")
-    return value
+def _float_where(ok: Callable[[float], bool], accepted: str) -> Callable[[str], float]:
+    """An argparse type for numbers passing ``ok``, whose refusal names the value and what is accepted."""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number; expected {accepted}") from None
+        if not ok(value):
+            raise argparse.ArgumentTypeError(f"{value} is not allowed; expected {accepted}")
+        return value
+
+    return parse
 
 
-def _fraction(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number; expected a number in [0, 1)") from None
-    if not 0 <= value < 1:
-        raise argparse.ArgumentTypeError(f"{value} is not allowed; expected a number in [0, 1)")
-    return value
-
-
-def _non_negative_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number; expected a number >= 0") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"{value} is not allowed; expected a number >= 0")
-    return value
+_positive_float = _float_where(lambda v: v > 0, "a positive number")
+_non_negative_float = _float_where(lambda v: v >= 0, "a number >= 0")
+_fraction = _float_where(lambda v: 0 <= v < 1, "a number in [0, 1)")
 
 
 # ------------------------------------------------------------------------------------------------ nas export

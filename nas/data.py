@@ -46,13 +46,6 @@ def dataset(data: str | Path, split: str, input_size: int, training: bool = Fals
     return _folder_dataset(Path(data), split, input_size, training)
 
 
-def num_classes(data: str | Path, ds: torch.utils.data.Dataset) -> int:
-    if isinstance(ds, DigitsDataset):
-        return 10
-    reader = getattr(ds, "reader", None)
-    return len(getattr(reader, "class_to_idx", {}) or {}) or 1
-
-
 def _folder_dataset(root: Path, split: str, input_size: int, training: bool):
     from timm.data import ImageDataset, create_transform
 
