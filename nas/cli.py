@@ -427,9 +427,9 @@ def cmd_supernet_train(args: argparse.Namespace) -> int:
                       lr=args.lr, weight_decay=args.weight_decay, warmup_epochs=args.warmup_epochs,
                       num_random=args.num_random, label_smoothing=args.label_smoothing,
                       max_train_images=args.max_train_images, val_images=args.val_images,
-                      bn_images=args.bn_images, seed=args.seed)
+                      bn_images=args.bn_images, seed=args.seed, init_timm=args.init_timm)
     result = train_supernet(cfg, args.out, resume=args.resume, device=device, save_every=args.save_every,
-                            progress=not args.no_progress)
+                            progress=not args.no_progress, workers=args.workers)
     if args.json:
         _emit(result)
         return 0
@@ -602,6 +602,11 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--bn-images", type=_positive_int, default=256,
                        help="training images to recalibrate BatchNorm with before each evaluation")
     train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--init-timm", default=None, metavar="FILE",
+                       help="start from a timm EfficientFormer state dict (.safetensors or weights-only .pth), "
+                            "e.g. efficientformer_l7's, loaded into the supernet's slots")
+    train.add_argument("--workers", type=_non_negative_int, default=0,
+                       help="data-loading processes (default 0: the training process); results do not depend on it")
     train.add_argument("--device", choices=("cpu", "cuda"), default=None,
                        help="where to train (default: cuda if available, else cpu)")
     train.add_argument("--save-every", type=_positive_int, default=100,

@@ -12,8 +12,9 @@ step keeps the small end of the space from being starved, which is what makes in
 search. BatchNorm statistics are shared across subnets while training and re-estimated per subnet before every
 evaluation (``supernet.batchnorm``).
 
-Resuming: the checkpoint holds the optimiser state and the step reached; batch order, augmentation and the random
-subnets are functions of (seed, step), so a run killed and resumed gives the same weights as one that was not.
+Resuming: the checkpoint holds the optimiser state and the step reached; the initial weights, batch order, each
+image's augmentation and the random subnets are functions of (seed, step), so a run killed and resumed gives the
+same weights as one that was not, with any number of loader workers.
 Checkpoints are written atomically every ``save_every`` steps and at each epoch's end.
 """
 from __future__ import annotations
@@ -53,13 +54,76 @@ class TrainConfig:
     val_images: int = 1000
     bn_images: int = 256
     seed: int = 0
+    init_timm: str | None = None   # a timm EfficientFormer state dict to start from (safetensors or torch file)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
 
-# a resumed run must train the same thing; everything else (device, save interval, progress) may change
+# a resumed run must train the same thing; everything else (device, loader workers, save interval, progress) may
+# change without changing the result
 _RESUME_MUST_MATCH = tuple(f.name for f in dataclasses.fields(TrainConfig))
+
+
+def load_state_dict_file(path: str | Path) -> dict[str, torch.Tensor]:
+    """Tensors of a ``.safetensors`` file or a weights-only torch file (a bare state dict, or one under 'model' /
+    'state_dict' as training scripts save them); never unpickles code."""
+    import pickle
+
+    path = Path(path)
+    if not path.is_file():
+        raise UsageError(f"--init-timm {path}: no such file (a timm EfficientFormer state dict, .safetensors or .pth)")
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            return load_file(str(path))
+        sd = torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UsageError(f"--init-timm {path} is not a readable weights-only state dict ({first})") from None
+    for key in ("model", "state_dict", "model_ema"):
+        if isinstance(sd, dict) and isinstance(sd.get(key), dict):
+            sd = sd[key]
+            break
+    if not isinstance(sd, dict) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
+        raise UsageError(f"--init-timm {path}: not a state dict of tensors")
+    return sd
+
+
+class _SeededItems(torch.utils.data.Dataset):
+    """Items keyed by (index, seed): the augmentation of an item is drawn from generators seeded for it, so a
+    batch is the same whichever loader worker builds it and whether or not the run was resumed."""
+
+    def __init__(self, base: torch.utils.data.Dataset):
+        self.base = base
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def __getitem__(self, key: tuple[int, int]):
+        index, seed = key
+        torch.manual_seed(seed)
+        random.seed(seed)
+        return self.base[index]
+
+
+class _StepBatches(torch.utils.data.Sampler):
+    """The batches of steps ``start`` .. the end of training, as lists of (index, seed) keys."""
+
+    def __init__(self, trainer: "SupernetTrainer", start: int):
+        self.trainer, self.start = trainer, start
+
+    def __len__(self) -> int:
+        return self.trainer.total_steps - self.start
+
+    def __iter__(self):
+        for step in range(self.start, self.trainer.total_steps):
+            yield self.trainer.batch_keys(step)
+
+
+def _collate(items):
+    return torch.stack([x for x, _ in items]), torch.tensor([y for _, y in items])
 
 
 # --------------------------------------------------------------------------------------------- evaluation
@@ -90,9 +154,12 @@ class SupernetTrainer:
 
         self.cfg, self.device = cfg, device
         torch.manual_seed(cfg.seed)   # the initial weights are part of what the seed reproduces
-        self.net = Supernet(cfg.space).to(device)
+        self.net = Supernet(cfg.space)
+        if cfg.init_timm is not None:
+            self.net.load_timm(load_state_dict_file(cfg.init_timm))
+        self.net.to(device)
         self.space = self.net.space
-        self.train_set = dataset(cfg.data, "train", self.space.input_size, training=True)
+        self.train_set = _SeededItems(dataset(cfg.data, "train", self.space.input_size, training=True))
         n = len(self.train_set)
         if cfg.max_train_images is not None:
             n = min(n, cfg.max_train_images)
@@ -124,22 +191,31 @@ class SupernetTrainer:
         rng = random.Random(self.cfg.seed * 1_000_003 + step)
         return [self.space.smallest()] + [self.space.sample(rng=rng) for _ in range(self.cfg.num_random)]
 
-    def batch(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def batch_keys(self, step: int) -> list[tuple[int, int]]:
+        """(image index, augmentation seed) of each image of ``step``'s batch: a new shuffle every epoch."""
         epoch, b = divmod(step, self.steps_per_epoch)
         order = self.pool[torch.randperm(len(self.pool),
                                          generator=torch.Generator().manual_seed(self.cfg.seed * 10_007 + epoch))]
         indices = order[b * self.cfg.batch_size:(b + 1) * self.cfg.batch_size].tolist()
-        torch.manual_seed(self.cfg.seed * 1_000_003 + step)   # augmentation draws from the global generators
-        random.seed(self.cfg.seed * 1_000_003 + step)
-        items = [self.train_set[i] for i in indices]
-        return torch.stack([x for x, _ in items]), torch.tensor([y for _, y in items])
+        base = (self.cfg.seed * 1_000_003 + step) * 4096
+        return [(i, base + j) for j, i in enumerate(indices)]
+
+    def batch(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return _collate([self.train_set[key] for key in self.batch_keys(step)])
+
+    def loader(self, workers: int = 0) -> torch.utils.data.DataLoader:
+        """The batches from the current step to the end, read by ``workers`` processes (0: this one)."""
+        return torch.utils.data.DataLoader(self.train_set, batch_sampler=_StepBatches(self, self.step),
+                                           num_workers=workers, collate_fn=_collate)
 
     # -- one step of the sandwich rule
 
-    def train_step(self) -> float:
+    def train_step(self, images: torch.Tensor | None = None, labels: torch.Tensor | None = None) -> float:
         cfg, net = self.cfg, self.net
         net.train()
-        images, labels = (t.to(self.device) for t in self.batch(self.step))
+        if images is None:
+            images, labels = self.batch(self.step)
+        images, labels = images.to(self.device), labels.to(self.device)
         for group in self.optimizer.param_groups:
             group["lr"] = self.lr_at(self.step)
         self.optimizer.zero_grad(set_to_none=True)
@@ -210,7 +286,7 @@ class SupernetTrainer:
 
 
 def train_supernet(cfg: TrainConfig, out: str | Path, resume: bool = False, device: str = "cpu",
-                   save_every: int = 100, progress: bool = True) -> dict[str, Any]:
+                   save_every: int = 100, progress: bool = True, workers: int = 0) -> dict[str, Any]:
     """Train (or resume training) the supernet of ``cfg.space`` on ``cfg.data``; writes ``out`` and returns a
     summary with each epoch's loss and the top-1 of the largest and smallest subnets."""
     from tqdm import tqdm
@@ -227,8 +303,8 @@ def train_supernet(cfg: TrainConfig, out: str | Path, resume: bool = False, devi
     bar = tqdm(total=trainer.total_steps, initial=trainer.step, desc="supernet", unit="step", disable=not progress,
                dynamic_ncols=True)
     try:
-        while trainer.step < trainer.total_steps:
-            trainer.losses.append(trainer.train_step())
+        for images, labels in trainer.loader(workers):
+            trainer.losses.append(trainer.train_step(images, labels))
             bar.update(1)
             bar.set_postfix(loss=f"{trainer.losses[-1]:.3f}", epoch=trainer.step // trainer.steps_per_epoch)
             epoch_done = trainer.step % trainer.steps_per_epoch == 0

@@ -64,7 +64,8 @@ def test_killed_training_resumes_to_the_same_weights(tmp_path):
     saved_step = load_checkpoint_payload(killed)["training"]["step"]
     assert 0 < saved_step < 16, "the kill should land mid-training"
 
-    resumed = run_nas("supernet", "train", *args, "--out", str(killed), "--resume", "--json")
+    # loader workers change nothing either: the resumed half reads its batches in 2 processes
+    resumed = run_nas("supernet", "train", *args, "--out", str(killed), "--resume", "--workers", "2", "--json")
     assert resumed.returncode == 0, resumed.stderr
     report = json.loads(resumed.stdout)
     assert report["resumed_from_step"] == saved_step and report["steps"] == 16
@@ -128,3 +129,60 @@ def test_trained_supernet_drives_search_and_export(tmp_path, tiny):
     assert 10 < best["objective"] <= 100          # top-1 (%) of inherited weights, above chance
     card = (run / "export" / "README.md").read_text()
     assert "inherited from a supernet" in card
+
+
+def test_trains_on_an_imagefolder_tree(tmp_path):
+    """timm's training transforms on a folder with train/ and val/ (random images, 2 classes)."""
+    from PIL import Image
+
+    g = torch.Generator().manual_seed(0)
+    for split, n in (("train", 12), ("val", 4)):
+        for cls in ("cat", "dog"):
+            folder = tmp_path / "data" / split / cls
+            folder.mkdir(parents=True)
+            for i in range(n):
+                pixels = (torch.rand(40, 48, 3, generator=g) * 255).to(torch.uint8).numpy()
+                Image.fromarray(pixels).save(folder / f"{i}.png")
+    out = tmp_path / "folder.pt"
+    result = run_nas("supernet", "train", "--space", "tiny", "--data", str(tmp_path / "data"), "--epochs", "1",
+                     "--batch-size", "8", "--bn-images", "8", "--out", str(out), "--no-progress", "--json")
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["steps"] == 3 and set(report["top1"]) == {"largest", "smallest"}
+    assert all(0 <= v <= 100 for v in report["top1"].values())
+
+
+@pytest.mark.parametrize("suffix", [".safetensors", ".pth"])
+def test_init_from_timm_weights(tmp_path, tiny, suffix):
+    """--init-timm loads a timm-keyed EfficientFormer state dict into the supernet before training."""
+    from supernet.static import EfficientFormerNet
+    from tests.conftest import randomize_
+
+    arch = tiny.preset("large")
+    model = randomize_(EfficientFormerNet.from_arch(arch, tiny), seed=3)
+    weights = {k: v.contiguous() for k, v in model.state_dict().items()}
+    path = tmp_path / f"timm{suffix}"
+    if suffix == ".safetensors":
+        from safetensors.torch import save_file
+        save_file(weights, str(path))
+    else:
+        torch.save({"model": weights}, path)          # a training script's checkpoint layout
+    out = tmp_path / "init.pt"
+    result = run_nas("supernet", "train", *SMALL, "--epochs", "1", "--lr", "1e-9", "--init-timm", str(path),
+                     "--out", str(out))
+    assert result.returncode == 0, result.stderr
+    net, meta = load_supernet(out)
+    got = net.extract(arch).state_dict()
+    for k, v in weights.items():      # a learning rate of 1e-9 leaves the loaded weights where they were
+        if "running" not in k and "num_batches" not in k:
+            assert torch.allclose(got[k], v, atol=1e-6), k
+    assert meta["trained"]["config"]["init_timm"] == str(path)
+
+
+def test_init_timm_refuses_what_is_not_a_state_dict(tmp_path):
+    bad = tmp_path / "bad.pth"
+    bad.write_bytes(b"not a checkpoint")
+    result = run_nas("supernet", "train", *SMALL, "--epochs", "1", "--init-timm", str(bad),
+                     "--out", str(tmp_path / "x.pt"))
+    assert result.returncode == 2 and "--init-timm" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
