@@ -540,7 +540,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="optuna: a sampled study; slim: EfficientFormer's greedy slimming from the largest arch")
     search.add_argument("--supernet", metavar="CKPT", help="trained supernet: the objective becomes the inherited "
                                                          "top-1 on --data's validation split (default: capacity proxy)")
-    search.add_argument("--data", metavar="DIR", help="ImageFolder tree (DIR/val and DIR/train, or DIR itself)")
+    search.add_argument("--data", metavar="DIR", help="ImageFolder tree (DIR/val and DIR/train, or DIR itself), or "
+                                                      "builtin:digits")
     search.add_argument("--storage", metavar="URL", help="Optuna storage (default: sqlite:///OUT/study.db)")
     search.add_argument("--study", metavar="NAME", help="study name; the same name resumes (default: from the settings)")
     search.add_argument("--out", metavar="DIR", help="run directory (default: runs/STUDY)")
@@ -567,7 +568,8 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--out", required=True, help="output folder (files are replaced whole)")
     export.add_argument("--supernet", metavar="CKPT", help="supernet checkpoint to inherit weights from "
                                                          "(default: freshly initialised weights)")
-    export.add_argument("--data", metavar="DIR", help="ImageFolder tree to recalibrate BatchNorm statistics on")
+    export.add_argument("--data", metavar="DIR", help="ImageFolder tree (its train/ split if it has one) or "
+                                                      "builtin:digits, to recalibrate BatchNorm statistics on")
     export.add_argument("--bn-images", type=_positive_int, help="images for the recalibration (default 1024)")
     _add_space_arg(export)
     export.add_argument("--no-progress", action="store_true")
