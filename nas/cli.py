@@ -413,16 +413,21 @@ def cmd_search(args: argparse.Namespace) -> int:
 # ------------------------------------------------------------------------------------------------ nas supernet
 
 
-def cmd_supernet_train(args: argparse.Namespace) -> int:
+def _torch_device(asked: str | None) -> str:
+    """Where to run training or evaluation: what was asked, else cuda when there is one."""
     import torch
 
+    if asked == "cuda" and not torch.cuda.is_available():
+        raise UsageError("--device cuda: no CUDA GPU is visible here; use --device cpu")
+    return asked or ("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def cmd_supernet_train(args: argparse.Namespace) -> int:
     from nas.space import load_space
     from supernet.train import TrainConfig, train_supernet
 
     space = load_space(args.space)
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    if device == "cuda" and not torch.cuda.is_available():
-        raise UsageError("--device cuda: no CUDA GPU is visible here; use --device cpu")
+    device = _torch_device(args.device)
     cfg = TrainConfig(space=args.space, data=str(args.data), epochs=args.epochs, batch_size=args.batch_size,
                       lr=args.lr, weight_decay=args.weight_decay, warmup_epochs=args.warmup_epochs,
                       num_random=args.num_random, label_smoothing=args.label_smoothing,
@@ -439,6 +444,27 @@ def cmd_supernet_train(args: argparse.Namespace) -> int:
           f"{resumed}; top-1 of the subnets at the ends of the space: {top1 or 'not evaluated'}")
     print(f"checkpoint {result['out']} ({result['wall_s']:.1f} s this run); use it with "
           f"nas search --supernet {result['out']} --data {args.data}")
+    return 0
+
+
+def cmd_supernet_eval(args: argparse.Namespace) -> int:
+    from supernet.checkpoint import load_checkpoint_payload
+    from supernet.train import evaluate_checkpoint
+
+    space_name = load_checkpoint_payload(args.supernet)["space"]
+    archs = None
+    if args.arch:
+        archs = {value: resolve_arch(value, space_name) for value in args.arch}
+    device = _torch_device(args.device)
+    result = evaluate_checkpoint(args.supernet, args.data, archs, args.val_images, args.bn_images, device)
+    if args.json:
+        _emit(result)
+        return 0
+    print(f"top-1 of inherited weights of {args.supernet} (space {result['space']!r}) on {result['val']}, "
+          f"BatchNorm recalibrated on {args.bn_images} training images:")
+    for row in result["archs"]:
+        a = row["arch"]
+        print(f"  {row['name']:<24} {row['top1']:6.2f}%   widths {a['widths']}, depths {a['depths']}, n3d {a['n3d']}")
     return 0
 
 
@@ -616,6 +642,19 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--no-progress", action="store_true")
     train.add_argument("--json", action="store_true")
     train.set_defaults(func=cmd_supernet_train)
+
+    evaluate = supernet_cmds.add_parser(
+        "eval", help="top-1 of inherited weights for archs of a trained supernet (BatchNorm recalibrated)")
+    evaluate.add_argument("--supernet", required=True, metavar="CKPT", help="checkpoint of nas supernet train")
+    evaluate.add_argument("--data", required=True, help="ImageFolder tree (DIR/train and DIR/val) or builtin:digits")
+    evaluate.add_argument("--arch", action="append", metavar="PRESET_FILE_OR_RUN",
+                          help="arch to evaluate (repeatable): a preset, an arch JSON file or a nas search run "
+                               "directory (default: the largest, the smallest and the presets)")
+    evaluate.add_argument("--val-images", type=_positive_int, default=1000)
+    evaluate.add_argument("--bn-images", type=_positive_int, default=256)
+    evaluate.add_argument("--device", choices=("cpu", "cuda"), default=None)
+    evaluate.add_argument("--json", action="store_true")
+    evaluate.set_defaults(func=cmd_supernet_eval)
 
     lut = commands.add_parser("lut", help="build, validate and inspect latency lookup tables")
     lut_cmds = lut.add_subparsers(dest="lut_command", metavar="SUBCOMMAND", parser_class=_Parser)

@@ -145,6 +145,31 @@ def evaluate_subnet(net: Supernet, arch: Arch, bn_batches: Iterable[torch.Tensor
     return 100.0 * correct / total
 
 
+def evaluate_checkpoint(checkpoint: str | Path, data: str, archs: dict[str, Arch] | None = None,
+                        val_images: int = 1000, bn_images: int = 256, device: str = "cpu") -> dict[str, Any]:
+    """Top-1 of inherited weights for each of ``archs`` (default: the largest, the smallest and the space's
+    presets), each with BatchNorm recalibrated on ``data``'s training split."""
+    from nas.data import describe, image_batches
+    from supernet.checkpoint import load_supernet
+
+    net, meta = load_supernet(checkpoint)
+    net.to(device)
+    space = net.space
+    if archs is None:
+        archs = {"largest": space.largest(), "smallest": space.smallest(),
+                 **{name: space.preset(name) for name in space.preset_names()}}
+    size = space.input_size
+    rows = []
+    for name, arch in archs.items():
+        if arch.space != space.name:
+            raise UsageError(f"arch {name!r} is of space {arch.space!r}, the supernet {checkpoint} of {space.name!r}")
+        top1 = evaluate_subnet(net, arch, image_batches(data, size, bn_images, seed=1, split="train"),
+                               image_batches(data, size, val_images, with_labels=True, split="val"), device)
+        rows.append({"name": name, "top1": top1, "arch": arch.to_dict()})
+    return {"supernet": str(checkpoint), "space": space.name, "data": str(data), "val": describe(data, "val"),
+            "val_images": val_images, "bn_images": bn_images, "trained": meta.get("trained", {}), "archs": rows}
+
+
 # ----------------------------------------------------------------------------------------------- training
 
 
@@ -285,6 +310,38 @@ class SupernetTrainer:
                             "config": self.cfg.to_dict(), "top1": last.get("top1", {})}}
 
 
+def plot_history(history: list[dict[str, Any]], path: str | Path, title: str) -> None:
+    """Loss and the top-1 of each evaluated subnet against the epoch, written atomically."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import matplotlib.ticker
+
+    from nas.fileio import atomic_output
+
+    epochs = [h["epoch"] for h in history]
+    fig, (loss_ax, acc_ax) = plt.subplots(1, 2, figsize=(9, 3.5))
+    loss_ax.plot(epochs, [h["loss"] for h in history], marker="o")
+    loss_ax.set(xlabel="epoch", ylabel="loss (CE of the largest + KL of the others)")
+    for name in history[-1]["top1"] if history else []:
+        acc_ax.plot(epochs, [h["top1"].get(name) for h in history], marker="o", label=f"{name} subnet")
+    acc_ax.set(xlabel="epoch", ylabel="top-1 (%), BatchNorm recalibrated")
+    acc_ax.legend()
+    for ax in (loss_ax, acc_ax):
+        ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    with atomic_output(path) as staging:
+        fig.savefig(staging, dpi=110, format="png")
+    plt.close(fig)
+
+
+def history_plot_path(out: str | Path) -> Path:
+    out = Path(out)
+    return out.with_name(out.stem + ".training.png")
+
+
 def train_supernet(cfg: TrainConfig, out: str | Path, resume: bool = False, device: str = "cpu",
                    save_every: int = 100, progress: bool = True, workers: int = 0) -> dict[str, Any]:
     """Train (or resume training) the supernet of ``cfg.space`` on ``cfg.data``; writes ``out`` and returns a
@@ -315,11 +372,14 @@ def train_supernet(cfg: TrainConfig, out: str | Path, resume: bool = False, devi
                 bar.write(f"epoch {trainer.history[-1]['epoch']}/{cfg.epochs}: loss {trainer.history[-1]['loss']:.3f}, "
                           + ", ".join(f"top-1 {k} {v:.1f}%" for k, v in trainer.history[-1]["top1"].items()),
                           file=sys.stderr)   # stdout carries only the result (--json contract)
+                plot_history(trainer.history, history_plot_path(out),
+                             f"supernet of {trainer.space.name} on {cfg.data} ({trainer.step} steps)")
             if epoch_done or trainer.step % save_every == 0:
                 trainer.save(out)
     finally:
         bar.close()
-    return {"out": str(out), "space": trainer.space.name, "data": cfg.data, "epochs": cfg.epochs,
+    return {"out": str(out), "plot": str(history_plot_path(out)), "space": trainer.space.name, "data": cfg.data,
+            "epochs": cfg.epochs,
             "steps": trainer.step, "resumed_from_step": start_step if resume else None,
             "steps_this_run": trainer.step - start_step, "wall_s": time.perf_counter() - started,
             "history": trainer.history, "top1": trainer.history[-1]["top1"] if trainer.history else {}}

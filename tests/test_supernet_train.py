@@ -34,11 +34,17 @@ def test_builtin_digits_are_real_images_with_disjoint_splits(tiny):
     assert images.shape == (16, 3, tiny.input_size, tiny.input_size) and labels.shape == (16,)
 
 
-def test_training_learns_both_ends_of_the_space(tmp_path):
-    out = tmp_path / "supernet.pt"
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """One 3-epoch training run, shared by the tests that only read its checkpoint."""
+    out = tmp_path_factory.mktemp("trained") / "supernet.pt"
     result = run_nas("supernet", "train", *SMALL, "--epochs", "3", "--out", str(out), "--json")
     assert result.returncode == 0, result.stderr
-    report = json.loads(result.stdout)
+    return out, json.loads(result.stdout)
+
+
+def test_training_learns_both_ends_of_the_space(trained):
+    out, report = trained
     assert report["steps"] == 24 and len(report["history"]) == 3
     first, last = report["history"][0], report["history"][-1]
     assert last["loss"] < first["loss"]
@@ -47,6 +53,26 @@ def test_training_learns_both_ends_of_the_space(tmp_path):
     net, meta = load_supernet(out)
     assert meta["trained"]["epochs_done"] == 3 and meta["trained"]["data"] == "builtin:digits"
     assert net.space.name == "tiny"
+    plot = out.with_name("supernet.training.png")          # training curves, next to the checkpoint
+    assert report["plot"] == str(plot) and plot.stat().st_size > 10_000
+
+
+def test_eval_reports_the_top1_of_the_archs_asked_for(trained, tmp_path, tiny):
+    out, report = trained
+    result = run_nas("supernet", "eval", "--supernet", str(out), "--data", "builtin:digits", "--val-images", "200",
+                     "--bn-images", "64", "--json")
+    assert result.returncode == 0, result.stderr
+    rows = {r["name"]: r["top1"] for r in json.loads(result.stdout)["archs"]}
+    assert set(rows) == {"largest", "smallest", *tiny.preset_names()}
+    # the same recipe as the training's own evaluation gives the same number
+    assert rows["largest"] == pytest.approx(report["top1"]["largest"])
+    arch_file = tmp_path / "arch.json"
+    arch_file.write_text(tiny.sample(seed=5).to_json())
+    one = run_nas("supernet", "eval", "--supernet", str(out), "--data", "builtin:digits", "--arch", str(arch_file),
+                  "--val-images", "200", "--bn-images", "64", "--json")
+    assert one.returncode == 0 and [r["name"] for r in json.loads(one.stdout)["archs"]] == [str(arch_file)]
+    bad = run_nas("supernet", "eval", "--supernet", str(out), "--data", "builtin:digits", "--arch", "l1")
+    assert bad.returncode == 2 and "large, small" in bad.stderr and len(bad.stderr.strip().splitlines()) == 1
 
 
 def test_killed_training_resumes_to_the_same_weights(tmp_path):
@@ -110,15 +136,14 @@ def test_existing_out_without_resume_is_refused(tmp_path):
     assert out.read_bytes() == b"something"
 
 
-def test_trained_supernet_drives_search_and_export(tmp_path, tiny):
+def test_trained_supernet_drives_search_and_export(trained, tmp_path, tiny):
     from nas.latency.costmodel import load_cost_model
     from nas.latency.devices import get_device
     from nas.latency.estimate import estimate_table
 
     lut = tmp_path / "iphone12-tiny.json"
     estimate_table(get_device("iphone12"), tiny, load_cost_model("iphone12"), lut)
-    ckpt = tmp_path / "supernet.pt"
-    assert run_nas("supernet", "train", *SMALL, "--epochs", "2", "--out", str(ckpt)).returncode == 0
+    ckpt, _ = trained
     run = tmp_path / "run"
     env_args = ["--space", "tiny", "--device", "iphone12", "--budget-ms", "1000", "--lut", f"iphone12={lut}",
                 "--trials", "4", "--supernet", str(ckpt), "--data", "builtin:digits", "--out", str(run),
