@@ -26,11 +26,9 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from nas.data import image_batches  # noqa: E402
 from nas.search.objectives import CapacityProxy  # noqa: E402
-from supernet.batchnorm import recalibrate_batchnorm  # noqa: E402
 from supernet.static import EfficientFormerNet  # noqa: E402
-from supernet.train import SupernetTrainer, TrainConfig, evaluate_subnet  # noqa: E402
+from supernet.train import SupernetTrainer, TrainConfig, evaluate_model, evaluate_subnet, make_optimizer  # noqa: E402
 
 
 def kendall_tau(a: list[float], b: list[float]) -> float:
@@ -44,10 +42,7 @@ def train_standalone(trainer: SupernetTrainer, arch) -> EfficientFormerNet:
     cfg = trainer.cfg
     torch.manual_seed(cfg.seed)
     model = EfficientFormerNet.from_arch(arch, trainer.space).train()
-    decay = [p for p in model.parameters() if p.ndim > 1]
-    no_decay = [p for p in model.parameters() if p.ndim <= 1]
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
-                             {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr)
+    opt = make_optimizer(model, cfg)
     for step in range(trainer.total_steps):
         images, labels = trainer.batch(step)
         for g in opt.param_groups:
@@ -57,17 +52,6 @@ def train_standalone(trainer: SupernetTrainer, arch) -> EfficientFormerNet:
         torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
         opt.step()
     return model
-
-
-@torch.no_grad()
-def top1(model, cfg: TrainConfig, size: int) -> float:
-    recalibrate_batchnorm(model, image_batches(cfg.data, size, cfg.bn_images, seed=1, split="train"))
-    model.eval()
-    correct = total = 0
-    for x, y in image_batches(cfg.data, size, cfg.val_images, with_labels=True, split="val"):
-        correct += int((model(x).argmax(1) == y).sum())
-        total += y.numel()
-    return 100.0 * correct / total
 
 
 def main() -> None:
@@ -102,11 +86,9 @@ def main() -> None:
     rows = []
     standalone_s = 0.0
     for name, arch in archs.items():
-        inherited = evaluate_subnet(trainer.net, arch,
-                                    image_batches(cfg.data, size, cfg.bn_images, seed=1, split="train"),
-                                    image_batches(cfg.data, size, cfg.val_images, with_labels=True, split="val"))
+        inherited = evaluate_subnet(trainer.net, arch, cfg.data, cfg.val_images, cfg.bn_images)
         t0 = time.perf_counter()
-        alone = top1(train_standalone(trainer, arch), cfg, size)
+        alone = evaluate_model(train_standalone(trainer, arch), cfg.data, size, cfg.val_images, cfg.bn_images)
         standalone_s += time.perf_counter() - t0
         rows.append({"name": name, "arch": arch.to_dict(), "inherited_top1": inherited, "standalone_top1": alone,
                      "capacity_proxy": proxy(arch)})

@@ -25,7 +25,7 @@ import random
 import sys
 import time
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import torch
 import torch.nn as nn
@@ -60,11 +60,6 @@ class TrainConfig:
         return dataclasses.asdict(self)
 
 
-# a resumed run must train the same thing; everything else (device, loader workers, save interval, progress) may
-# change without changing the result
-_RESUME_MUST_MATCH = tuple(f.name for f in dataclasses.fields(TrainConfig))
-
-
 def load_state_dict_file(path: str | Path) -> dict[str, torch.Tensor]:
     """Tensors of a ``.safetensors`` file or a weights-only torch file (a bare state dict, or one under 'model' /
     'state_dict' as training scripts save them); never unpickles code."""
@@ -89,6 +84,14 @@ def load_state_dict_file(path: str | Path) -> dict[str, torch.Tensor]:
     if not isinstance(sd, dict) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
         raise UsageError(f"--init-timm {path}: not a state dict of tensors")
     return sd
+
+
+def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+    """AdamW with weight decay on weights only (not on norms, biases and layer scales)."""
+    decay = [p for p in model.parameters() if p.ndim > 1]
+    no_decay = [p for p in model.parameters() if p.ndim <= 1]
+    return torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
+                              {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr)
 
 
 class _SeededItems(torch.utils.data.Dataset):
@@ -130,14 +133,18 @@ def _collate(items):
 
 
 @torch.no_grad()
-def evaluate_subnet(net: Supernet, arch: Arch, bn_batches: Iterable[torch.Tensor],
-                    val_batches: Iterable[tuple[torch.Tensor, torch.Tensor]], device: str = "cpu") -> float:
-    """Top-1 (%) of ``arch`` with the supernet's weights, BatchNorm re-estimated on ``bn_batches`` first."""
-    model = net.extract(arch).to(device)
+def evaluate_model(model: nn.Module, data: str | Path, input_size: int, val_images: int = 1000,
+                   bn_images: int = 256, device: str = "cpu") -> float:
+    """Top-1 (%) of a plain model on ``data``'s validation split, its BatchNorm re-estimated on ``bn_images``
+    images of the training split first (the one evaluation recipe of training, search, eval and benchmarks)."""
+    from nas.data import image_batches
+
+    model = model.to(device)
+    bn_batches = image_batches(data, input_size, bn_images, seed=1, split="train")
     recalibrate_batchnorm(model, (x.to(device) for x in bn_batches))
     model.eval()
     correct = total = 0
-    for images, labels in val_batches:
+    for images, labels in image_batches(data, input_size, val_images, with_labels=True, split="val"):
         correct += int((model(images.to(device)).argmax(dim=1).cpu() == labels).sum())
         total += labels.numel()
     if total == 0:
@@ -145,11 +152,17 @@ def evaluate_subnet(net: Supernet, arch: Arch, bn_batches: Iterable[torch.Tensor
     return 100.0 * correct / total
 
 
+def evaluate_subnet(net: Supernet, arch: Arch, data: str | Path, val_images: int = 1000, bn_images: int = 256,
+                    device: str = "cpu") -> float:
+    """Top-1 (%) of ``arch`` with the supernet's inherited weights."""
+    return evaluate_model(net.extract(arch), data, net.space.input_size, val_images, bn_images, device)
+
+
 def evaluate_checkpoint(checkpoint: str | Path, data: str, archs: dict[str, Arch] | None = None,
                         val_images: int = 1000, bn_images: int = 256, device: str = "cpu") -> dict[str, Any]:
     """Top-1 of inherited weights for each of ``archs`` (default: the largest, the smallest and the space's
     presets), each with BatchNorm recalibrated on ``data``'s training split."""
-    from nas.data import describe, image_batches
+    from nas.data import describe
     from supernet.checkpoint import load_supernet
 
     net, meta = load_supernet(checkpoint)
@@ -158,13 +171,11 @@ def evaluate_checkpoint(checkpoint: str | Path, data: str, archs: dict[str, Arch
     if archs is None:
         archs = {"largest": space.largest(), "smallest": space.smallest(),
                  **{name: space.preset(name) for name in space.preset_names()}}
-    size = space.input_size
     rows = []
     for name, arch in archs.items():
         if arch.space != space.name:
             raise UsageError(f"arch {name!r} is of space {arch.space!r}, the supernet {checkpoint} of {space.name!r}")
-        top1 = evaluate_subnet(net, arch, image_batches(data, size, bn_images, seed=1, split="train"),
-                               image_batches(data, size, val_images, with_labels=True, split="val"), device)
+        top1 = evaluate_subnet(net, arch, data, val_images, bn_images, device)
         rows.append({"name": name, "top1": top1, "arch": arch.to_dict()})
     return {"supernet": str(checkpoint), "space": space.name, "data": str(data), "val": describe(data, "val"),
             "val_images": val_images, "bn_images": bn_images, "trained": meta.get("trained", {}), "archs": rows}
@@ -190,18 +201,16 @@ class SupernetTrainer:
             n = min(n, cfg.max_train_images)
         # a fixed subset (seed 0) when limited, the same on every resume
         self.pool = torch.randperm(len(self.train_set), generator=torch.Generator().manual_seed(0))[:n]
+        self._order: tuple[int, torch.Tensor | None] = (-1, None)
         self.steps_per_epoch = n // cfg.batch_size
         if self.steps_per_epoch == 0:
             raise UsageError(f"--batch-size {cfg.batch_size} is larger than the {n} training images of {cfg.data}; "
                              f"use at most {n}")
         self.total_steps = self.steps_per_epoch * cfg.epochs
-        decay = [p for p in self.net.parameters() if p.ndim > 1]
-        no_decay = [p for p in self.net.parameters() if p.ndim <= 1]   # norms, biases, layer scales
-        self.optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
-                                            {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr)
+        self.optimizer = make_optimizer(self.net, cfg)
         self.step = 0
         self.history: list[dict[str, Any]] = []
-        self.losses: list[float] = []
+        self.losses: list[float] = []   # this epoch's, for its mean loss
 
     # -- schedule and sampling: pure functions of (seed, step), which is what makes resuming exact
 
@@ -216,12 +225,17 @@ class SupernetTrainer:
         rng = random.Random(self.cfg.seed * 1_000_003 + step)
         return [self.space.smallest()] + [self.space.sample(rng=rng) for _ in range(self.cfg.num_random)]
 
+    def epoch_order(self, epoch: int) -> torch.Tensor:
+        """The training images in ``epoch``'s order (a new shuffle every epoch; computed once per epoch)."""
+        if self._order[0] != epoch:
+            g = torch.Generator().manual_seed(self.cfg.seed * 10_007 + epoch)
+            self._order = (epoch, self.pool[torch.randperm(len(self.pool), generator=g)])
+        return self._order[1]
+
     def batch_keys(self, step: int) -> list[tuple[int, int]]:
-        """(image index, augmentation seed) of each image of ``step``'s batch: a new shuffle every epoch."""
+        """(image index, augmentation seed) of each image of ``step``'s batch."""
         epoch, b = divmod(step, self.steps_per_epoch)
-        order = self.pool[torch.randperm(len(self.pool),
-                                         generator=torch.Generator().manual_seed(self.cfg.seed * 10_007 + epoch))]
-        indices = order[b * self.cfg.batch_size:(b + 1) * self.cfg.batch_size].tolist()
+        indices = self.epoch_order(epoch)[b * self.cfg.batch_size:(b + 1) * self.cfg.batch_size].tolist()
         base = (self.cfg.seed * 1_000_003 + step) * 4096
         return [(i, base + j) for j, i in enumerate(indices)]
 
@@ -262,16 +276,9 @@ class SupernetTrainer:
         return total
 
     def evaluate(self) -> dict[str, float]:
-        from nas.data import image_batches
-
-        size = self.space.input_size
-        archs = {"largest": self.space.largest(), "smallest": self.space.smallest()}
-        out = {}
-        for name, arch in archs.items():
-            out[name] = evaluate_subnet(
-                self.net, arch, image_batches(self.cfg.data, size, self.cfg.bn_images, seed=1, split="train"),
-                image_batches(self.cfg.data, size, self.cfg.val_images, with_labels=True, split="val"), self.device)
-        return out
+        cfg = self.cfg
+        return {name: evaluate_subnet(self.net, arch, cfg.data, cfg.val_images, cfg.bn_images, self.device)
+                for name, arch in (("largest", self.space.largest()), ("smallest", self.space.smallest()))}
 
     # -- checkpoints
 
@@ -280,7 +287,7 @@ class SupernetTrainer:
 
         state = {"format": TRAINING_FORMAT, "config": self.cfg.to_dict(), "step": self.step,
                  "optimizer": self.optimizer.state_dict(), "history": self.history,
-                 "losses": self.losses}
+                 "epoch_losses": self.losses}
         save_supernet(self.net, path, meta=self.summary(), training_state=state)
 
     def restore(self, path: Path) -> None:
@@ -291,8 +298,10 @@ class SupernetTrainer:
         if not isinstance(state, dict) or state.get("format") != TRAINING_FORMAT:
             raise UsageError(f"--resume: {path} holds no training state (a finished export or another tool's file); "
                              "choose a new --out")
-        for key in _RESUME_MUST_MATCH:
-            mine, theirs = self.cfg.to_dict()[key], state["config"].get(key)
+        # every TrainConfig field must match; device, loader workers, save interval and progress may change
+        # without changing the result
+        for key, mine in self.cfg.to_dict().items():
+            theirs = state["config"].get(key)
             if mine != theirs:
                 raise UsageError(f"--resume: {path} was trained with {key}={theirs!r}, this run asks for {mine!r}; "
                                  f"rerun with the same setting or choose a new --out")
@@ -300,7 +309,7 @@ class SupernetTrainer:
         self.optimizer.load_state_dict(state["optimizer"])
         self.step = int(state["step"])
         self.history = list(state.get("history", []))
-        self.losses = [float(v) for v in state.get("losses", [])]
+        self.losses = [float(v) for v in state.get("epoch_losses", [])]
 
     def summary(self) -> dict[str, Any]:
         last = self.history[-1] if self.history else {}
@@ -366,9 +375,9 @@ def train_supernet(cfg: TrainConfig, out: str | Path, resume: bool = False, devi
             bar.set_postfix(loss=f"{trainer.losses[-1]:.3f}", epoch=trainer.step // trainer.steps_per_epoch)
             epoch_done = trainer.step % trainer.steps_per_epoch == 0
             if epoch_done:
-                epoch_losses = trainer.losses[-trainer.steps_per_epoch:]
                 trainer.history.append({"epoch": trainer.step // trainer.steps_per_epoch,
-                                        "loss": sum(epoch_losses) / len(epoch_losses), "top1": trainer.evaluate()})
+                                        "loss": sum(trainer.losses) / len(trainer.losses), "top1": trainer.evaluate()})
+                trainer.losses = []
                 bar.write(f"epoch {trainer.history[-1]['epoch']}/{cfg.epochs}: loss {trainer.history[-1]['loss']:.3f}, "
                           + ", ".join(f"top-1 {k} {v:.1f}%" for k, v in trainer.history[-1]["top1"].items()),
                           file=sys.stderr)   # stdout carries only the result (--json contract)

@@ -73,16 +73,12 @@ class SupernetAccuracy:
         return {**self.__dict__, "_net": None}
 
     def __call__(self, arch: Arch) -> float:
-        from nas.data import image_batches
         from supernet.checkpoint import load_supernet
         from supernet.train import evaluate_subnet
 
         if self._net is None:
             self._net, _ = load_supernet(self.checkpoint)
-        size = self._net.space.input_size
-        return evaluate_subnet(self._net, arch,
-                               image_batches(self.data, size, self.bn_images, seed=1, split="train"),
-                               image_batches(self.data, size, self.val_images, with_labels=True, split="val"))
+        return evaluate_subnet(self._net, arch, self.data, self.val_images, self.bn_images)
 
 
 def make_objective(space: SearchSpace, supernet: str | None = None, data: str | None = None) -> Objective:
