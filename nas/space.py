@@ -24,6 +24,40 @@ import yaml
 from nas.errors import ArchError, SpaceError
 
 ARCH_FIELDS = ("space", "widths", "depths", "n3d", "mlp_ratios", "heads", "key_dims", "mixers")
+DEFAULT_SPACE = "efficientformer"   # the space every command and table uses unless told otherwise
+
+
+# --------------------------------------------------------------------------------------------------- the layout
+# The one description of EfficientFormer's 4D/3D partition. Every consumer (Arch.blocks, the plain model, the
+# supernet, the vectorised predictor, slimming, the model card) derives block kinds and feature-map sides here.
+
+
+def conv_out(side: int) -> int:
+    """Side of a 3x3, stride-2, padding-1 convolution's output."""
+    return (side - 1) // 2 + 1
+
+
+def stage_sides(input_size: int, num_stages: int) -> tuple[int, ...]:
+    """Feature-map side of each stage: the stem has stride 4 (two stride-2 convs), each embedding stride 2."""
+    side = conv_out(conv_out(input_size))
+    sides = [side]
+    for _ in range(num_stages - 1):
+        side = conv_out(side)
+        sides.append(side)
+    return tuple(sides)
+
+
+def first_3d_index(depths: Sequence[int], n3d: int, stage: int) -> int:
+    """Index of the first MB3D block of ``stage`` (its depth when the stage has none): only the last stage's
+    last ``n3d`` blocks are MB3D. Works on numpy columns too (``depths`` as ``[S, N]``, ``n3d`` as ``[N]``)."""
+    return depths[stage] - n3d if stage == len(depths) - 1 else depths[stage]
+
+
+def block_layout(depths: Sequence[int], n3d: int) -> list[tuple[int, int, str]]:
+    """``(stage, index, kind)`` of every block in forward order, kind ``"4d"`` or ``"3d"``; the one flatten of the
+    network sits just before the first ``"3d"`` block (or before the head when there is none)."""
+    return [(s, i, "4d" if i < first_3d_index(depths, n3d, s) else "3d")
+            for s, depth in enumerate(depths) for i in range(depth)]
 
 
 @dataclass(frozen=True)
@@ -93,18 +127,15 @@ class Arch:
         return cls.from_dict(data, space)
 
     def blocks(self) -> list[BlockSpec]:
-        """Every block in forward order; the flatten sits between the last "4d" and the first "3d" block."""
+        """Every block in forward order (``block_layout``); the flatten sits before the first "3d" block."""
         out = []
-        last = len(self.depths) - 1
-        for s, depth in enumerate(self.depths):
-            first_3d = depth - self.n3d if s == last else depth
-            for i in range(depth):
-                e = self.mlp_ratios[s][i]
-                if i < first_3d:
-                    out.append(BlockSpec(s, i, "4d", self.widths[s], e))
-                else:
-                    j = i - first_3d
-                    out.append(BlockSpec(s, i, "3d", self.widths[s], e, self.heads[j], self.key_dims[j], self.mixers[j]))
+        for s, i, kind in block_layout(self.depths, self.n3d):
+            e = self.mlp_ratios[s][i]
+            if kind == "4d":
+                out.append(BlockSpec(s, i, "4d", self.widths[s], e))
+            else:
+                j = i - first_3d_index(self.depths, self.n3d, s)
+                out.append(BlockSpec(s, i, "3d", self.widths[s], e, self.heads[j], self.key_dims[j], self.mixers[j]))
         return out
 
 
@@ -161,14 +192,8 @@ class SearchSpace:
         return len(self.stages)
 
     def resolutions(self, input_size: int | None = None) -> tuple[int, ...]:
-        """Feature-map side of each stage: the stem has stride 4, each embedding stride 2 (3x3, pad 1)."""
-        side = input_size or self.input_size
-        side = _conv_out(_conv_out(side))
-        out = [side]
-        for _ in range(self.num_stages - 1):
-            side = _conv_out(side)
-            out.append(side)
-        return tuple(out)
+        """Feature-map side of each stage (``stage_sides``)."""
+        return stage_sides(input_size or self.input_size, self.num_stages)
 
     @property
     def max_widths(self) -> tuple[int, ...]:
@@ -313,10 +338,6 @@ class SearchSpace:
         }
 
 
-def _conv_out(side: int) -> int:
-    return (side - 1) // 2 + 1   # 3x3 conv, stride 2, padding 1
-
-
 def _int_list(value: Any, field: str, length: int) -> list[int]:
     if not isinstance(value, list) or any(not isinstance(v, int) or isinstance(v, bool) for v in value):
         raise ArchError(f"arch field {field!r} must be a list of {length} integers, got {value!r}")
@@ -354,7 +375,7 @@ def _load_file(path: str) -> SearchSpace:
     return _parse_space(raw, path)
 
 
-def load_space(name_or_path: str | Path = "efficientformer") -> SearchSpace:
+def load_space(name_or_path: str | Path = DEFAULT_SPACE) -> SearchSpace:
     """A space by name (``search_spaces/NAME.yaml``, shipped with the package) or by path to a YAML file.
 
     A space loaded from a file is also remembered under its name, so archs naming it load afterwards.
@@ -407,3 +428,8 @@ def _parse_space(raw: Any, where: str) -> SearchSpace:
         except ArchError as exc:
             raise SpaceError(f"search space {where}: preset {name!r}: {exc}") from None
     return space
+
+
+def space_flag(name: str) -> str:
+    """`` --space NAME`` for a command a user is told to run, or nothing for the default space."""
+    return "" if name == DEFAULT_SPACE else f" --space {name}"

@@ -13,6 +13,9 @@ import torch
 import torch.nn as nn
 from torch.nn.init import trunc_normal_
 
+from nas.space import block_layout, first_3d_index, stage_sides
+from supernet.mixers import get_mixer
+
 
 class Stem4(nn.Sequential):
     """Two 3x3 stride-2 Conv-BN-ReLU: the latency-friendly stem of EfficientFormer's observation 1."""
@@ -99,42 +102,6 @@ class Mlp(nn.Module):
         return self.fc2(self.act(self.fc1(x)))
 
 
-def relative_position_index(resolution: int) -> torch.Tensor:
-    """[N, N] index into a [heads, N] bias table by (|dy|, |dx|), as in EfficientFormer and LeViT."""
-    coords = torch.stack(torch.meshgrid(torch.arange(resolution), torch.arange(resolution), indexing="ij")).flatten(1)
-    rel = (coords[:, :, None] - coords[:, None, :]).abs()
-    return rel[0] * resolution + rel[1]
-
-
-class Attention(nn.Module):
-    """EfficientFormer's MHSA with a learned relative-position bias; qkv rows are head-interleaved [q|k|v]."""
-
-    def __init__(self, dim: int, key_dim: int = 32, num_heads: int = 8, attn_ratio: int = 4, resolution: int = 7):
-        super().__init__()
-        self.num_heads = num_heads
-        self.key_dim = key_dim
-        self.val_dim = attn_ratio * key_dim
-        self.scale = key_dim ** -0.5
-        self.qkv = nn.Linear(dim, num_heads * (2 * key_dim + self.val_dim))
-        self.proj = nn.Linear(num_heads * self.val_dim, dim)
-        self.attention_biases = nn.Parameter(torch.zeros(num_heads, resolution * resolution))
-        self.register_buffer("attention_bias_idxs", relative_position_index(resolution))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        B, N, _ = x.shape
-        qkv = self.qkv(x).reshape(B, N, self.num_heads, -1).permute(0, 2, 1, 3)
-        q, k, v = qkv.split([self.key_dim, self.key_dim, self.val_dim], dim=3)
-        attn = (q @ k.transpose(-2, -1)) * self.scale + self.attention_biases[:, self.attention_bias_idxs]
-        attn = attn.softmax(dim=-1)
-        x = (attn @ v).transpose(1, 2).reshape(B, N, self.num_heads * self.val_dim)
-        return self.proj(x)
-
-
-# Token mixers of MB3D blocks by the name an arch gives them. A new mixer is one class here plus its elastic twin
-# in supernet/elastic.py.
-MIXERS: dict[str, type[nn.Module]] = {"mhsa": Attention}
-
-
 class MetaBlock2d(nn.Module):
     """MB4D: pool token mixer + Conv-BN MLP, each residual with layer scale."""
 
@@ -157,8 +124,8 @@ class MetaBlock1d(nn.Module):
                  attn_ratio: int = 4, resolution: int = 7, ls_init: float = 1e-5):
         super().__init__()
         self.norm1 = nn.LayerNorm(dim)
-        self.token_mixer = MIXERS[mixer](dim, key_dim=key_dim, num_heads=num_heads, attn_ratio=attn_ratio,
-                                         resolution=resolution)
+        self.token_mixer = get_mixer(mixer).static_cls(dim, key_dim=key_dim, num_heads=num_heads,
+                                                       attn_ratio=attn_ratio, resolution=resolution)
         self.ls1 = LayerScale(dim, ls_init)
         self.norm2 = nn.LayerNorm(dim)
         self.mlp = Mlp(dim, dim * mlp_ratio)
@@ -179,7 +146,41 @@ class EfficientFormerStage(nn.Module):
         return self.blocks(self.downsample(x))
 
 
-class EfficientFormerNet(nn.Module):
+class DistilledHead(nn.Module):
+    """The network's tail: LayerNorm, token mean, class and distillation heads averaged (DeiT-style).
+
+    ``EfficientFormerNet`` is one (its ``norm``/``head``/``head_dist`` keep timm's state-dict keys at the top
+    level), and the latency tables' ``head`` op is one on its own, so both run the same code.
+    """
+
+    distilled_training = False
+
+    def _build_head(self, dim: int, num_classes: int) -> None:
+        self.norm = nn.LayerNorm(dim)
+        self.head = nn.Linear(dim, num_classes)
+        self.head_dist = nn.Linear(dim, num_classes)
+
+    def forward_head(self, x: torch.Tensor) -> Any:
+        """Tokens already normalised (``[B, N, C]``) to logits; both heads' logits while distillation-training."""
+        x = x.mean(dim=1)
+        x, x_dist = self.head(x), self.head_dist(x)
+        if self.distilled_training and self.training and not torch.jit.is_scripting():
+            return x, x_dist
+        return (x + x_dist) / 2
+
+
+class Head(DistilledHead):
+    """The tail as one module on ``[B, N, C]`` tokens (the latency tables' ``head`` op)."""
+
+    def __init__(self, dim: int, num_classes: int):
+        super().__init__()
+        self._build_head(dim, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.norm(x))
+
+
+class EfficientFormerNet(DistilledHead):
     """An EfficientFormer-family network with per-block choices (one point of a search space).
 
     Keyword arguments are the arch's fields plus the space's ``num_classes``, ``img_size`` and ``attn_ratio``,
@@ -202,32 +203,23 @@ class EfficientFormerNet(nn.Module):
         self.num_classes = num_classes
         self.num_features = self.head_hidden_size = widths[-1]   # timm's names, used by its export helpers
         self.stem = Stem4(in_chans, widths[0])
-        side = ((img_size - 1) // 2 + 1 - 1) // 2 + 1
-        stages = []
-        last = len(depths) - 1
-        for s, depth in enumerate(depths):
-            if s > 0:
-                side = (side - 1) // 2 + 1
-            down = Downsample(widths[s - 1], widths[s]) if s > 0 else nn.Identity()
-            n_3d = n3d if s == last else 0
-            blocks: list[nn.Module] = []
-            for i in range(depth):
-                if i == depth - n_3d:   # the one flatten, just before the first MB3D block
-                    blocks.append(Flat())
-                if i < depth - n_3d:
-                    blocks.append(MetaBlock2d(widths[s], mlp_ratios[s][i]))
-                else:
-                    j = i - (depth - n_3d)
-                    blocks.append(MetaBlock1d(widths[s], mlp_ratios[s][i], heads[j], key_dims[j], mixers[j],
-                                              attn_ratio, side))
-            if s == last and n_3d == 0:  # an all-4D network still hands tokens to the LayerNorm head
-                blocks.append(Flat())
-            stages.append(EfficientFormerStage(down, blocks))
-        self.stages = nn.Sequential(*stages)
-        self.norm = nn.LayerNorm(widths[-1])
-        self.head = nn.Linear(widths[-1], num_classes)
-        self.head_dist = nn.Linear(widths[-1], num_classes)
-        self.distilled_training = False
+        sides = stage_sides(img_size, len(depths))
+        stage_blocks: list[list[nn.Module]] = [[] for _ in depths]
+        for s, i, kind in block_layout(depths, n3d):
+            if kind == "4d":
+                stage_blocks[s].append(MetaBlock2d(widths[s], mlp_ratios[s][i]))
+                continue
+            j = i - first_3d_index(depths, n3d, s)
+            if j == 0:   # the one flatten, just before the first MB3D block
+                stage_blocks[s].append(Flat())
+            stage_blocks[s].append(MetaBlock1d(widths[s], mlp_ratios[s][i], heads[j], key_dims[j], mixers[j],
+                                               attn_ratio, sides[s]))
+        if n3d == 0:   # an all-4D network still hands tokens to the LayerNorm head
+            stage_blocks[-1].append(Flat())
+        self.stages = nn.Sequential(*(
+            EfficientFormerStage(Downsample(widths[s - 1], widths[s]) if s > 0 else nn.Identity(), blocks)
+            for s, blocks in enumerate(stage_blocks)))
+        self._build_head(widths[-1], num_classes)
         self.apply(_init_weights)
 
     @classmethod
@@ -240,14 +232,7 @@ class EfficientFormerNet(nn.Module):
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         return self.norm(self.stages(self.stem(x)))
 
-    def forward_head(self, x: torch.Tensor):
-        x = x.mean(dim=1)
-        x, x_dist = self.head(x), self.head_dist(x)
-        if self.distilled_training and self.training and not torch.jit.is_scripting():
-            return x, x_dist
-        return (x + x_dist) / 2
-
-    def forward(self, x: torch.Tensor):
+    def forward(self, x: torch.Tensor) -> Any:
         return self.forward_head(self.forward_features(x))
 
 

@@ -14,10 +14,10 @@ import torch
 import torch.nn as nn
 
 from nas.errors import ArchError
-from nas.space import Arch, BlockSpec, SearchSpace, load_space
+from nas.space import DEFAULT_SPACE, Arch, BlockSpec, SearchSpace, load_space
 from supernet import static
-from supernet.elastic import (ElasticDownsample, ElasticLayerNorm, ElasticLinear, ElasticMB3D, ElasticMB4D,
-                              ElasticStem, shrink_into, grow_from)
+from supernet.elastic import (ElasticBlock, ElasticDownsample, ElasticLayerNorm, ElasticLinear, ElasticMB3D,
+                              ElasticMB4D, ElasticStem, grow_from, shrink_into)
 
 
 class SuperStage(nn.Module):
@@ -35,8 +35,10 @@ class SuperStage(nn.Module):
                     self.blocks3d[_slot3d(i, mixer)] = ElasticMB3D(
                         width, ratio, mixer, max(space.heads), max(space.key_dims), space.attn_ratio, side)
 
-    def block(self, b: BlockSpec) -> nn.Module:
-        return self.blocks4d[b.index] if b.kind == "4d" else self.blocks3d[_slot3d(b.index, b.mixer)]
+    def block(self, b: BlockSpec) -> ElasticBlock:
+        slot = self.blocks4d[b.index] if b.kind == "4d" else self.blocks3d[_slot3d(b.index, b.mixer)]
+        assert isinstance(slot, ElasticBlock)
+        return slot
 
 
 def _slot3d(index: int, mixer: str) -> str:
@@ -46,7 +48,7 @@ def _slot3d(index: int, mixer: str) -> str:
 class Supernet(nn.Module):
     """Weight-sharing supernet over ``space`` (a ``SearchSpace`` or its name)."""
 
-    def __init__(self, space: SearchSpace | str = "efficientformer"):
+    def __init__(self, space: SearchSpace | str = DEFAULT_SPACE):
         super().__init__()
         self.space = load_space(space) if isinstance(space, str) else space
         sp = self.space
@@ -61,7 +63,7 @@ class Supernet(nn.Module):
         nn.init.zeros_(self.head_dist.bias)
         self.distilled_training = False
         self._active: Arch | None = None
-        self._plan: list[list[tuple[nn.Module, BlockSpec]]] = []
+        self._plan: list[list[tuple[ElasticBlock, BlockSpec]]] = []
         self.set_active(sp.largest())
 
     # ---------------------------------------------------------------------------------------- choosing a subnet
@@ -75,7 +77,7 @@ class Supernet(nn.Module):
         if arch.space != self.space.name:
             raise ArchError(f"arch field 'space' = {arch.space!r} does not match the supernet's space {self.space.name!r}")
         arch = self.space.validate(arch)
-        plan: list[list[tuple[nn.Module, BlockSpec]]] = [[] for _ in arch.depths]
+        plan: list[list[tuple[ElasticBlock, BlockSpec]]] = [[] for _ in arch.depths]
         for b in arch.blocks():
             plan[b.stage].append((self.stages[b.stage].block(b), b))
         self._active, self._plan = arch, plan
@@ -88,12 +90,9 @@ class Supernet(nn.Module):
             if stage.downsample is not None:
                 x = stage.downsample(x, arch.widths[s])
             for module, b in self._plan[s]:
-                if b.kind == "4d":
-                    x = module(x, b.mlp_ratio)
-                else:
-                    if x.dim() == 4:             # the one flatten, before the first MB3D block
-                        x = x.flatten(2).transpose(1, 2)
-                    x = module(x, b.mlp_ratio, b.heads, b.key_dim)
+                if b.kind == "3d" and x.dim() == 4:   # the one flatten, before the first MB3D block
+                    x = x.flatten(2).transpose(1, 2)
+                x = module(x, b)
         if x.dim() == 4:                         # an all-4D arch: flatten for the LayerNorm head
             x = x.flatten(2).transpose(1, 2)
         return self.norm(x)
@@ -125,12 +124,7 @@ class Supernet(nn.Module):
                 net_stage.downsample = stage.downsample.to_static(arch.widths[s - 1], arch.widths[s])
             blocks = [m for m in net_stage.blocks if not isinstance(m, static.Flat)]
             for b, target in zip((b for b in arch.blocks() if b.stage == s), blocks):
-                slot = stage.block(b)
-                if b.kind == "4d":
-                    new = slot.to_static(b.width, b.mlp_ratio)
-                else:
-                    new = slot.to_static(b.width, b.mlp_ratio, b.heads, b.key_dim)
-                _replace(net_stage.blocks, target, new)
+                _replace(net_stage.blocks, target, stage.block(b).to_static(b))
         shrink_into(self, net, skip=("stem.", "stages."))   # norm, head, head_dist
         net.distilled_training = self.distilled_training
         return net.train(self.training)

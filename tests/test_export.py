@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from nas.export import (FORMATS, OUTPUT_NAME, TOLERANCE, WRITERS, _compare, build_subnet, check_input,
+from nas.export import (FORMATS, OUTPUT_NAME, TOLERANCE, WRITERS, compare as _compare, build_subnet, check_input,
                         export_subnet, parse_formats)
 from nas.fileio import atomic_output
 from supernet import EfficientFormerNet, Supernet

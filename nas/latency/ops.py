@@ -62,22 +62,8 @@ class Op:
             block = static.MetaBlock1d(p["c"], p["e"], p["h"], p["kd"], p["mixer"], p["ar"], side)
             return block.eval(), torch.randn(batch, p["n"], p["c"])
         if self.kind == "head":
-            return HeadOp(p["c"], p["classes"]).eval(), torch.randn(batch, p["n"], p["c"])
+            return static.Head(p["c"], p["classes"]).eval(), torch.randn(batch, p["n"], p["c"])
         raise AssertionError(self.kind)  # pragma: no cover - from_key checks kinds
-
-
-class HeadOp(nn.Module):
-    """The network's tail as one op: LayerNorm, token mean, and the averaged class and distillation heads."""
-
-    def __init__(self, dim: int, num_classes: int):
-        super().__init__()
-        self.norm = nn.LayerNorm(dim)
-        self.head = nn.Linear(dim, num_classes)
-        self.head_dist = nn.Linear(dim, num_classes)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.norm(x).mean(dim=1)
-        return (self.head(x) + self.head_dist(x)) / 2
 
 
 # ------------------------------------------------------------------------------------------ op constructors

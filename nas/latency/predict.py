@@ -17,7 +17,7 @@ import numpy as np
 from nas.errors import UsageError
 from nas.latency.ops import arch_ops, down_op, flat_op, head_op, mb3d_op, mb4d_op, stem_op
 from nas.latency.table import LatencyTable
-from nas.space import Arch, SearchSpace, load_space
+from nas.space import Arch, SearchSpace, first_3d_index, load_space
 
 
 class MissingEntriesError(UsageError):
@@ -169,7 +169,7 @@ class LutPredictor:
             total = total + a[f"down{s}"][W[:, s - 1], W[:, s]]
         for s in range(S):
             mb4d = a[f"mb4d{s}"]
-            first_3d = D[:, s] - n3d if s == S - 1 else D[:, s]
+            first_3d = first_3d_index(D.T, n3d, s)   # the layout rule, on a column of depths
             for i in range(max(self.space.stages[s].depths)):
                 is4d = i < first_3d
                 total = total + np.where(is4d, mb4d[W[:, s], batch.ratios[:, s, i]], 0.0)

@@ -21,7 +21,7 @@ from nas.errors import UsageError
 from nas.fileio import read_json, write_json_atomic
 from nas.search.budgets import Budgets
 from nas.search.objectives import Objective
-from nas.space import Arch, SearchSpace
+from nas.space import Arch, SearchSpace, first_3d_index
 
 SLIM_SCHEMA = "nas-slim/1"
 
@@ -34,7 +34,6 @@ def _smaller(choices, value):
 def actions(arch: Arch, space: SearchSpace) -> list[tuple[str, Arch]]:
     """Every one-step slimming of ``arch`` that is still a point of ``space``, in a fixed order."""
     out: list[tuple[str, Arch]] = []
-    last = space.num_stages - 1
     ratios = [list(r) for r in arch.mlp_ratios]
 
     def add(name: str, **changes: Any) -> None:
@@ -45,13 +44,13 @@ def actions(arch: Arch, space: SearchSpace) -> list[tuple[str, Arch]]:
             pass          # not a point of the space (e.g. a depth or n3d value the space does not allow)
 
     for s in range(space.num_stages):
-        first_3d = arch.depths[s] - (arch.n3d if s == last else 0)
+        first_3d = first_3d_index(arch.depths, arch.n3d, s)
         for i in range(arch.depths[s]):
             depths = list(arch.depths)
             depths[s] -= 1
             stage = ratios[s][:i] + ratios[s][i + 1:]
             new_ratios = tuple(tuple(stage) if k == s else tuple(r) for k, r in enumerate(ratios))
-            if s == last and i >= first_3d:     # a 3D block goes, with its attention settings
+            if i >= first_3d:     # a 3D block goes, with its attention settings
                 j = i - first_3d
                 add(f"drop 3D block {j + 1} of stage {s + 1}", depths=tuple(depths), n3d=arch.n3d - 1,
                     mlp_ratios=new_ratios, heads=arch.heads[:j] + arch.heads[j + 1:],

@@ -1,0 +1,125 @@
+"""The model card (``README.md`` of an export) and the facts it states, from the export's report."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from nas.export.subnet import Subnet, check_input
+from nas.space import block_layout
+
+
+def run_notes(arch_or_run: str | Path) -> dict[str, Any]:
+    """What a ``nas search`` run directory says of its winner (objective, budgets), for the model card."""
+    from nas.fileio import read_json
+
+    run_file = Path(arch_or_run) / "run.json"
+    if not run_file.is_file():
+        return {}
+    run = read_json(run_file, "run summary")
+    best = run.get("best") or {}
+    budgets = ", ".join(f"{b['budget_ms']} ms on {b['device']}" for b in run.get("budgets", []))
+    notes = {"search": f"winner of `nas search` run `{arch_or_run}` (strategy {run.get('strategy')}, "
+                       f"budget {budgets or 'unknown'})"}
+    if "objective" in best:
+        notes["search_objective"] = f"{best.get('objective_name', 'objective')} = {best['objective']:.4g}"
+    if best.get("objective_is_accuracy"):
+        notes["accuracy"] = f"{best['objective']:.4g} ({best.get('objective_name')})"
+    return notes
+
+
+def model_facts(sub: Subnet) -> dict[str, Any]:
+    """Parameters, MACs (traced, BatchNorm folded as deployed) and predicted latency on every device with a table."""
+    from nas.latency import DEVICES, default_table_path, load_predictor
+    from nas.latency.trace import summarize, trace_ops
+
+    params = sum(p.numel() for p in sub.model.parameters())
+    macs = summarize(trace_ops(sub.model.eval(), check_input(sub.space, 1)))["macs_g"]
+    latency: dict[str, dict[str, Any]] = {}
+    for name in DEVICES:
+        path = default_table_path(name, sub.space.name)
+        if not path.exists():
+            latency[name] = {"latency_ms": None, "table": None}
+            continue
+        predictor = load_predictor(name, sub.space.name)
+        latency[name] = {"latency_ms": predictor.predict(sub.arch), "table": predictor.path, "kind": predictor.kind}
+    return {"params": params, "macs_g": macs, "input_size": sub.space.input_size, "latency": latency}
+
+
+# --------------------------------------------------------------------------------------------- the model card
+
+
+def model_card(report: dict[str, Any]) -> str:
+    arch = report["arch"]
+    lines = [f"# `{_arch_name(arch)}`: an EfficientFormer-family subnet of space `{arch['space']}`", ""]
+    lines += ["Exported by `nas export`. Reload and check every format with the snippets below; "
+              "`export_check.json` holds the same facts as data.", ""]
+    lines += ["## Architecture", "", "| stage | width | blocks | MLP ratios |", "|---|---|---|---|"]
+    layout = block_layout(arch["depths"], arch["n3d"])
+    for s, w in enumerate(arch["widths"]):
+        n4d = sum(1 for st, _, kind in layout if st == s and kind == "4d")
+        n3d = sum(1 for st, _, kind in layout if st == s and kind == "3d")
+        kinds = f"{n4d}x MB4D" + (f" + {n3d}x MB3D" if n3d else "")
+        lines.append(f"| {s + 1} | {w} | {kinds} | {', '.join(map(str, arch['mlp_ratios'][s]))} |")
+    if arch["n3d"]:
+        lines += ["", "MB3D blocks (token mixer, heads, key dim): " + "; ".join(
+            f"{m} {h}x{k}" for m, h, k in zip(arch["mixers"], arch["heads"], arch["key_dims"]))]
+    lines += ["", f"- Parameters: {report['params'] / 1e6:.2f} M",
+              f"- MACs: {report['macs_g']:.3f} G at {report['input_size']}x{report['input_size']} "
+              "(traced, BatchNorm folded into the convolutions as deployed)",
+              f"- Weights: {report['weights']['source']}"]
+    if "supernet" in report["weights"]:
+        lines.append(f"  - checkpoint `{report['weights']['supernet']}` "
+                     f"(sha256 {report['weights']['supernet_sha256'][:16]}...)")
+    if "batchnorm" in report["weights"]:
+        bn = report["weights"]["batchnorm"]
+        lines.append(f"  - BatchNorm statistics recalibrated on {bn['images']} images of `{bn['recalibrated_on']}`")
+    accuracy = report["notes"].get("accuracy") or report["weights"].get("supernet_meta", {}).get("accuracy")
+    lines.append(f"- Accuracy: {accuracy if accuracy is not None else 'not measured'}")
+    for key, value in report["notes"].items():
+        if key != "accuracy":
+            lines.append(f"- {key.replace('_', ' ').capitalize()}: {value}")
+    lines += ["", "## Predicted latency", "", "| device | latency (ms) | table |", "|---|---|---|"]
+    for device, info in report["latency"].items():
+        if info["latency_ms"] is None:
+            lines.append(f"| {device} | - | no table (build one: `nas lut build --device {device}`) |")
+        else:
+            lines.append(f"| {device} | {info['latency_ms']:.3f} | {info['kind']}: `{info['table']}` |")
+    lines += ["", "## Files and checks", "",
+              f"Each format was reloaded from disk and run on the same random input (shape "
+              f"{report['check_input']['shape']}, seed {report['check_input']['seed']}) as the PyTorch model.", "",
+              "| format | files | check |", "|---|---|---|"]
+    for fmt in report["formats"]:
+        lines.append(f"| {fmt} | {', '.join(f'`{f}`' for f in report['files'][fmt]) or '-'} | "
+                     f"{_check_text(report['checks'][fmt])} |")
+    size = report["input_size"]
+    lines += ["", "## Loading", "", "```python", "import json, torch",
+              "# PyTorch (pip install nas)", "from supernet import EfficientFormerNet",
+              "model = EfficientFormerNet(**json.load(open('model_config.json')))",
+              "model.load_state_dict(torch.load('model.pt', weights_only=True)); model.eval()", "",
+              "# timm (needs `nas` installed for the architecture)", "import timm, supernet.timm_model  # registers "
+              "nas_efficientformer", "model = timm.create_model('local-dir:timm', pretrained=True).eval()", "",
+              "# TorchScript (torch only)", "model = torch.jit.load('model.torchscript.pt')", "",
+              "# ONNX Runtime", "import onnxruntime as ort, numpy as np",
+              "session = ort.InferenceSession('model.onnx')",
+              f"logits = session.run(None, {{'x': np.zeros((1, 3, {size}, {size}), np.float32)}})[0]", "",
+              "# Core ML (macOS)", "import coremltools as ct", "mlmodel = ct.models.MLModel('model.mlpackage')",
+              f"out = mlmodel.predict({{'x': np.zeros((1, 3, {size}, {size}), np.float32)}})", "```", "",
+              "Inputs are RGB images normalised with the ImageNet mean and std, as timm's eval transform does; "
+              "outputs are class logits.", ""]
+    lines.append(f"Versions: {', '.join(f'{k} {v}' for k, v in report['versions'].items())}; exported {report['date']}.")
+    return "\n".join(lines) + "\n"
+
+
+def _arch_name(arch: dict[str, Any]) -> str:
+    return f"w{'-'.join(map(str, arch['widths']))}_d{'-'.join(map(str, arch['depths']))}_3d{arch['n3d']}"
+
+
+def _check_text(check: dict[str, Any]) -> str:
+    verdict = "pass" if check["ok"] else "**FAIL**"
+    if "max_abs_diff" in check:
+        verdict += f": max diff {check['max_abs_diff']:.1e} (tolerance {check['tolerance']:.0e})"
+    if "predictions" in check:
+        verdict += f"; inputs {check['inputs']}, outputs {check['outputs']}; predictions {check['predictions']}"
+    if "detail" in check:
+        verdict += f": {check['detail']}"
+    return verdict.replace("|", "/")
