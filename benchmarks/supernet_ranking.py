@@ -28,13 +28,11 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from nas.search.objectives import CapacityProxy  # noqa: E402
 from supernet.static import EfficientFormerNet  # noqa: E402
-from supernet.train import SupernetTrainer, TrainConfig, evaluate_model, evaluate_subnet, make_optimizer  # noqa: E402
-
-
-def kendall_tau(a: list[float], b: list[float]) -> float:
-    from scipy.stats import kendalltau
-
-    return float(kendalltau(a, b).statistic)
+from nas.latency.validate import kendall_tau  # noqa: E402
+from nas.plots import plot_ranking  # noqa: E402
+from supernet.config import TrainConfig  # noqa: E402
+from supernet.evaluate import evaluate_model, evaluate_subnet  # noqa: E402
+from supernet.train import SupernetTrainer, make_optimizer  # noqa: E402
 
 
 def train_standalone(trainer: SupernetTrainer, arch) -> EfficientFormerNet:
@@ -118,21 +116,8 @@ def main() -> None:
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=1))
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(5, 5))
-    ax.scatter(alone, inherited)
-    for r in rows:
-        ax.annotate(r["name"], (r["standalone_top1"], r["inherited_top1"]), fontsize=7)
-    lo, hi = min(alone + inherited) - 2, max(alone + inherited) + 2
-    ax.plot([lo, hi], [lo, hi], "k-", lw=0.6)
-    ax.set(xlabel="stand-alone top-1 (%)", ylabel="inherited top-1 (%)",
-           title=f"{args.space} on {args.data}: Kendall tau {result['kendall_tau_inherited_vs_standalone']:+.2f}")
-    fig.tight_layout()
-    fig.savefig(out.with_suffix(".png"), dpi=120)
+    plot_ranking(alone, inherited, [r["name"] for r in rows], out.with_suffix(".png"),
+                 f"{args.space} on {args.data}: Kendall tau {result['kendall_tau_inherited_vs_standalone']:+.2f}")
     print(f"wrote {out} and {out.with_suffix('.png')}")
 
 

@@ -433,3 +433,21 @@ def _parse_space(raw: Any, where: str) -> SearchSpace:
 def space_flag(name: str) -> str:
     """`` --space NAME`` for a command a user is told to run, or nothing for the default space."""
     return "" if name == DEFAULT_SPACE else f" --space {name}"
+
+
+def resolve_arch(value: str, space_name: str, flag: str = "--arch") -> Arch:
+    """An arch from a preset name of the space, an arch JSON file, or a run directory holding best_arch.json
+    (what every command taking an arch accepts); ``flag`` names the argument in the refusal."""
+    space = load_space(space_name)
+    path = Path(value)
+    if path.is_dir():
+        if not (path / "best_arch.json").exists():
+            raise ArchError(f"{flag} {value!r} is a folder without best_arch.json; expected a run directory of "
+                            "nas search, an arch JSON file or a preset name")
+        path = path / "best_arch.json"
+    if path.is_file():
+        return Arch.from_json(path.read_text())
+    if value in space.presets:
+        return space.preset(value)
+    raise ArchError(f"{flag} {value!r} is neither a preset of space {space.name!r} "
+                    f"({', '.join(space.preset_names())}) nor an arch JSON file or run directory")

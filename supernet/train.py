@@ -19,7 +19,6 @@ Checkpoints are written atomically every ``save_every`` steps and at each epoch'
 """
 from __future__ import annotations
 
-import dataclasses
 import math
 import random
 import sys
@@ -32,32 +31,14 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from nas.errors import UsageError
+from nas.plots import plot_history
 from nas.space import Arch
 from supernet.batchnorm import recalibrate_batchnorm
+from supernet.config import TrainConfig
+from supernet.evaluate import evaluate_subnet
 from supernet.supernet import Supernet
 
 TRAINING_FORMAT = "nas-supernet-training/1"
-
-
-@dataclasses.dataclass(frozen=True)
-class TrainConfig:
-    space: str
-    data: str
-    epochs: int
-    batch_size: int = 64
-    lr: float = 1e-3
-    weight_decay: float = 0.05
-    warmup_epochs: float = 1.0
-    num_random: int = 2
-    label_smoothing: float = 0.1
-    max_train_images: int | None = None
-    val_images: int = 1000
-    bn_images: int = 256
-    seed: int = 0
-    init_timm: str | None = None   # a timm EfficientFormer state dict to start from (safetensors or torch file)
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
 
 
 def load_state_dict_file(path: str | Path) -> dict[str, torch.Tensor]:
@@ -127,58 +108,6 @@ class _StepBatches(torch.utils.data.Sampler):
 
 def _collate(items):
     return torch.stack([x for x, _ in items]), torch.tensor([y for _, y in items])
-
-
-# --------------------------------------------------------------------------------------------- evaluation
-
-
-@torch.no_grad()
-def evaluate_model(model: nn.Module, data: str | Path, input_size: int, val_images: int = 1000,
-                   bn_images: int = 256, device: str = "cpu") -> float:
-    """Top-1 (%) of a plain model on ``data``'s validation split, its BatchNorm re-estimated on ``bn_images``
-    images of the training split first (the one evaluation recipe of training, search, eval and benchmarks)."""
-    from nas.data import image_batches
-
-    model = model.to(device)
-    bn_batches = image_batches(data, input_size, bn_images, seed=1, split="train")
-    recalibrate_batchnorm(model, (x.to(device) for x in bn_batches))
-    model.eval()
-    correct = total = 0
-    for images, labels in image_batches(data, input_size, val_images, with_labels=True, split="val"):
-        correct += int((model(images.to(device)).argmax(dim=1).cpu() == labels).sum())
-        total += labels.numel()
-    if total == 0:
-        raise UsageError("the validation split has no images")
-    return 100.0 * correct / total
-
-
-def evaluate_subnet(net: Supernet, arch: Arch, data: str | Path, val_images: int = 1000, bn_images: int = 256,
-                    device: str = "cpu") -> float:
-    """Top-1 (%) of ``arch`` with the supernet's inherited weights."""
-    return evaluate_model(net.extract(arch), data, net.space.input_size, val_images, bn_images, device)
-
-
-def evaluate_checkpoint(checkpoint: str | Path, data: str, archs: dict[str, Arch] | None = None,
-                        val_images: int = 1000, bn_images: int = 256, device: str = "cpu") -> dict[str, Any]:
-    """Top-1 of inherited weights for each of ``archs`` (default: the largest, the smallest and the space's
-    presets), each with BatchNorm recalibrated on ``data``'s training split."""
-    from nas.data import describe
-    from supernet.checkpoint import load_supernet
-
-    net, meta = load_supernet(checkpoint)
-    net.to(device)
-    space = net.space
-    if archs is None:
-        archs = {"largest": space.largest(), "smallest": space.smallest(),
-                 **{name: space.preset(name) for name in space.preset_names()}}
-    rows = []
-    for name, arch in archs.items():
-        if arch.space != space.name:
-            raise UsageError(f"arch {name!r} is of space {arch.space!r}, the supernet {checkpoint} of {space.name!r}")
-        top1 = evaluate_subnet(net, arch, data, val_images, bn_images, device)
-        rows.append({"name": name, "top1": top1, "arch": arch.to_dict()})
-    return {"supernet": str(checkpoint), "space": space.name, "data": str(data), "val": describe(data, "val"),
-            "val_images": val_images, "bn_images": bn_images, "trained": meta.get("trained", {}), "archs": rows}
 
 
 # ----------------------------------------------------------------------------------------------- training
@@ -317,33 +246,6 @@ class SupernetTrainer:
                             "epochs_done": self.step // self.steps_per_epoch, "steps": self.step,
                             "steps_total": self.total_steps, "recipe": "sandwich rule + in-place distillation",
                             "config": self.cfg.to_dict(), "top1": last.get("top1", {})}}
-
-
-def plot_history(history: list[dict[str, Any]], path: str | Path, title: str) -> None:
-    """Loss and the top-1 of each evaluated subnet against the epoch, written atomically."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import matplotlib.ticker
-
-    from nas.fileio import atomic_output
-
-    epochs = [h["epoch"] for h in history]
-    fig, (loss_ax, acc_ax) = plt.subplots(1, 2, figsize=(9, 3.5))
-    loss_ax.plot(epochs, [h["loss"] for h in history], marker="o")
-    loss_ax.set(xlabel="epoch", ylabel="loss (CE of the largest + KL of the others)")
-    for name in history[-1]["top1"] if history else []:
-        acc_ax.plot(epochs, [h["top1"].get(name) for h in history], marker="o", label=f"{name} subnet")
-    acc_ax.set(xlabel="epoch", ylabel="top-1 (%), BatchNorm recalibrated")
-    acc_ax.legend()
-    for ax in (loss_ax, acc_ax):
-        ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
-    fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
-    with atomic_output(path) as staging:
-        fig.savefig(staging, dpi=110, format="png")
-    plt.close(fig)
 
 
 def history_plot_path(out: str | Path) -> Path:

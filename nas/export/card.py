@@ -29,7 +29,9 @@ def run_notes(arch_or_run: str | Path) -> dict[str, Any]:
 
 def model_facts(sub: Subnet) -> dict[str, Any]:
     """Parameters, MACs (traced, BatchNorm folded as deployed) and predicted latency on every device with a table."""
-    from nas.latency import DEVICES, default_table_path, load_predictor
+    from nas.latency.devices import DEVICES
+    from nas.latency.paths import default_table_path
+    from nas.latency.predict import load_predictor
     from nas.latency.trace import summarize, trace_ops
 
     params = sum(p.numel() for p in sub.model.parameters())

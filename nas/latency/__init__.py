@@ -1,62 +1,31 @@
-"""Latency: ops of an arch, lookup tables measured per device, prediction and validation."""
+"""Latency: ops of an arch, lookup tables per device, prediction and validation.
+
+One concept a file: ``ops`` (what is measured), ``table`` (the file format, headers, the end-to-end correction),
+``paths`` (where tables live), ``devices`` (the registry and how each device gets its table), ``timing`` and
+``backends`` (measuring), ``build`` (a table measured here), ``predict`` (tables to milliseconds), ``validate``
+(held-out error), ``trace`` (ops as a phone runs them), ``costmodel/`` (estimated tables), ``coreml/`` (tables
+measured on Apple hardware). Names below are imported on first use, so torch-free submodules stay torch-free.
+"""
 from __future__ import annotations
 
-from pathlib import Path
+import importlib
+from typing import TYPE_CHECKING, Any
 
-import torch.nn as nn
+if TYPE_CHECKING:
+    from nas.latency.devices import DEVICES, Device, get_device, register_device
+    from nas.latency.ops import Op, arch_ops, space_ops
+    from nas.latency.paths import default_table_path
+    from nas.latency.predict import LutPredictor, estimate_notice, load_predictor, predict_model
+    from nas.latency.table import LatencyTable
 
-from nas.errors import UsageError
-from nas.latency.devices import DEVICES, Device, default_table_path, get_device, register_device
-from nas.latency.ops import Op, arch_ops, space_ops
-from nas.latency.predict import LutPredictor
-from nas.latency.table import LatencyTable
-
-__all__ = ["DEVICES", "Device", "LatencyTable", "LutPredictor", "Op", "arch_ops", "default_table_path",
-           "get_device", "predict_model", "register_device", "space_ops", "load_predictor", "estimate_notice"]
-
-
-def load_predictor(device: str, space: str = "efficientformer", lut: str | Path | None = None) -> LutPredictor:
-    """The predictor of ``device`` from ``lut`` or from the device's default table."""
-    get_device(device)
-    path = Path(lut) if lut else default_table_path(device, space)
-    if not path.exists() and not lut:
-        flag = "" if space == "efficientformer" else f" --space {space}"
-        raise UsageError(f"no latency table for device {device!r} and space {space!r} at {path}; "
-                         f"build one with: nas lut build --device {device}{flag}")
-    return LutPredictor.from_file(path)
+_LAZY = {"DEVICES": "devices", "Device": "devices", "get_device": "devices", "register_device": "devices",
+         "Op": "ops", "arch_ops": "ops", "space_ops": "ops", "default_table_path": "paths",
+         "LutPredictor": "predict", "estimate_notice": "predict", "load_predictor": "predict",
+         "predict_model": "predict", "LatencyTable": "table"}
+__all__ = sorted(_LAZY)
 
 
-def estimate_notice(predictor: LutPredictor) -> str | None:
-    """One line for a user reading latencies from an estimated table: what it is and how to measure a real one."""
-    header = predictor.table.header
-    if header["kind"] != "estimated":
-        return None
-    est = header.get("estimate", {})
-    lofo = ((est.get("cross_validation") or {}).get("lofo") or {}).get("mape")
-    error = f", leave-one-family-out MAPE {lofo:.1f}%" if lofo is not None else ""
-    return (f"note: {header['device']} latencies are estimated (cost model fitted to published {est.get('protocol')} "
-            f"figures{error}), not measured; measure a table with: "
-            f"{header.get('measure_with', 'nas lut build --device ' + header['device'])}")
-
-
-def predict_model(module: nn.Module, input_size: int = 224, device: str = "cpu", lut: str | Path | None = None) -> float:
-    """Predicted latency (ms) of a model on ``device``.
-
-    A model of a search space (what ``Supernet.extract`` returns) is looked up in the device's table. Any other
-    module is traced and priced by the device's cost model (``nas.latency.costmodel``); devices without one (local
-    devices are measured, not modelled) refuse it.
-    """
-    from nas.space import load_space
-
-    config = getattr(module, "arch_config", None)
-    if not config:
-        from nas.latency.costmodel import load_cost_model
-
-        get_device(device)
-        return load_cost_model(device).predict_module(module, input_size)
-    space = load_space(config["space"])
-    if input_size != space.input_size:
-        raise UsageError(f"input_size {input_size} differs from the space's {space.input_size}; tables are per input size")
-    fields = {k: config[k] for k in ("widths", "depths", "n3d", "mlp_ratios", "heads", "key_dims", "mixers")}
-    arch = space.arch_from_dict({"space": space.name, **fields})
-    return load_predictor(device, space.name, lut).predict(arch)
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(f"nas.latency.{_LAZY[name]}"), name)
+    raise AttributeError(f"module 'nas.latency' has no attribute {name!r}")

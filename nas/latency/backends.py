@@ -1,79 +1,22 @@
-"""Measurement backends: time one module on one input, with warm-up and repeats until the median is stable.
+"""Measurement backends: time one module on one input on one kind of hardware or runtime.
 
-All backends share ``time_until_stable``; a backend only says how to prepare a module and run it once
-(synchronising where the device is asynchronous). Each records its own name and version in the table header.
+A backend says only how to prepare a module and run it once (synchronising where the device is asynchronous);
+``nas.latency.timing`` decides how often. Each records its own name and version in the table header. A new backend
+is one ``Backend`` subclass plus one ``register_backend`` call; a device (``nas.latency.devices``) names it.
 """
 from __future__ import annotations
 
-import statistics
+import abc
 import time
-from dataclasses import dataclass
-from typing import Callable
 
 import torch
 import torch.nn as nn
 
 from nas.errors import UsageError
+from nas.latency.timing import Timing, TimingPolicy, time_until_stable
 
 
-@dataclass(frozen=True)
-class Timing:
-    median_ms: float
-    p10_ms: float
-    p90_ms: float
-    n: int
-
-    def to_dict(self) -> dict[str, float | int]:
-        return {"median_ms": self.median_ms, "p10_ms": self.p10_ms, "p90_ms": self.p90_ms, "n": self.n}
-
-
-@dataclass(frozen=True)
-class TimingPolicy:
-    """When to stop repeating: after ``min_repeats`` and once two successive rounds move the median by less than
-    ``rel_tol``, or at ``max_repeats`` / ``max_seconds``, whichever comes first."""
-
-    warmup_seconds: float = 0.05
-    min_warmup: int = 3
-    round_size: int = 10
-    min_repeats: int = 20
-    max_repeats: int = 400
-    max_seconds: float = 1.5
-    rel_tol: float = 0.01
-
-
-def _quantile(sorted_values: list[float], q: float) -> float:
-    i = q * (len(sorted_values) - 1)
-    lo, hi = int(i), min(int(i) + 1, len(sorted_values) - 1)
-    return sorted_values[lo] + (sorted_values[hi] - sorted_values[lo]) * (i - lo)
-
-
-def time_until_stable(run: Callable[[], float], policy: TimingPolicy = TimingPolicy()) -> Timing:
-    """``run()`` executes once and returns its duration in seconds."""
-    start, n = time.perf_counter(), 0
-    while n < policy.min_warmup or time.perf_counter() - start < policy.warmup_seconds:
-        run()
-        n += 1
-    samples: list[float] = []
-    previous = None
-    start = time.perf_counter()
-    while True:
-        samples += [run() for _ in range(policy.round_size)]
-        median = statistics.median(samples)
-        stable = previous is not None and abs(median - previous) <= policy.rel_tol * median
-        if (len(samples) >= policy.min_repeats and stable) or len(samples) >= policy.max_repeats \
-                or time.perf_counter() - start > policy.max_seconds:
-            break
-        previous = median
-    return timing_of([1e3 * s for s in samples])
-
-
-def timing_of(samples_ms: list[float]) -> Timing:
-    """Median and 10th/90th percentiles of durations in milliseconds."""
-    ordered = sorted(samples_ms)
-    return Timing(statistics.median(ordered), _quantile(ordered, 0.1), _quantile(ordered, 0.9), len(ordered))
-
-
-class Backend:
+class Backend(abc.ABC):
     """Times modules on one kind of hardware/runtime."""
 
     name = "base"
@@ -86,10 +29,12 @@ class Backend:
         return torch.__version__
 
     def available(self) -> tuple[bool, str]:
+        """Whether this machine can measure with it, and why not."""
         return True, ""
 
+    @abc.abstractmethod
     def measure(self, module: nn.Module, x: torch.Tensor) -> Timing:
-        raise NotImplementedError
+        """Median and spread of ``module(x)``'s latency."""
 
 
 class CpuBackend(Backend):
@@ -193,7 +138,7 @@ class CoremlBackend(Backend):
 
     @property
     def version(self) -> str:
-        from nas.latency.coreml import coremltools_version
+        from nas.latency.coreml.convert import coremltools_version
 
         return coremltools_version()
 
@@ -201,6 +146,19 @@ class CoremlBackend(Backend):
         return False, ("Core ML runs on Apple hardware: `nas lut build` writes Core ML packages and a manifest, "
                        "`nas lut measure` times them on a Mac or iPhone, `nas lut ingest` makes the table")
 
+    def measure(self, module: nn.Module, x: torch.Tensor) -> Timing:
+        raise UsageError(self.available()[1])
 
-BACKENDS: dict[str, type[Backend]] = {"cpu": CpuBackend, "cuda": CudaBackend, "onnxruntime": OnnxRuntimeBackend,
-                                      "coreml": CoremlBackend}
+
+BACKENDS: dict[str, type[Backend]] = {}
+
+
+def register_backend(key: str, cls: type[Backend]) -> type[Backend]:
+    BACKENDS[key] = cls
+    return cls
+
+
+register_backend("cpu", CpuBackend)
+register_backend("cuda", CudaBackend)
+register_backend("onnxruntime", OnnxRuntimeBackend)
+register_backend("coreml", CoremlBackend)

@@ -7,7 +7,6 @@ time per unit, and the driver writes results as they arrive.
 """
 from __future__ import annotations
 
-import platform
 import sys
 import time
 from pathlib import Path
@@ -16,29 +15,15 @@ from typing import Any, Callable, Iterable
 import torch
 
 from nas.errors import UsageError
-from nas.latency.backends import Timing
 from nas.latency.devices import Device, get_device
 from nas.latency.ops import Op, space_ops
-from nas.latency.predict import LutPredictor, fit_correction
-from nas.latency.table import LatencyTable
-from nas.space import Arch, SearchSpace, load_space
+from nas.latency.paths import local_table_path
+from nas.latency.table import CALIBRATION_SEED_BASE, LatencyTable, attach_correction, new_header
+from nas.latency.timing import Timing
+from nas.space import DEFAULT_SPACE, Arch, SearchSpace, load_space
 
 # Which header fields must agree for --resume to continue a table rather than mix two measurement setups.
 _RESUME_MUST_MATCH = ("device", "backend", "threads", "batch", "dtype", "space", "input_size", "torch_version")
-
-CALIBRATION_SEED_BASE = 0        # archs measured end to end to fit the correction: seeds 0..K-1
-VALIDATION_SEED_BASE = 10_000    # `nas lut validate` uses other archs: seeds 10000.. (never the fitted ones)
-
-
-def new_header(device: Device, space: SearchSpace, produced_by: str) -> dict[str, Any]:
-    backend = device.make_backend()
-    return {
-        "device": device.name, "backend": backend.name, "backend_version": backend.version,
-        "torch_version": torch.__version__, "threads": device.threads, "dtype": device.dtype,
-        "batch": device.batch, "input_size": space.input_size, "space": space.name,
-        "host": platform.node(), "cpu": platform.processor() or platform.machine(),
-        "date": time.strftime("%Y-%m-%dT%H:%M:%S"), "kind": "measured", "produced_by": produced_by,
-    }
 
 
 # ---------------------------------------------------------------------------------------------- measuring
@@ -106,7 +91,7 @@ def _on_ray(device: Device, jobs: list[tuple[str, str]], space_source: str, addr
 # ---------------------------------------------------------------------------------------------- the build
 
 
-def build_table(device_name: str, space_source: str = "efficientformer", out: str | Path | None = None,
+def build_table(device_name: str, space_source: str = DEFAULT_SPACE, out: str | Path | None = None,
                 resume: bool = False, calibrate: int = 10, ray_address: str | None = None, workers: int = 0,
                 progress: bool = True, produced_by: str = "",
                 on_measured: Callable[[int], None] | None = None) -> tuple[LatencyTable, Path]:
@@ -115,11 +100,10 @@ def build_table(device_name: str, space_source: str = "efficientformer", out: st
     if not ok:
         raise UsageError(f"device {device.name!r} cannot be measured here: {why}")
     space = load_space(space_source)
-    if out is None:
-        from nas.latency.devices import local_table_path
-        out = local_table_path(device.name, space.name)
-    out = Path(out)
-    header = new_header(device, space, produced_by or " ".join(["nas"] + sys.argv[1:]))
+    out = Path(out) if out is not None else local_table_path(device.name, space.name)
+    backend = device.make_backend()
+    header = new_header(device, space, kind="measured", backend=backend.name, backend_version=backend.version,
+                        produced_by=produced_by or " ".join(["nas"] + sys.argv[1:]))
     if out.exists():
         if not resume:
             raise UsageError(f"{out} exists; pass --resume to continue it, or choose another --out")
@@ -162,13 +146,9 @@ def build_table(device_name: str, space_source: str = "efficientformer", out: st
         if bar:
             bar.close()
 
-    if table.calibration:
-        predictor = LutPredictor(table, space)
-        raw = [predictor.raw_ms(Arch.from_json(c["arch_json"], space)) for c in table.calibration]
-        table.header["correction"] = {
-            **fit_correction(raw, [c["measured_ms"] for c in table.calibration]),
-            "fitted_on": f"end-to-end measurements of {len(raw)} random archs "
-                         f"(seeds {CALIBRATION_SEED_BASE}..{CALIBRATION_SEED_BASE + len(raw) - 1})",
-        }
+    n = len(table.calibration)
+    attach_correction(table, space, f"end-to-end measurements of {n} random archs "
+                                    f"(seeds {CALIBRATION_SEED_BASE}..{CALIBRATION_SEED_BASE + n - 1})")
+    if n:
         table.save(out)
     return table, out

@@ -1,18 +1,26 @@
-"""Devices: a registry of names to a measurement backend and its settings.
+"""Devices: a registry of names to a measurement backend, its settings, and how the device gets its table.
 
 A user adds a device with one call, e.g. ``register_device(Device("cpu4", "cpu", threads=4))``; everything that
-takes ``--device`` then knows it. The default table of a device lives at ``latency_luts/<name>.json`` (shipped
-tables) or ``~/.cache/nas/latency_luts/<name>.json`` (tables built on this machine, not committed).
+takes ``--device`` then knows it. A device gets its latency table in one or more of three ways (``table_sources``):
+
+- ``measured``: ``nas lut build`` measures every op on this machine (cpu, cuda, onnxruntime);
+- ``ingested``: ``nas lut build`` converts the ops to packages, they are timed on the device elsewhere
+  (``nas lut measure`` on a Mac or iPhone) and ``nas lut ingest`` makes the table (Core ML);
+- ``estimated``: ``nas lut estimate`` prices every op with the device's calibrated cost model until a measured
+  table exists.
+
+Where each table lives is ``nas.latency.paths``'s business.
 """
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
-from importlib import resources
-from pathlib import Path
 
 from nas.errors import UsageError
 from nas.latency.backends import BACKENDS, Backend
+
+
+MEASURED, INGESTED, ESTIMATED = "measured", "ingested", "estimated"
+TABLE_SOURCES = (MEASURED, INGESTED, ESTIMATED)
 
 
 @dataclass(frozen=True)
@@ -24,6 +32,7 @@ class Device:
     dtype: str = "float32"
     description: str = ""
     compute_units: str = "ALL"   # Core ML devices: which units the packages may use (recorded in the table)
+    table_sources: tuple[str, ...] = (MEASURED,)   # how its table can be made, the preferred way first
 
     def make_backend(self) -> Backend:
         return BACKENDS[self.backend](threads=self.threads, batch=self.batch, dtype=self.dtype)
@@ -35,6 +44,10 @@ DEVICES: dict[str, Device] = {}
 def register_device(device: Device) -> Device:
     if device.backend not in BACKENDS:
         raise UsageError(f"device {device.name!r}: backend {device.backend!r} is unknown; known: {', '.join(BACKENDS)}")
+    unknown = [t for t in device.table_sources if t not in TABLE_SOURCES]
+    if unknown or not device.table_sources:
+        raise UsageError(f"device {device.name!r}: table sources {device.table_sources!r}; allowed: "
+                         f"{', '.join(TABLE_SOURCES)}")
     DEVICES[device.name] = device
     return device
 
@@ -44,37 +57,13 @@ register_device(Device("cpu-2t", "cpu", threads=2, description="this machine's C
 register_device(Device("cuda", "cuda", description="the first CUDA GPU, PyTorch eager, CUDA events"))
 register_device(Device("onnxruntime", "onnxruntime", threads=1,
                        description="this machine's CPU, ONNX Runtime CPU execution provider, 1 thread"))
-register_device(Device("iphone12", "coreml", dtype="float16", compute_units="ALL",
+register_device(Device("iphone12", "coreml", dtype="float16", compute_units="ALL", table_sources=(INGESTED, ESTIMATED),
                        description="iPhone 12 (A14), Core ML mlprogram fp16, compute units All; ships as an estimate "
                                    "from the calibrated cost model until a measured table is ingested"))
 
 
 def get_device(name: str) -> Device:
+    """The registered device ``name``; a one-line refusal listing the known ones otherwise."""
     if name not in DEVICES:
         raise UsageError(f"unknown device {name!r}; known: {', '.join(sorted(DEVICES))}")
     return DEVICES[name]
-
-
-def local_table_dir() -> Path:
-    return Path(os.environ.get("NAS_LUT_DIR", Path.home() / ".cache" / "nas" / "latency_luts"))
-
-
-def table_filename(device: str, space: str = "efficientformer") -> str:
-    return f"{device}.json" if space == "efficientformer" else f"{device}-{space}.json"
-
-
-def local_table_path(device: str, space: str = "efficientformer") -> Path:
-    """Where tables built, ingested or estimated on this machine go (looked up before the shipped ones)."""
-    return local_table_dir() / table_filename(device, space)
-
-
-def default_table_path(device: str, space: str = "efficientformer") -> Path:
-    """Where ``nas lut build`` writes and ``nas predict`` looks: a local table first, then a shipped one."""
-    name = table_filename(device, space)
-    local = local_table_dir() / name
-    if local.exists():
-        return local
-    shipped = resources.files("latency_luts") / name
-    if shipped.is_file():
-        return Path(str(shipped))
-    return local

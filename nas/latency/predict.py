@@ -10,14 +10,21 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 
 from nas.errors import UsageError
+from nas.latency.devices import get_device
 from nas.latency.ops import arch_ops, down_op, flat_op, head_op, mb3d_op, mb4d_op, stem_op
+from nas.latency.paths import default_table_path
 from nas.latency.table import LatencyTable
-from nas.space import Arch, SearchSpace, first_3d_index, load_space
+from nas.space import DEFAULT_SPACE, Arch, SearchSpace, first_3d_index, load_space, space_flag
+
+if TYPE_CHECKING:
+    import torch.nn as nn
+
+    from nas.latency.trace import OpRecord
 
 
 class MissingEntriesError(UsageError):
@@ -139,7 +146,7 @@ class LutPredictor:
             return self._arrays
         sp, e = self.space, self.table.entries
 
-        def get(op) -> float:
+        def get(op: Any) -> float:
             entry = e.get(op.key)
             return entry["median_ms"] if entry else np.nan
 
@@ -182,14 +189,86 @@ class LutPredictor:
         return self.scale * total + self.offset
 
 
-def fit_correction(raw_ms: Sequence[float], measured_ms: Sequence[float]) -> dict[str, float]:
-    """measured ~ scale * raw + offset by least squares (scale only, through 0, when fewer than 3 points)."""
-    x, y = np.asarray(raw_ms, float), np.asarray(measured_ms, float)
-    if len(x) >= 3 and np.ptp(x) > 0:
-        scale, offset = np.polyfit(x, y, 1)
-    else:
-        scale, offset = float(np.sum(x * y) / np.sum(x * x)), 0.0
-    before = float(np.mean(np.abs(x - y) / y))
-    after = float(np.mean(np.abs(scale * x + offset - y) / y))
-    return {"scale": float(scale), "offset_ms": float(offset), "n": int(len(x)),
-            "mape_before": before, "mape_after": after}
+# ------------------------------------------------------------------------------------------ entry points
+
+
+def load_predictor(device: str, space: str = DEFAULT_SPACE, lut: str | Path | None = None) -> LutPredictor:
+    """The predictor of ``device`` from ``lut`` or from the device's default table."""
+    get_device(device)
+    path = Path(lut) if lut else default_table_path(device, space)
+    if not path.exists() and not lut:
+        raise UsageError(f"no latency table for device {device!r} and space {space!r} at {path}; "
+                         f"build one with: nas lut build --device {device}{space_flag(space)}")
+    return LutPredictor.from_file(path)
+
+
+def estimate_notice(predictor: LutPredictor) -> str | None:
+    """One line for a user reading latencies from an estimated table: what it is and how to measure a real one."""
+    header = predictor.table.header
+    if header["kind"] != "estimated":
+        return None
+    est = header.get("estimate", {})
+    lofo = ((est.get("cross_validation") or {}).get("lofo") or {}).get("mape")
+    error = f", leave-one-family-out MAPE {lofo:.1f}%" if lofo is not None else ""
+    return (f"note: {header['device']} latencies are estimated (cost model fitted to published {est.get('protocol')} "
+            f"figures{error}), not measured; measure a table with: "
+            f"{header.get('measure_with', 'nas lut build --device ' + header['device'])}")
+
+
+def predict_model(module: nn.Module, input_size: int = 224, device: str = "cpu",
+                  lut: str | Path | None = None) -> float:
+    """Predicted latency (ms) of a model on ``device``.
+
+    A model of a search space (what ``Supernet.extract`` returns) is looked up in the device's table. Any other
+    module is traced and priced by the device's cost model (``nas.latency.costmodel``); devices without one (local
+    devices are measured, not modelled) refuse it.
+    """
+    config = getattr(module, "arch_config", None)
+    if not config:
+        from nas.latency.costmodel.model import load_cost_model
+
+        get_device(device)
+        return load_cost_model(device).predict_module(module, input_size)
+    space = load_space(config["space"])
+    if input_size != space.input_size:
+        raise UsageError(f"input_size {input_size} differs from the space's {space.input_size}; tables are per input size")
+    fields = {k: config[k] for k in ("widths", "depths", "n3d", "mlp_ratios", "heads", "key_dims", "mixers")}
+    arch = space.arch_from_dict({"space": space.name, **fields})
+    return load_predictor(device, space.name, lut).predict(arch)
+
+
+def predict_timm(name: str, device: str, input_size: int | None = None,
+                 breakdown: bool = False) -> dict[str, Any]:
+    """Estimated latency of any timm model (random weights, re-parameterised) by ``device``'s cost model."""
+    from nas.latency.costmodel.model import example_input, load_cost_model
+    from nas.latency.costmodel.published import timm_input_size, timm_model
+    from nas.latency.trace import summarize, trace_ops
+
+    get_device(device)
+    model = load_cost_model(device)
+    net = timm_model(name)   # re-parameterised, as it runs on the device
+    size = input_size or timm_input_size(name)
+    try:
+        records = trace_ops(net, example_input(size))
+    except RuntimeError as exc:   # e.g. attention biases sized for the model's native resolution
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UsageError(f"timm model {name!r} does not run at --input-size {size} ({first}); "
+                         f"its default is {timm_input_size(name)}") from None
+    totals = summarize(records)
+    result: dict[str, Any] = {
+        "latency_ms": model.predict_records(records), "device": device, "model": name, "input_size": size,
+        "method": "cost model (estimated)", "macs_g": totals["macs_g"], "kernels": int(totals["kernels"]),
+        "cost_model_protocol": model.fit.get("protocol"),
+        "cost_model_lofo_mape": (model.fit.get("cv") or {}).get("lofo", {}).get("mape")}
+    if breakdown:
+        result["breakdown_ms"] = _category_breakdown(model, records)
+    return result
+
+
+def _category_breakdown(model: Any, records: Sequence[OpRecord]) -> dict[str, float]:
+    from nas.latency.trace import CATEGORIES
+
+    out = {"fixed": model.fixed_ms}
+    for cat in CATEGORIES:
+        out[cat] = model.op_ms(r for r in records if r.category == cat)
+    return out

@@ -6,18 +6,34 @@ from __future__ import annotations
 
 import json
 import math
+import platform
+import time
 from dataclasses import dataclass, field
+from importlib.metadata import version
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Sequence
+
+import numpy as np
 
 from nas.errors import UsageError
 from nas.fileio import write_json_atomic
+from nas.latency.ops import arch_ops
+from nas.space import Arch, SearchSpace
+
+if TYPE_CHECKING:
+    from nas.latency.devices import Device
 
 SCHEMA_VERSION = 1
 HEADER_FIELDS = ("device", "backend", "backend_version", "torch_version", "threads", "dtype", "batch",
                  "input_size", "space", "host", "date", "kind", "produced_by")
 ENTRY_FIELDS = ("median_ms", "p10_ms", "p90_ms", "n")
 KINDS = ("measured", "estimated")
+
+# Whole archs timed end to end to fit a table's correction are seeds 0..K-1 of the space; `nas lut validate`
+# measures others (seeds 10000..), so its report is held-out error.
+CALIBRATION_SEED_BASE = 0
+CALIBRATION_ARCHS = 10
+VALIDATION_SEED_BASE = 10_000
 
 
 class TableError(UsageError):
@@ -34,6 +50,13 @@ class LatencyTable:
     @property
     def correction(self) -> dict[str, Any] | None:
         return self.header.get("correction")
+
+    def ops_by_kind(self) -> dict[str, dict[str, float]]:
+        """Per op kind (``mb4d``, ``mb3d``, ...): how many entries and their fastest and slowest median."""
+        by_kind: dict[str, list[float]] = {}
+        for key, e in self.entries.items():
+            by_kind.setdefault(key.split("|")[0], []).append(e["median_ms"])
+        return {k: {"ops": len(v), "min_ms": min(v), "max_ms": max(v)} for k, v in by_kind.items()}
 
     def to_dict(self) -> dict[str, Any]:
         return {"schema_version": SCHEMA_VERSION, "header": self.header, "entries": self.entries,
@@ -91,3 +114,52 @@ class LatencyTable:
         if not isinstance(calibration, list):
             raise bad("'calibration' must be a list")
         return cls(header, entries, calibration)
+
+
+# ------------------------------------------------------------------------------- making a table (one way for all)
+
+
+def new_header(device: "Device", space: SearchSpace, *, kind: str, produced_by: str, backend: str,
+               backend_version: str, **extra: Any) -> dict[str, Any]:
+    """The header every table starts with, whichever way it is made (built here, ingested, estimated);
+    ``extra`` adds or overrides fields (an ingested table's host is the Mac's, not this machine's)."""
+    if kind not in KINDS:
+        raise ValueError(f"table kind {kind!r}; allowed: {', '.join(KINDS)}")
+    header = {
+        "device": device.name, "backend": backend, "backend_version": backend_version,
+        "torch_version": version("torch"), "threads": device.threads, "dtype": device.dtype,
+        "batch": device.batch, "input_size": space.input_size, "space": space.name,
+        "host": platform.node(), "cpu": platform.processor() or platform.machine(),
+        "date": time.strftime("%Y-%m-%dT%H:%M:%S"), "kind": kind, "produced_by": produced_by,
+    }
+    header.update(extra)
+    return header
+
+
+def raw_sum_ms(table: LatencyTable, arch: Arch, space: SearchSpace) -> float:
+    """Sum of ``arch``'s op entries (``KeyError`` names the first missing op)."""
+    return float(sum(table.entries[op.key]["median_ms"] for op in arch_ops(arch, space)))
+
+
+def fit_correction(raw_ms: Sequence[float], measured_ms: Sequence[float]) -> dict[str, float]:
+    """measured ~ scale * raw + offset by least squares (scale only, through 0, when fewer than 3 points).
+    ``mape_before``/``mape_after`` are in percent, as every MAPE nas reports."""
+    x, y = np.asarray(raw_ms, float), np.asarray(measured_ms, float)
+    if len(x) >= 3 and np.ptp(x) > 0:
+        scale, offset = np.polyfit(x, y, 1)
+    else:
+        scale, offset = float(np.sum(x * y) / np.sum(x * x)), 0.0
+    before = float(100 * np.mean(np.abs(x - y) / y))
+    after = float(100 * np.mean(np.abs(scale * x + offset - y) / y))
+    return {"scale": float(scale), "offset_ms": float(offset), "n": int(len(x)),
+            "mape_before": before, "mape_after": after}
+
+
+def attach_correction(table: LatencyTable, space: SearchSpace, fitted_on: str) -> None:
+    """Fit the end-to-end correction on the table's calibration archs (``arch_json``, ``measured_ms``) and put it
+    in the header; nothing to do without calibration archs."""
+    if not table.calibration:
+        return
+    raw = [raw_sum_ms(table, Arch.from_json(c["arch_json"], space), space) for c in table.calibration]
+    measured = [c["measured_ms"] for c in table.calibration]
+    table.header["correction"] = {**fit_correction(raw, measured), "fitted_on": fitted_on}

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 from nas.errors import UsageError
-from nas.latency import LutPredictor, estimate_notice, load_predictor
+from nas.latency.predict import LutPredictor, estimate_notice, load_predictor
 from nas.space import Arch, SearchSpace
 
 
@@ -17,7 +17,7 @@ class Budget:
     budget_ms: float
     predictor: LutPredictor
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return {"device": self.device, "budget_ms": self.budget_ms, "table": str(self.predictor.path),
                 "table_kind": self.predictor.kind}
 

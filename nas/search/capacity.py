@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 
 from nas.fileio import write_json_atomic
-from nas.latency.devices import local_table_dir
+from nas.latency.paths import local_table_dir
 from nas.latency.ops import Op, arch_ops
 from nas.space import Arch, SearchSpace
 

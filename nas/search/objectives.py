@@ -1,6 +1,6 @@
-"""What a search maximises. An ``Objective`` is any picklable callable ``arch -> float`` with a ``name``, a
-one-line ``label`` that the output prints, and ``is_accuracy``; the searches never look further, so a new one
-slots in without touching them.
+"""What a search maximises. An ``Objective`` (abstract base below) is a picklable callable ``arch -> float`` with
+a ``name``, a one-line ``label`` that the output prints, and ``is_accuracy``; the searches never look further, so
+a new one is one subclass plus a branch in ``make_objective``.
 
 - ``CapacityProxy`` (default, no training needed): sqrt(parameters in M x GMACs), the geometric mean of the
   two capacity counts, from the same per-op decomposition as the latency tables. It is a **proxy**, named as such
@@ -16,22 +16,39 @@ slots in without touching them.
 """
 from __future__ import annotations
 
+import abc
+
 import math
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from nas.space import Arch, SearchSpace
+from supernet.config import EVAL_BN_IMAGES, EVAL_VAL_IMAGES
 
 
-class Objective(Protocol):
+class Objective(abc.ABC):
+    """What a search maximises. Picklable (it travels to Ray workers); ``name`` is recorded with a study and a
+    resume must match it; ``label`` is the one line the output prints; ``is_accuracy`` says whether the value
+    may be reported as accuracy."""
+
     name: str
     label: str
-    is_accuracy: bool
+    is_accuracy: bool = False
+    checkpoint: Path | None = None   # the supernet whose weights it scores (the exported winner inherits them)
 
-    def __call__(self, arch: Arch) -> float: ...
+    @abc.abstractmethod
+    def __call__(self, arch: Arch) -> float:
+        """The value of ``arch`` (higher is better)."""
+
+    def details(self, arch: Arch) -> dict[str, float]:
+        """Extra figures of ``arch`` recorded with its trial (default: none)."""
+        return {}
+
+    def flush(self) -> None:
+        """Persist caches (called when a worker finishes an evaluation and when the search ends)."""
 
 
-class CapacityProxy:
+class CapacityProxy(Objective):
     name = "capacity"
     label = "capacity proxy sqrt(params_M x GMACs) (a proxy, not accuracy)"
     is_accuracy = False
@@ -53,7 +70,7 @@ class CapacityProxy:
         self.counts.save()
 
 
-class SupernetAccuracy:
+class SupernetAccuracy(Objective):
     """Top-1 (%) of ``arch``'s inherited weights on the validation split of ``data`` (``DATA/val``, the folder
     itself, or a built-in dataset's val split), BatchNorm recalibrated on its training split. The supernet is
     loaded once per process."""
@@ -61,7 +78,8 @@ class SupernetAccuracy:
     name = "supernet_top1"
     is_accuracy = True
 
-    def __init__(self, checkpoint: str | Path, data: str | Path, val_images: int = 500, bn_images: int = 256):
+    def __init__(self, checkpoint: str | Path, data: str | Path, val_images: int = EVAL_VAL_IMAGES,
+                 bn_images: int = EVAL_BN_IMAGES):
         from nas.data import describe
 
         self.checkpoint, self.data = Path(checkpoint), data
@@ -69,12 +87,12 @@ class SupernetAccuracy:
         self.label = f"top-1 (%) of inherited supernet weights on {describe(data, 'val')} ({val_images} images max)"
         self._net: Any = None
 
-    def __getstate__(self):
+    def __getstate__(self) -> dict[str, Any]:
         return {**self.__dict__, "_net": None}
 
     def __call__(self, arch: Arch) -> float:
         from supernet.checkpoint import load_supernet
-        from supernet.train import evaluate_subnet
+        from supernet.evaluate import evaluate_subnet
 
         if self._net is None:
             self._net, _ = load_supernet(self.checkpoint)

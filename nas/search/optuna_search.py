@@ -23,9 +23,11 @@ from nas.errors import UsageError
 from nas.search.budgets import Budgets
 from nas.search.encoding import arch_params, suggest_arch
 from nas.search.objectives import Objective
+from nas.search.records import TrialRecord
+from nas.search.strategy import SAMPLERS, SearchContext, Strategy
+from nas.search.workers import Evaluator
 from nas.space import SearchSpace
 
-SAMPLERS = ("tpe", "nsga2", "random")
 CONFIG_ATTR = "nas_config"   # what a study was started with; a resume must match it
 
 
@@ -67,7 +69,7 @@ def make_storage(url: str) -> optuna.storages.BaseStorage:
     if url.startswith("sqlite"):
         from sqlalchemy import event
 
-        def on_connect(connection, _record) -> None:
+        def on_connect(connection: Any, _record: Any) -> None:
             cursor = connection.cursor()
             cursor.execute("PRAGMA journal_mode=WAL")
             cursor.execute("PRAGMA synchronous=NORMAL")
@@ -100,8 +102,8 @@ def open_study(settings: StudySettings) -> optuna.Study:
     return study
 
 
-def run_study(settings: StudySettings, evaluator: Any, on_trial: Callable[[optuna.trial.FrozenTrial], None]
-              | None = None) -> optuna.Study:
+def run_study(settings: StudySettings, evaluator: Evaluator,
+              on_trial: Callable[[optuna.trial.FrozenTrial], None] | None = None) -> optuna.Study:
     study = open_study(settings)
     space, budgets, objective = settings.space, settings.budgets, settings.objective
     # trials a killed run left RUNNING: finish them first, with the parameters they already drew
@@ -111,7 +113,6 @@ def run_study(settings: StudySettings, evaluator: Any, on_trial: Callable[[optun
     if on_trial:
         for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
             on_trial(t)
-    details = getattr(objective, "details", None)
     while done + len(pending) < settings.trials or pending:
         batch = pending or [study.ask() for _ in range(min(evaluator.workers, settings.trials - done))]
         pending = []
@@ -122,7 +123,7 @@ def run_study(settings: StudySettings, evaluator: Any, on_trial: Callable[[optun
                 trial.set_constraint(f"latency_{b.device}", violation)     # feasible when every one is <= 0
             trial.set_user_attr("eval", {"arch": arch.to_dict(), "latency_ms": latencies,
                                          "feasible": budgets.feasible(latencies),
-                                         "details": details(arch) if details else {}})
+                                         "details": objective.details(arch)})
         try:
             results = evaluator.map(archs)
         except Exception as exc:
@@ -141,3 +142,21 @@ def run_study(settings: StudySettings, evaluator: Any, on_trial: Callable[[optun
             if on_trial:
                 on_trial(frozen)
     return study
+
+
+def record_of(trial: optuna.trial.FrozenTrial) -> TrialRecord:
+    ev = trial.user_attrs["eval"]
+    return TrialRecord(trial.number, trial.values[0], ev["arch"], ev["latency_ms"], ev["feasible"],
+                       ev.get("details", {}), trial.user_attrs.get("worker_pid"))
+
+
+class OptunaStrategy(Strategy):
+    name = "optuna"
+    uses_optuna_settings = True
+
+    def run(self, ctx: SearchContext) -> list[TrialRecord]:
+        settings = StudySettings(ctx.space, ctx.objective, ctx.budgets, ctx.sampler, ctx.seed, ctx.storage,
+                                 ctx.study_name, ctx.trials)
+        on_record = ctx.on_record
+        study = run_study(settings, ctx.evaluator, (lambda t: on_record(record_of(t))) if on_record else None)
+        return [record_of(t) for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))]

@@ -21,6 +21,9 @@ from nas.errors import UsageError
 from nas.fileio import read_json, write_json_atomic
 from nas.search.budgets import Budgets
 from nas.search.objectives import Objective
+from nas.search.records import TrialRecord
+from nas.search.strategy import SearchContext, Strategy
+from nas.search.workers import Evaluator
 from nas.space import Arch, SearchSpace, first_3d_index
 
 SLIM_SCHEMA = "nas-slim/1"
@@ -84,7 +87,7 @@ def _step(name: str, arch: Arch, value: float, latencies: dict[str, float]) -> d
     return {"action": name, "arch": arch.to_dict(), "objective": value, "latency_ms": latencies}
 
 
-def slim(space: SearchSpace, objective: Objective, budgets: Budgets, evaluator: Any, path: Path,
+def slim(space: SearchSpace, objective: Objective, budgets: Budgets, evaluator: Evaluator, path: Path,
          on_step: Callable[[dict[str, Any]], None] | None = None) -> list[dict[str, Any]]:
     """The steps from the largest arch to the first that meets every budget (the last step)."""
     config = {"space": space.name, "objective": objective.name,
@@ -125,3 +128,19 @@ def slim(space: SearchSpace, objective: Objective, budgets: Budgets, evaluator: 
         if on_step:
             on_step(steps[-1])
     return steps
+
+
+class SlimStrategy(Strategy):
+    name = "slim"
+    unit = "step"
+
+    def run(self, ctx: SearchContext) -> list[TrialRecord]:
+        def record(i: int, step: dict[str, Any]) -> TrialRecord:
+            return TrialRecord(i, step["objective"], step["arch"], step["latency_ms"],
+                               ctx.budgets.feasible(step["latency_ms"]), action=step["action"])
+
+        count = iter(range(1 << 62))
+        on_record = ctx.on_record
+        on_step = (lambda step: on_record(record(next(count), step))) if on_record else None
+        steps = slim(ctx.space, ctx.objective, ctx.budgets, ctx.evaluator, ctx.out / "slim.json", on_step)
+        return [record(i, s) for i, s in enumerate(steps)]

@@ -7,47 +7,39 @@ table predicts exactly what the cost model predicts for a whole network (a test 
 """
 from __future__ import annotations
 
-import platform
-import time
 from pathlib import Path
 
-import torch
 from tqdm import tqdm
 
-from nas.latency.costmodel import CostModel
+from nas.latency.costmodel.model import CostModel
 from nas.latency.devices import Device
 from nas.latency.ops import space_ops
-from nas.latency.table import LatencyTable
+from nas.latency.table import LatencyTable, new_header
 from nas.latency.trace import trace_ops
-from nas.space import SearchSpace
+from nas.space import SearchSpace, space_flag
 
 
 def measure_hint(device: Device, space: SearchSpace) -> str:
-    flag = "" if space.name == "efficientformer" else f" --space {space.name}"
-    return (f"nas lut build --device {device.name}{flag} --out DIR (converts the ops to Core ML), "
+    return (f"nas lut build --device {device.name}{space_flag(space.name)} --out DIR (converts the ops to Core ML), "
             f"nas lut measure DIR/manifest.json --out timings.json (on a Mac), "
             f"nas lut ingest DIR/manifest.json timings.json")
 
 
 def estimate_table(device: Device, space: SearchSpace, model: CostModel, out: str | Path,
                    progress: bool = True) -> LatencyTable:
-    header = {
-        "device": device.name, "backend": device.backend, "backend_version": "n/a (estimated)",
-        "torch_version": torch.__version__, "threads": device.threads, "dtype": device.dtype,
-        "batch": device.batch, "input_size": space.input_size, "space": space.name, "host": platform.node(),
-        "date": time.strftime("%Y-%m-%dT%H:%M:%S"), "kind": "estimated",
-        "produced_by": f"nas lut estimate --device {device.name}" + ("" if space.name == "efficientformer"
-                                                                       else f" --space {space.name}"),
-        "estimate": {
+    header = new_header(
+        device, space, kind="estimated", backend=device.backend, backend_version="n/a (estimated)",
+        produced_by=f"nas lut estimate --device {device.name}{space_flag(space.name)}",
+        estimate={
             "method": "roofline cost model over traced ops (nas.latency.costmodel), fitted to published latencies",
             "source": model.fit.get("source"), "protocol": model.fit.get("protocol"),
             "calibration_models": model.fit.get("n_models"), "cross_validation": model.fit.get("cv"),
             "macs_linear_cross_validation": model.fit.get("macs_linear_cv"), "cost_model": model.to_dict(),
         },
-        "measure_with": measure_hint(device, space),
-        "correction": {"scale": 1.0, "offset_ms": model.fixed_ms,
-                       "fitted_on": "the cost model's per-inference fixed cost (not end-to-end measurements)"},
-    }
+        measure_with=measure_hint(device, space),
+        correction={"scale": 1.0, "offset_ms": model.fixed_ms,
+                    "fitted_on": "the cost model's per-inference fixed cost (not end-to-end measurements)"})
+    header.pop("cpu")   # an estimate says nothing of this machine's processor
     table = LatencyTable(header)
     for op in tqdm(space_ops(space), desc=f"estimating {device.name}", unit="op", disable=not progress):
         module, x = op.build(device.batch)

@@ -1,4 +1,4 @@
-"""Objective evaluation, here or on Ray.
+"""Where trials are evaluated: here or on Ray, behind one ``Evaluator`` interface.
 
 ``LocalEvaluator`` calls the objective in this process. ``RayEvaluator`` sends each arch to a Ray task:
 ``--workers N`` starts a local Ray with N CPUs, ``--ray-address`` joins a cluster. A task whose worker process
@@ -8,6 +8,7 @@ parallel search is as deterministic as a serial one.
 """
 from __future__ import annotations
 
+import abc
 import os
 from typing import Any, Sequence
 
@@ -17,31 +18,37 @@ from nas.space import Arch
 WORKER_DEATH_RETRIES = 3
 
 
-class LocalEvaluator:
-    workers = 1
+class Evaluator(abc.ABC):
+    """Scores archs with an objective; ``workers`` is how many it evaluates at once (a strategy asks that many)."""
 
+    workers: int = 1
+
+    @abc.abstractmethod
+    def map(self, archs: Sequence[Arch]) -> list[tuple[float, int]]:
+        """(objective value, pid of the process that computed it) per arch, in the order asked."""
+
+    def close(self) -> None:
+        """Release what the evaluator started."""
+
+
+class LocalEvaluator(Evaluator):
     def __init__(self, objective: Objective):
         self.objective = objective
 
     def map(self, archs: Sequence[Arch]) -> list[tuple[float, int]]:
-        """(objective value, pid of the process that computed it) per arch."""
         return [(self.objective(a), os.getpid()) for a in archs]
 
     def close(self) -> None:
-        flush = getattr(self.objective, "flush", None)
-        if flush:
-            flush()
+        self.objective.flush()
 
 
 def _evaluate(objective: Objective, arch: Arch) -> tuple[float, int]:
     value = objective(arch)
-    flush = getattr(objective, "flush", None)
-    if flush:
-        flush()
+    objective.flush()
     return value, os.getpid()
 
 
-class RayEvaluator:
+class RayEvaluator(Evaluator):
     def __init__(self, objective: Objective, workers: int = 0, address: str | None = None):
         try:
             import ray
@@ -69,7 +76,7 @@ class RayEvaluator:
             self._ray.shutdown()
 
 
-def make_evaluator(objective: Objective, workers: int = 0, address: str | None = None) -> Any:
+def make_evaluator(objective: Objective, workers: int = 0, address: str | None = None) -> Evaluator:
     if workers or address:
         return RayEvaluator(objective, workers, address)
     return LocalEvaluator(objective)

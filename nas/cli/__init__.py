@@ -1,0 +1,49 @@
+"""The ``nas`` command line: one module per command group, each adding its parsers with their handlers.
+
+Contract (shared DESIGN.md): every command has ``--help``; commands that report a result have ``--json`` (one
+JSON object on stdout, nothing else there); exit 0 on success, 2 on bad input with a one-line message naming the
+value and what is accepted, 1 on other failures. Heavy imports (torch) happen inside the handlers, so the
+``space`` commands answer quickly. A handler parses nothing and computes nothing itself: it calls one library
+function and hands the result to ``emit``.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Sequence
+
+from nas import __version__
+from nas.cli import export, lut, predict, search, space, supernet
+from nas.cli._common import Handler, Parser
+from nas.errors import UsageError
+
+GROUPS = (space, predict, lut, supernet, search, export)   # each has register(commands)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = Parser(prog="nas", description="Latency-driven neural architecture search for efficient ViTs.")
+    parser.add_argument("--version", action="version", version=f"nas {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
+    commands.required = True
+    for group in GROUPS:
+        group.register(commands)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        args = build_parser().parse_args(argv)
+        handler: Handler = args.func
+        return handler(args)
+    except UsageError as exc:
+        print(f"nas: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("nas: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:   # e.g. `nas space sample --n 1000 | head`
+        return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,80 @@
+"""What every command module shares: argument types whose refusals name the value and what is accepted, the
+``--space`` and ``--json`` arguments, and the one way a result leaves (``emit``)."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any, Callable
+
+from nas.errors import UsageError
+from nas.space import DEFAULT_SPACE
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse that reports bad input in one line (exit 2) instead of usage + message."""
+
+    def error(self, message: str) -> Any:  # type: ignore[override]
+        raise UsageError(f"{message} (see '{self.prog} --help')")
+
+
+Commands = Any   # argparse's _SubParsersAction (private in typeshed)
+Handler = Callable[[argparse.Namespace], int]
+
+
+def int_at_least(minimum: int) -> Callable[[str], int]:
+    """An argparse type for integers >= ``minimum``."""
+    accepted = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not an integer; expected {accepted}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"{value} is not allowed; expected {accepted}")
+        return value
+
+    return parse
+
+
+def float_where(ok: Callable[[float], bool], accepted: str) -> Callable[[str], float]:
+    """An argparse type for numbers passing ``ok``."""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number; expected {accepted}") from None
+        if not ok(value):
+            raise argparse.ArgumentTypeError(f"{value} is not allowed; expected {accepted}")
+        return value
+
+    return parse
+
+
+positive_int = int_at_least(1)
+non_negative_int = int_at_least(0)
+positive_float = float_where(lambda v: v > 0, "a positive number")
+non_negative_float = float_where(lambda v: v >= 0, "a number >= 0")
+fraction = float_where(lambda v: 0 <= v < 1, "a number in [0, 1)")
+
+
+def add_space_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--space", default=DEFAULT_SPACE,
+                   help=f"space name (search_spaces/NAME.yaml) or path to a YAML file (default: {DEFAULT_SPACE})")
+
+
+def add_output_args(p: argparse.ArgumentParser, progress: bool = True) -> None:
+    """``--json`` (and ``--no-progress`` for long commands)."""
+    if progress:
+        p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    p.add_argument("--json", action="store_true", help="one JSON object on stdout")
+
+
+def emit(args: argparse.Namespace, result: Any, text: Callable[[], None]) -> None:
+    """The one way a command reports: the result as one JSON line with ``--json``, else ``text()`` prints it."""
+    if getattr(args, "json", False):
+        sys.stdout.write(json.dumps(result) + "\n")
+    else:
+        text()

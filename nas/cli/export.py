@@ -1,0 +1,59 @@
+"""``nas export``: an arch (or a search's winner) as PyTorch, timm, TorchScript, ONNX and Core ML, each reloaded
+and checked against PyTorch, with a model card."""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from nas.cli._common import Commands, add_output_args, add_space_arg, emit, positive_int
+from nas.errors import UsageError
+from nas.export.formats import FORMATS
+
+
+def register(commands: Commands) -> None:
+    p = commands.add_parser("export", help="write an arch (or a search's winner) as PyTorch, timm, TorchScript, "
+                                           "ONNX and Core ML, each checked against PyTorch, with a model card")
+    p.add_argument("arch", metavar="ARCH_OR_RUN", help="preset name, arch JSON file, or run directory of nas search")
+    p.add_argument("--format", default=",".join(FORMATS),
+                   help=f"comma-separated formats among {', '.join(FORMATS)} (default: all)")
+    p.add_argument("--out", required=True, help="output folder (files are replaced whole)")
+    p.add_argument("--supernet", metavar="CKPT", help="supernet checkpoint to inherit weights from "
+                                                    "(default: freshly initialised weights)")
+    p.add_argument("--data", metavar="DIR", help="ImageFolder tree (its train/ split if it has one) or "
+                                                 "builtin:digits, to recalibrate BatchNorm statistics on")
+    p.add_argument("--bn-images", type=positive_int, help="images for the recalibration (default 1024)")
+    add_space_arg(p)
+    add_output_args(p)
+    p.set_defaults(func=export)
+
+
+def export(args: argparse.Namespace) -> int:
+    from nas.export.card import run_notes
+    from nas.export.exporter import export_subnet
+    from nas.export.formats import parse_formats, require_packages
+    from nas.export.subnet import build_subnet
+    from nas.space import resolve_arch
+
+    formats = parse_formats(args.format)
+    require_packages(formats)
+    if args.bn_images is not None and args.data is None:
+        raise UsageError("--bn-images goes with --data (the images to recalibrate BatchNorm on)")
+    arch = resolve_arch(args.arch, args.space, flag="ARCH_OR_RUN")
+    if args.supernet is None:
+        print("nas: note: no --supernet given, so the weights are freshly initialised (fine for latency and "
+              "deployment checks, not for accuracy)", file=sys.stderr)
+    sub = build_subnet(arch, args.supernet, args.data, args.bn_images or 1024)
+    report = export_subnet(sub, args.out, formats, notes=run_notes(args.arch), progress=not args.no_progress)
+
+    def text() -> None:
+        print(f"exported {report['params'] / 1e6:.2f} M params, {report['macs_g']:.3f} GMACs to {args.out}:")
+        for fmt in formats:
+            check = report["checks"][fmt]
+            diff = f", max diff {check['max_abs_diff']:.1e}" if "max_abs_diff" in check else ""
+            print(f"  {fmt:<12} {'ok' if check['ok'] else 'FAILED'}{diff}  {', '.join(report['files'][fmt])}"
+                  + ("" if check["ok"] else f"  ({check.get('detail', '')})"))
+        print(f"model card: {Path(args.out) / 'README.md'}")
+
+    emit(args, report, text)
+    return 0 if report["ok"] else 1

@@ -1,0 +1,252 @@
+"""``nas lut ...``: latency lookup tables. ``build`` measures every op here (or, for a Core ML device, converts them
+to packages), ``measure`` times packages on a Mac, ``ingest`` turns timings into a table, ``estimate`` prices ops
+with a cost model, ``calibrate`` fits one, ``validate`` measures held-out archs, ``show`` inspects a table."""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from nas.cli._common import Commands, Parser, add_output_args, add_space_arg, emit, non_negative_int, positive_int
+from nas.errors import UsageError
+from nas.latency.coreml.units import COMPUTE_UNITS
+
+
+def register(commands: Commands) -> None:
+    group = commands.add_parser("lut", help="build, validate and inspect latency lookup tables")
+    sub = group.add_subparsers(dest="lut_command", metavar="SUBCOMMAND", parser_class=Parser)
+    sub.required = True
+
+    build = sub.add_parser("build", help="measure every op of a space on a device (Core ML devices: convert "
+                                        "them to packages to measure on a Mac)")
+    build.add_argument("--device", required=True)
+    add_space_arg(build)
+    build.add_argument("--out", help="table file (default: ~/.cache/nas/latency_luts/DEVICE.json, or $NAS_LUT_DIR); "
+                                     "Core ML devices: package folder (default: coreml_packages/DEVICE)")
+    build.add_argument("--compute-units", choices=COMPUTE_UNITS,
+                       help="Core ML devices: compute units the packages may use (default: the device's)")
+    build.add_argument("--resume", action="store_true", help="continue a table; measure only what it lacks")
+    build.add_argument("--calibrate", type=non_negative_int, default=10,
+                       help="random archs measured end to end to fit the correction (default 10)")
+    build.add_argument("--ray-address", help="join this Ray cluster; tasks need the resource device:DEVICE")
+    build.add_argument("--workers", type=non_negative_int, default=0,
+                       help="start a local Ray with N concurrent measurements (0: measure serially here)")
+    add_output_args(build)
+    build.set_defaults(func=build_table)
+
+    validate = sub.add_parser("validate", help="measure N random archs end to end vs the prediction")
+    validate.add_argument("--device", required=True)
+    add_space_arg(validate)
+    validate.add_argument("--lut", help="latency table file (default: the device's table)")
+    validate.add_argument("--n", type=positive_int, default=30)
+    validate.add_argument("--plot", help="PNG path (default: next to the table)")
+    add_output_args(validate)
+    validate.set_defaults(func=validate_table)
+
+    measure = sub.add_parser("measure", help="(macOS) time the Core ML packages of a manifest on this Mac "
+                                            "or a connected iPhone")
+    measure.add_argument("manifest", help="manifest.json written by nas lut build --device iphone12")
+    measure.add_argument("--out", required=True, help="timings JSON (rewritten after every package)")
+    measure.add_argument("--on", choices=("mac", "iphone"), default="mac",
+                         help="mac: coremltools predictions here; iphone: coremltools' remote-device benchmarker")
+    measure.add_argument("--iterations", type=positive_int, default=100, help="--on iphone: predictions per package")
+    measure.add_argument("--resume", action="store_true", help="continue a timings file")
+    add_output_args(measure)
+    measure.set_defaults(func=measure_packages)
+
+    ingest = sub.add_parser("ingest", help="a measured table from a manifest and its timings (JSON, or CSV "
+                                          "id,median_ms from Xcode's performance report)")
+    ingest.add_argument("manifest")
+    ingest.add_argument("timings")
+    ingest.add_argument("--out", help="table file (default: ~/.cache/nas/latency_luts/DEVICE.json, which takes "
+                                      "precedence over a shipped estimate)")
+    add_output_args(ingest, progress=False)
+    ingest.set_defaults(func=ingest_timings)
+
+    estimate = sub.add_parser("estimate", help="a table estimated by the device's cost model (kind: estimated)")
+    estimate.add_argument("--device", required=True)
+    add_space_arg(estimate)
+    estimate.add_argument("--cost-model", help="cost model JSON (default: the device's)")
+    estimate.add_argument("--out", help="table file (default: ~/.cache/nas/latency_luts/DEVICE.json)")
+    add_output_args(estimate)
+    estimate.set_defaults(func=estimate_table)
+
+    calibrate = sub.add_parser("calibrate", help="fit a device's cost model to published latencies and report "
+                                                "its cross-validated error beside a MACs-linear baseline")
+    calibrate.add_argument("--device", required=True)
+    calibrate.add_argument("--csv", help="published latencies (default: the device's shipped calibration CSV)")
+    calibrate.add_argument("--protocol", default="P2", help="rows of this protocol only (P1 or P2; default P2)")
+    calibrate.add_argument("--out", help="cost model JSON (default: ~/.cache/nas/latency_luts/DEVICE.costmodel.json)")
+    calibrate.add_argument("--plot", help="PNG of published vs predicted (default: next to --out)")
+    add_output_args(calibrate)
+    calibrate.set_defaults(func=calibrate_cost_model)
+
+    show = sub.add_parser("show", help="inspect a latency table")
+    show.add_argument("file")
+    add_output_args(show, progress=False)
+    show.set_defaults(func=show_table)
+
+
+def _correction_text(corr: dict[str, Any] | None) -> str:
+    corr = corr or {}
+    return f"correction scale {corr.get('scale', 1):.3f}, offset {corr.get('offset_ms', 0):.3f} ms"
+
+
+def build_table(args: argparse.Namespace) -> int:
+    from nas.latency.devices import INGESTED, MEASURED, get_device
+
+    device = get_device(args.device)
+    if MEASURED not in device.table_sources and INGESTED in device.table_sources:
+        return _build_packages(args)
+    from nas.latency.build import build_table as build
+
+    if args.compute_units:
+        raise UsageError(f"--compute-units is for Core ML devices; {args.device!r} is not one")
+    table, out = build(args.device, args.space, args.out, resume=args.resume, calibrate=args.calibrate,
+                       ray_address=args.ray_address, workers=args.workers, progress=not args.no_progress)
+    summary = {"out": str(out), "entries": len(table.entries), "calibration_archs": len(table.calibration),
+               "correction": table.correction, "device": args.device, "space": table.header["space"]}
+
+    def text() -> None:
+        corr = table.correction or {}
+        print(f"wrote {out}: {len(table.entries)} ops, {len(table.calibration)} archs end to end; "
+              f"{_correction_text(corr)} (calibration MAPE {corr.get('mape_before', 0):.1f}% -> "
+              f"{corr.get('mape_after', 0):.1f}%)")
+
+    emit(args, summary, text)
+    return 0
+
+
+def _build_packages(args: argparse.Namespace) -> int:
+    """Core ML devices are measured on Apple hardware: here the ops become packages plus a manifest."""
+    import dataclasses
+
+    from nas.latency.coreml.packages import build_packages, default_package_dir, load_manifest
+    from nas.latency.devices import get_device
+    from nas.space import load_space
+
+    if args.ray_address or args.workers:
+        raise UsageError("--ray-address/--workers measure on this machine's devices; a Core ML build converts "
+                         "packages here and is measured with `nas lut measure` on a Mac")
+    device = get_device(args.device)
+    if args.compute_units:
+        device = dataclasses.replace(device, compute_units=args.compute_units)
+    space = load_space(args.space)
+    out = Path(args.out) if args.out else default_package_dir(device, space)
+    manifest = build_packages(device, space, out, resume=args.resume, progress=not args.no_progress)
+    packages = load_manifest(manifest)["packages"]
+    summary = {"manifest": str(manifest), "packages": len(packages), "device": device.name, "space": space.name,
+               "compute_units": device.compute_units,
+               "next": [f"nas lut measure {manifest} --out {out}/timings.json --on mac   # on a Mac (or --on iphone)",
+                        f"nas lut ingest {manifest} {out}/timings.json"]}
+
+    def text() -> None:
+        print(f"wrote {len(packages)} Core ML packages (mlprogram, fp16, iOS16, compute units "
+              f"{device.compute_units}) and {manifest}")
+        print("next, on a Mac:  " + summary["next"][0])
+        print("then, anywhere:  " + summary["next"][1])
+
+    emit(args, summary, text)
+    return 0
+
+
+def measure_packages(args: argparse.Namespace) -> int:
+    from nas.latency.coreml.measure import measure_packages as measure
+
+    out = measure(args.manifest, args.out, on=args.on, resume=args.resume, iterations=args.iterations,
+                  progress=not args.no_progress)
+    emit(args, {"timings": str(out)},
+         lambda: print(f"wrote {out}; turn it into a table with: nas lut ingest {args.manifest} {out}"))
+    return 0
+
+
+def ingest_timings(args: argparse.Namespace) -> int:
+    from nas.latency.coreml.ingest import ingest
+    from nas.latency.coreml.packages import load_manifest
+    from nas.latency.paths import local_table_path
+
+    header = load_manifest(args.manifest)["header"]
+    out = args.out or str(local_table_path(header["device"], header["space"]))
+    table = ingest(args.manifest, args.timings, out)
+    summary = {"out": out, "entries": len(table.entries), "calibration_archs": len(table.calibration),
+               "correction": table.correction, "device": header["device"], "kind": table.header["kind"]}
+    emit(args, summary, lambda: print(f"wrote {out}: measured table, {len(table.entries)} ops, "
+                                      f"{len(table.calibration)} archs end to end; {_correction_text(table.correction)}"))
+    return 0
+
+
+def estimate_table(args: argparse.Namespace) -> int:
+    from nas.latency.costmodel.estimate import estimate_table as estimate
+    from nas.latency.costmodel.model import CostModel, load_cost_model
+    from nas.latency.devices import get_device
+    from nas.latency.paths import local_table_path
+    from nas.space import load_space
+
+    device = get_device(args.device)
+    space = load_space(args.space)
+    model = CostModel.load(args.cost_model) if args.cost_model else load_cost_model(device.name)
+    out = args.out or str(local_table_path(device.name, space.name))
+    table = estimate(device, space, model, out, progress=not args.no_progress)
+    summary = {"out": out, "entries": len(table.entries), "kind": "estimated", "device": device.name,
+               "space": space.name, "cross_validation": model.fit.get("cv")}
+    emit(args, summary, lambda: print(f"wrote {out}: {len(table.entries)} ops estimated by the {device.name} cost "
+                                      f"model (protocol {model.fit.get('protocol')})"))
+    return 0
+
+
+def calibrate_cost_model(args: argparse.Namespace) -> int:
+    from nas.latency.costmodel.calibration import calibrate, format_report
+    from nas.latency.costmodel.published import load_published, shipped_calibration_csv, trace_published
+    from nas.latency.devices import get_device
+    from nas.latency.paths import local_table_dir
+    from nas.plots import plot_calibration
+
+    device = get_device(args.device)
+    csv_path = Path(args.csv) if args.csv else shipped_calibration_csv(device.name)
+    rows = load_published(csv_path, args.protocol)
+    traces = trace_published(rows, progress=not args.no_progress and not args.json)
+    source = csv_path.name if not args.csv else str(csv_path)
+    model, report = calibrate(device.name, rows, traces, source)
+    out = Path(args.out) if args.out else local_table_dir() / f"{device.name}.costmodel.json"
+    model.save(out)
+    plot = Path(args.plot) if args.plot else out.with_name(out.stem + ".calibration.png")
+    plot_calibration(report, plot)
+    report.update({"cost_model": str(out), "plot": str(plot)})
+    emit(args, report, lambda: print(f"{format_report(report)}\ncost model: {out}\nplot: {plot}"))
+    return 0
+
+
+def validate_table(args: argparse.Namespace) -> int:
+    from nas.latency.predict import load_predictor
+    from nas.latency.validate import validate_table as validate
+
+    predictor = load_predictor(args.device, args.space, args.lut)
+    plot = args.plot or str(Path(predictor.path or ".").with_suffix("")) + "-validate.png"
+    report = validate(predictor, args.device, args.n, plot=plot, progress=not args.no_progress)
+
+    def text() -> None:
+        print(f"{args.device}: {report['n']} random archs measured end to end vs predicted from {predictor.path}")
+        print(f"  MAPE {report['mape']:.2f}%  within ±5% {100 * report['within_5pct']:.0f}%  "
+              f"within ±10% {100 * report['within_10pct']:.0f}%  Kendall tau {report['kendall_tau']:.3f}")
+        print(f"  plot: {report['plot']}")
+
+    emit(args, report, text)
+    return 0
+
+
+def show_table(args: argparse.Namespace) -> int:
+    from nas.latency.table import LatencyTable
+
+    table = LatencyTable.load(args.file)
+    by_kind = table.ops_by_kind()
+
+    def text() -> None:
+        for k, v in table.header.items():
+            print(f"{k:>15}: {v}")
+        print(f"{'entries':>15}: {len(table.entries)}")
+        for kind, s in by_kind.items():
+            print(f"{kind:>15}: {s['ops']} ops, {s['min_ms']:.4f} .. {s['max_ms']:.4f} ms")
+
+    emit(args, {"header": table.header, "entries": len(table.entries), "calibration_archs": len(table.calibration),
+                "ops_by_kind": by_kind}, text)
+    return 0

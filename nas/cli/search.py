@@ -1,0 +1,105 @@
+"""``nas search``: the best arch under latency budgets (an Optuna study or EfficientFormer's slimming, optionally on
+Ray), written to a run directory and exported."""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import sys
+from pathlib import Path
+from typing import Any
+
+from nas.cli._common import Commands, add_output_args, add_space_arg, emit, non_negative_int, positive_int
+from nas.errors import UsageError
+from nas.search.strategy import SAMPLERS, STRATEGIES
+
+
+def register(commands: Commands) -> None:
+    p = commands.add_parser("search", help="find the best arch under latency budgets (Optuna or slimming, "
+                                           "optionally on Ray) and export it")
+    p.add_argument("--budget-ms", type=float, action="append", metavar="MS",
+                   help="latency budget; repeat with --device for several budgets that must all hold")
+    p.add_argument("--device", action="append", help="latency device of the budget before it (same order)")
+    add_space_arg(p)
+    p.add_argument("--trials", type=positive_int, default=100,
+                   help="the study's total number of trials (a resumed study runs the missing ones; default 100)")
+    p.add_argument("--sampler", choices=SAMPLERS, default="tpe",
+                   help="Optuna sampler (nsga2: objective-latency Pareto front; default tpe)")
+    p.add_argument("--strategy", choices=tuple(STRATEGIES), default="optuna",
+                   help="optuna: a sampled study; slim: EfficientFormer's greedy slimming from the largest arch")
+    p.add_argument("--supernet", metavar="CKPT", help="trained supernet: the objective becomes the inherited "
+                                                    "top-1 on --data's validation split (default: capacity proxy)")
+    p.add_argument("--data", metavar="DIR", help="ImageFolder tree (DIR/val and DIR/train, or DIR itself), or "
+                                                 "builtin:digits")
+    p.add_argument("--storage", metavar="URL", help="Optuna storage (default: sqlite:///OUT/study.db)")
+    p.add_argument("--study", metavar="NAME", help="study name; the same name resumes (default: from the settings)")
+    p.add_argument("--out", metavar="DIR", help="run directory (default: runs/STUDY)")
+    p.add_argument("--workers", type=non_negative_int, default=0,
+                   help="evaluate trials on a local Ray with N workers (0: in this process)")
+    p.add_argument("--ray-address", metavar="ADDR", help="evaluate trials on this Ray cluster")
+    p.add_argument("--seed", type=int, default=0, help="sampler seed (same seed, same result; default 0)")
+    p.add_argument("--lut", action="append", metavar="DEVICE=FILE",
+                   help="latency table of a device (default: the device's table)")
+    p.add_argument("--export", default="pt", metavar="FORMATS",
+                   help="formats of the exported winner (as nas export --format), or none (default pt)")
+    p.add_argument("--verify", type=non_negative_int, default=0, metavar="K",
+                   help="measure up to K best candidates end to end on the budget devices measurable here "
+                        "(cpu, cuda, onnxruntime) and keep the best that really meets the budgets (default 0)")
+    add_output_args(p)
+    p.set_defaults(func=search)
+
+
+def search(args: argparse.Namespace) -> int:
+    from nas.export.formats import parse_formats, require_packages
+    from nas.search.budgets import Budgets, parse_luts
+    from nas.search.objectives import make_objective
+    from nas.search.run import SearchRequest, run_search
+    from nas.search.strategy import get_strategy
+    from nas.space import load_space
+
+    space = load_space(args.space)
+    budgets = Budgets.load(space, args.budget_ms or [], args.device or [], parse_luts(args.lut))
+    formats: list[str] = []
+    if args.export != "none":
+        formats = parse_formats(args.export)
+        require_packages(formats)
+    strategy = get_strategy(args.strategy)
+    if not strategy.uses_optuna_settings and (args.storage or args.study or args.sampler != "tpe"):
+        raise UsageError(f"--storage, --study and --sampler are Optuna settings; --strategy {args.strategy} "
+                         "resumes from its own record in --out instead")
+    objective = make_objective(space, args.supernet, args.data)
+    for notice in budgets.notices():
+        print(notice, file=sys.stderr)
+    request = SearchRequest(space, objective, budgets, args.strategy, args.sampler, args.trials, args.seed,
+                            args.storage, args.study, Path(args.out) if args.out else None, args.workers,
+                            args.ray_address, formats, progress=not args.no_progress, verify=args.verify)
+    # Ray's driver prints worker deaths and retries on sys.stdout; stdout carries only our result (--json contract)
+    with contextlib.redirect_stdout(sys.stderr):
+        result = run_search(request)
+    emit(args, result, lambda: _print_summary(result, objective.label, strategy.unit, bool(formats)))
+    return 0
+
+
+def _print_summary(result: dict[str, Any], objective_label: str, unit: str, exported: bool) -> None:
+    best = result["best"]
+    kinds = {b["device"]: b["table_kind"] for b in result["budgets"]}
+    what = "trials" if unit == "trial" else "slimming steps"
+    print(f"objective: {objective_label}")
+    print(f"best of {result['trials']} {what} ({result['feasible']} meet every budget): objective "
+          f"{best['objective']:.4g}" + "".join(f", {k.replace('_', ' ')} {v:.3g}"
+                                               for k, v in best.get("details", {}).items()))
+    print(f"  {'device':<12} {'budget ms':>10} {'latency ms':>11}  table")
+    for b in result["budgets"]:
+        print(f"  {b['device']:<12} {b['budget_ms']:>10.3f} {best['latencies_ms'][b['device']]:>11.3f}  "
+              f"{kinds[b['device']]}")
+    if "verification" in result:
+        v = result["verification"]
+        measured = best.get("measured_ms")
+        print(f"  verified by measurement on {', '.join(v['devices']) or 'no device'}: {len(v['checked'])} "
+              f"candidate(s) measured; " + (", ".join(f"{d} {ms:.3f} ms" for d, ms in measured.items())
+                                              if measured else v.get("note", "")))
+    arch = best["arch"]
+    print(f"  arch: widths {arch['widths']}, depths {arch['depths']}, n3d {arch['n3d']}, "
+          f"MLP ratios {arch['mlp_ratios']}" + (f", heads {arch['heads']}, key dims {arch['key_dims']}"
+                                                if arch["n3d"] else ""))
+    print(f"run directory {result['out']}: best_arch.json, trials.csv, pareto.png"
+          + (", export/ (model card README.md)" if exported else "") + f"; {result['wall_s']:.1f} s")

@@ -1,0 +1,142 @@
+"""``nas supernet train`` / ``nas supernet eval``: train the weight-sharing supernet once; the inherited top-1 of
+archs of a trained one. ``--torch-device`` is where they run (``--device`` means a latency device elsewhere; its
+old spelling here still works for one release, with a note)."""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from nas.cli._common import (Commands, Parser, add_output_args, add_space_arg, emit, fraction, non_negative_float,
+                             non_negative_int, positive_float, positive_int)
+from nas.errors import UsageError
+from supernet.config import EVAL_BN_IMAGES, EVAL_VAL_IMAGES, TrainConfig
+
+TORCH_DEVICES = ("cpu", "cuda")
+
+
+def _add_torch_device(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--torch-device", choices=TORCH_DEVICES, default=None,
+                   help="where to run (default: cuda if available, else cpu)")
+    p.add_argument("--device", dest="legacy_device", choices=TORCH_DEVICES, default=None,
+                   help=argparse.SUPPRESS)   # deprecated spelling of --torch-device
+
+
+def register(commands: Commands) -> None:
+    group = commands.add_parser("supernet", help="train the weight-sharing supernet")
+    sub = group.add_subparsers(dest="supernet_command", metavar="SUBCOMMAND", parser_class=Parser)
+    sub.required = True
+
+    d = TrainConfig.default
+    train = sub.add_parser(
+        "train", help="train the supernet once (sandwich rule + in-place distillation); resumable",
+        description="Each step trains the largest subnet on the labels and the smallest plus --num-random random "
+                    "subnets on the largest's predictions, with AdamW and a warmup + cosine schedule. The top-1 of "
+                    "the largest and smallest subnets (BatchNorm recalibrated) is measured after every epoch.")
+    add_space_arg(train)
+    train.add_argument("--data", required=True,
+                       help="ImageFolder tree (DIR/train and DIR/val, or DIR/<class>/<image>) or builtin:digits "
+                            "(scikit-learn's handwritten digits, no download)")
+    train.add_argument("--epochs", type=positive_int, required=True)
+    train.add_argument("--out", required=True, help="checkpoint file (written atomically while training)")
+    train.add_argument("--resume", action="store_true", help="continue the training saved in --out")
+    train.add_argument("--batch-size", type=positive_int, default=d("batch_size"))
+    train.add_argument("--lr", type=positive_float, default=d("lr"), help=f"peak AdamW learning rate "
+                                                                          f"(default {d('lr'):g})")
+    train.add_argument("--weight-decay", type=non_negative_float, default=d("weight_decay"))
+    train.add_argument("--warmup-epochs", type=non_negative_float, default=d("warmup_epochs"))
+    train.add_argument("--num-random", type=non_negative_int, default=d("num_random"),
+                       help=f"random subnets per step besides the largest and smallest (default {d('num_random')})")
+    train.add_argument("--label-smoothing", type=fraction, default=d("label_smoothing"))
+    train.add_argument("--max-train-images", type=positive_int, default=d("max_train_images"),
+                       help="train on a fixed random subset of this many images")
+    train.add_argument("--val-images", type=positive_int, default=d("val_images"),
+                       help="validation images per evaluation")
+    train.add_argument("--bn-images", type=positive_int, default=d("bn_images"),
+                       help="training images to recalibrate BatchNorm with before each evaluation")
+    train.add_argument("--seed", type=int, default=d("seed"))
+    train.add_argument("--init-timm", default=d("init_timm"), metavar="FILE",
+                       help="start from a timm EfficientFormer state dict (.safetensors or weights-only .pth), "
+                            "e.g. efficientformer_l7's, loaded into the supernet's slots")
+    train.add_argument("--workers", type=non_negative_int, default=0,
+                       help="data-loading processes (default 0: the training process); results do not depend on it")
+    _add_torch_device(train)
+    train.add_argument("--save-every", type=positive_int, default=100,
+                       help="also checkpoint every N steps, besides each epoch's end (default 100)")
+    add_output_args(train)
+    train.set_defaults(func=train_supernet)
+
+    evaluate = sub.add_parser(
+        "eval", help="top-1 of inherited weights for archs of a trained supernet (BatchNorm recalibrated)")
+    evaluate.add_argument("--supernet", required=True, metavar="CKPT", help="checkpoint of nas supernet train")
+    evaluate.add_argument("--data", required=True, help="ImageFolder tree (DIR/train and DIR/val) or builtin:digits")
+    evaluate.add_argument("--arch", action="append", metavar="PRESET_FILE_OR_RUN",
+                          help="arch to evaluate (repeatable): a preset, an arch JSON file or a nas search run "
+                               "directory (default: the largest, the smallest and the presets)")
+    evaluate.add_argument("--val-images", type=positive_int, default=EVAL_VAL_IMAGES)
+    evaluate.add_argument("--bn-images", type=positive_int, default=EVAL_BN_IMAGES)
+    _add_torch_device(evaluate)
+    add_output_args(evaluate, progress=False)
+    evaluate.set_defaults(func=evaluate_supernet)
+
+
+def _torch_device(args: argparse.Namespace) -> str:
+    """Where to run: what was asked (``--torch-device``, or the deprecated ``--device``), else cuda when there is
+    one."""
+    import torch
+
+    asked = args.torch_device
+    if args.legacy_device is not None:
+        print("nas: note: `nas supernet ... --device` is deprecated and will be removed in the next release; use "
+              "--torch-device (--device names a latency device in every other command)", file=sys.stderr)
+        asked = asked or args.legacy_device
+    if asked == "cuda" and not torch.cuda.is_available():
+        raise UsageError("--torch-device cuda: no CUDA GPU is visible here; use --torch-device cpu")
+    return asked or ("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def train_supernet(args: argparse.Namespace) -> int:
+    from nas.space import load_space
+    from supernet.train import train_supernet as train
+
+    space = load_space(args.space)
+    device = _torch_device(args)
+    cfg = TrainConfig(space=args.space, data=str(args.data), epochs=args.epochs, batch_size=args.batch_size,
+                      lr=args.lr, weight_decay=args.weight_decay, warmup_epochs=args.warmup_epochs,
+                      num_random=args.num_random, label_smoothing=args.label_smoothing,
+                      max_train_images=args.max_train_images, val_images=args.val_images,
+                      bn_images=args.bn_images, seed=args.seed, init_timm=args.init_timm)
+    result = train(cfg, args.out, resume=args.resume, device=device, save_every=args.save_every,
+                   progress=not args.no_progress, workers=args.workers)
+
+    def text() -> None:
+        top1 = ", ".join(f"{k} {v:.1f}%" for k, v in result["top1"].items())
+        resumed = f" (resumed at step {result['resumed_from_step']})" if result["resumed_from_step"] else ""
+        print(f"supernet of space {space.name!r} trained on {args.data}: {result['steps']} steps, {args.epochs} "
+              f"epochs{resumed}; top-1 of the subnets at the ends of the space: {top1 or 'not evaluated'}")
+        print(f"checkpoint {result['out']} ({result['wall_s']:.1f} s this run); use it with "
+              f"nas search --supernet {result['out']} --data {args.data}")
+
+    emit(args, result, text)
+    return 0
+
+
+def evaluate_supernet(args: argparse.Namespace) -> int:
+    from nas.space import resolve_arch
+    from supernet.checkpoint import load_checkpoint_payload
+    from supernet.evaluate import evaluate_checkpoint
+
+    space_name = load_checkpoint_payload(args.supernet)["space"]
+    archs = {value: resolve_arch(value, space_name) for value in args.arch} if args.arch else None
+    device = _torch_device(args)
+    result = evaluate_checkpoint(args.supernet, args.data, archs, args.val_images, args.bn_images, device)
+
+    def text() -> None:
+        print(f"top-1 of inherited weights of {args.supernet} (space {result['space']!r}) on {result['val']}, "
+              f"BatchNorm recalibrated on {args.bn_images} training images:")
+        for row in result["archs"]:
+            a = row["arch"]
+            print(f"  {row['name']:<24} {row['top1']:6.2f}%   widths {a['widths']}, depths {a['depths']}, "
+                  f"n3d {a['n3d']}")
+
+    emit(args, result, text)
+    return 0

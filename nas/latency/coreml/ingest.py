@@ -1,0 +1,79 @@
+"""Step 3 of a Core ML table (any OS): a measured table from a manifest and the timings of its packages, with
+the end-to-end correction fitted on the whole-arch timings exactly as ``nas lut build`` does for local devices."""
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+from typing import Any
+
+from nas.errors import UsageError
+from nas.fileio import read_json
+from nas.latency.coreml.packages import load_manifest
+from nas.latency.table import LatencyTable, attach_correction, new_header
+from nas.space import Arch, load_space
+
+TIMINGS_SCHEMA = "nas-coreml-timings/1"
+
+
+def load_timings(path: str | Path) -> dict[str, Any]:
+    """A timings file: the JSON ``nas lut measure`` writes, or a CSV ``id,median_ms[,p10_ms,p90_ms,n]``."""
+    path = Path(path)
+    if not path.exists():
+        raise UsageError(f"timings file {path} does not exist")
+    if path.suffix.lower() == ".csv":
+        rows = list(csv.DictReader(path.open()))
+        if not rows or not {"id", "median_ms"} <= set(rows[0]):
+            raise UsageError(f"timings CSV {path} needs the columns id,median_ms (optional p10_ms, p90_ms, n)")
+        timings = {}
+        for i, r in enumerate(rows, start=2):
+            try:
+                m = float(r["median_ms"])
+                timings[r["id"]] = {"median_ms": m, "p10_ms": float(r.get("p10_ms") or m),
+                                    "p90_ms": float(r.get("p90_ms") or m), "n": int(r.get("n") or 1)}
+            except ValueError:
+                raise UsageError(f"timings CSV {path} line {i}: median_ms {r['median_ms']!r} is not a number") from None
+        return {"header": {"schema": TIMINGS_SCHEMA, "source": f"csv {path.name}"}, "timings": timings}
+    data = read_json(path, "timings file")
+    if not isinstance(data, dict) or data.get("header", {}).get("schema") != TIMINGS_SCHEMA \
+            or not isinstance(data.get("timings"), dict):
+        raise UsageError(f"timings file {path} is not a {TIMINGS_SCHEMA} file (or a CSV id,median_ms)")
+    return data
+
+
+def ingest(manifest_path: str | Path, timings_path: str | Path, out: str | Path) -> LatencyTable:
+    """A measured table from a manifest and the timings of its packages."""
+    from nas.latency.devices import get_device
+
+    manifest = load_manifest(manifest_path)
+    timings_file = load_timings(timings_path)
+    timings = timings_file["timings"]
+    missing = [p["id"] for p in manifest["packages"] if p["id"] not in timings]
+    if missing:
+        raise UsageError(f"timings {timings_path} lack {len(missing)} of the manifest's packages "
+                         f"(first: {', '.join(missing[:3])}); finish them with: nas lut measure {manifest_path} "
+                         f"--out {timings_path} --resume")
+    for pid, t in timings.items():
+        v = t.get("median_ms") if isinstance(t, dict) else None
+        if not isinstance(v, (int, float)) or not v >= 0:
+            raise UsageError(f"timings {timings_path}: {pid} has median_ms {v!r}; expected a non-negative number")
+    mh = manifest["header"]
+    space = load_space(mh.get("space_source", mh["space"]))
+    header = new_header(
+        get_device(mh["device"]), space, kind="measured", backend="coreml", backend_version=mh["coremltools_version"],
+        produced_by=f"nas lut ingest {Path(manifest_path).name} {Path(timings_path).name}",
+        torch_version=mh["torch_version"], threads=0, dtype=mh["precision"], batch=mh["batch"],
+        host=timings_file["header"].get("host", "unknown"), compute_units=mh["compute_units"],
+        measured_on=timings_file["header"])
+    header.pop("cpu")   # this machine's processor says nothing of the phone's
+    table = LatencyTable(header)
+    for p in manifest["packages"]:
+        t = timings[p["id"]]
+        if p["kind"] == "op":
+            table.entries[p["op"]] = {k: t.get(k, t["median_ms"]) for k in ("median_ms", "p10_ms", "p90_ms")} | \
+                {"n": int(t.get("n", 1))}
+        elif p["kind"] == "arch":
+            arch: Arch = space.arch_from_dict(p["arch"])
+            table.calibration.append({"arch_json": arch.to_json(), "measured_ms": t["median_ms"], "timing": t})
+    attach_correction(table, space, f"end-to-end Core ML timings of {len(table.calibration)} archs of the manifest")
+    table.save(out)
+    return table

@@ -1,0 +1,101 @@
+"""Step 1 of a Core ML table (any OS): every op of the space, plus whole archs for the end-to-end correction,
+converted to mlprogram packages listed in ``manifest.json``. The manifest is rewritten atomically after every
+package, so a killed build resumes with ``--resume`` and converts nothing twice."""
+from __future__ import annotations
+
+import platform
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn as nn
+
+from nas.errors import UsageError
+from nas.fileio import read_json, write_json_atomic
+from nas.latency.coreml.convert import INPUT_NAME, convert, coremltools_version
+from nas.latency.devices import Device
+from nas.latency.ops import Op, space_ops
+from nas.latency.table import CALIBRATION_ARCHS, CALIBRATION_SEED_BASE
+from nas.space import DEFAULT_SPACE, SearchSpace
+
+MANIFEST_SCHEMA = "nas-coreml-manifest/1"
+
+
+def default_package_dir(device: Device, space: SearchSpace) -> Path:
+    """Where ``nas lut build`` puts a Core ML device's packages unless told: ``coreml_packages/DEVICE[-SPACE]``."""
+    return Path(f"coreml_packages/{device.name}" + ("" if space.name == DEFAULT_SPACE else f"-{space.name}"))
+
+
+def _jobs(space: SearchSpace) -> list[dict[str, Any]]:
+    jobs = [{"id": f"op-{i:04d}", "kind": "op", "op": op.key} for i, op in enumerate(space_ops(space))]
+    for k in range(CALIBRATION_ARCHS):
+        arch = space.sample(CALIBRATION_SEED_BASE + k)
+        jobs.append({"id": f"arch-{k:02d}", "kind": "arch", "arch": arch.to_dict()})
+    return jobs
+
+
+def _module_of(job: dict[str, Any], space: SearchSpace, batch: int) -> tuple[nn.Module, torch.Tensor]:
+    if job["kind"] == "op":
+        return Op.from_key(job["op"]).build(batch)
+    from supernet.static import EfficientFormerNet
+
+    arch = space.arch_from_dict(job["arch"])
+    return EfficientFormerNet.from_arch(arch, space).eval(), torch.randn(batch, 3, space.input_size, space.input_size)
+
+
+def _manifest_header(device: Device, space: SearchSpace) -> dict[str, Any]:
+    return {"schema": MANIFEST_SCHEMA, "device": device.name, "space": space.name,
+            "space_source": space.source or space.name,
+            "input_size": space.input_size, "batch": device.batch, "compute_units": device.compute_units,
+            "precision": "float16", "minimum_deployment_target": "iOS16", "format": "mlprogram",
+            "coremltools_version": coremltools_version(), "torch_version": torch.__version__,
+            "host": platform.node(), "date": time.strftime("%Y-%m-%dT%H:%M:%S")}
+
+
+_MANIFEST_MUST_MATCH = ("device", "space", "input_size", "batch", "compute_units", "precision")
+
+
+def build_packages(device: Device, space: SearchSpace, out_dir: str | Path, resume: bool = False,
+                   progress: bool = True, limit: int | None = None) -> Path:
+    """Convert every op (and the calibration archs) of ``space``; returns the manifest path."""
+    from tqdm import tqdm
+
+    out_dir = Path(out_dir)
+    manifest_path = out_dir / "manifest.json"
+    header = _manifest_header(device, space)
+    done: dict[str, dict[str, Any]] = {}
+    if manifest_path.exists():
+        if not resume:
+            raise UsageError(f"{manifest_path} exists; add --resume to continue it or choose another --out")
+        old = load_manifest(manifest_path)
+        clash = [k for k in _MANIFEST_MUST_MATCH if old["header"].get(k) != header[k]]
+        if clash:
+            raise UsageError(f"cannot resume {manifest_path}: its {', '.join(clash)} differ from this build's")
+        done = {p["id"]: p for p in old["packages"] if (out_dir / p["package"]).is_dir()}
+    jobs = _jobs(space)[:limit]
+    packages: list[dict[str, Any]] = [done[j["id"]] for j in jobs if j["id"] in done]
+    todo = [j for j in jobs if j["id"] not in done]
+    (out_dir / "packages").mkdir(parents=True, exist_ok=True)
+    for job in tqdm(todo, desc=f"converting for {device.name}", unit="pkg", disable=not progress):
+        module, x = _module_of(job, space, device.batch)
+        mlmodel = convert(module, x, device.compute_units)
+        relative = f"packages/{job['id']}.mlpackage"
+        staging = out_dir / "packages" / f".{job['id']}.partial.mlpackage"
+        shutil.rmtree(staging, ignore_errors=True)
+        mlmodel.save(str(staging))
+        shutil.rmtree(out_dir / relative, ignore_errors=True)
+        staging.rename(out_dir / relative)   # a package is complete or absent, never half-written
+        packages.append({**job, "package": relative, "input": {"name": INPUT_NAME, "shape": list(x.shape)}})
+        write_json_atomic(manifest_path, {"header": header, "packages": packages})
+    write_json_atomic(manifest_path, {"header": header, "packages": packages})
+    return manifest_path
+
+
+def load_manifest(path: str | Path) -> dict[str, Any]:
+    data = read_json(path, "manifest", "; write one with: nas lut build --device iphone12")
+    if not isinstance(data, dict) or data.get("header", {}).get("schema") != MANIFEST_SCHEMA \
+            or not isinstance(data.get("packages"), list):
+        raise UsageError(f"manifest {path} is not a {MANIFEST_SCHEMA} file")
+    return data

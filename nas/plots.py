@@ -1,0 +1,134 @@
+"""Every figure nas draws, from data computed elsewhere (as Optuna's ``visualization`` takes a finished study).
+
+Nothing here computes a result: each function takes plain numbers or records and writes one PNG atomically, so a
+killed run never leaves half a picture. matplotlib is imported on first use with the non-interactive backend.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from nas.fileio import atomic_output
+
+
+def _pyplot() -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig: Any, path: str | Path, dpi: int) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_output(path) as staging:
+        fig.savefig(staging, dpi=dpi, format="png")
+    _pyplot().close(fig)
+    return path
+
+
+def plot_predicted_vs_measured(predicted: Sequence[float], measured: Sequence[float], path: str | Path,
+                               title: str) -> Path:
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(5, 5))
+    lo, hi = min(min(predicted), min(measured)) * 0.9, max(max(predicted), max(measured)) * 1.1
+    xs = np.linspace(lo, hi, 2)
+    ax.plot(xs, xs, "k-", lw=1, label="y = x")
+    ax.fill_between(xs, xs * 0.9, xs * 1.1, color="tab:green", alpha=0.15, label="±10%")
+    ax.scatter(measured, predicted, s=18, color="tab:blue", label="random archs")
+    ax.set_xlim(lo, hi)
+    ax.set_ylim(lo, hi)
+    ax.set_xlabel("measured end to end (ms)")
+    ax.set_ylabel("predicted from the table (ms)")
+    ax.set_title(title, fontsize=9)
+    ax.legend(loc="upper left", fontsize=8)
+    fig.tight_layout()
+    return _save(fig, path, dpi=120)
+
+
+
+
+def plot_calibration(report: dict[str, Any], path: str | Path) -> None:
+    """Published against predicted latency with each family held out, cost model beside the MACs-linear baseline."""
+    models = report["models"]
+    published = [m["published_ms"] for m in models]
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6, 6))
+    for name, marker in (("cost_model", "o"), ("macs_linear", "x")):
+        mape = report["summary"][name]["lofo"]["mape"]
+        ax.scatter(published, [m[f"{name}_lofo_ms"] for m in models], marker=marker,
+                   label=f"{name} (leave-one-family-out MAPE {mape:.1f}%)")
+    lo, hi = 0.8 * min(published), 1.25 * max(published)
+    ax.plot([lo, hi], [lo, hi], "k-", lw=0.8)
+    ax.fill_between([lo, hi], [0.9 * lo, 0.9 * hi], [1.1 * lo, 1.1 * hi], color="0.9", label="±10%")
+    for m in models:
+        ax.annotate(m["timm_name"], (m["published_ms"], m["cost_model_lofo_ms"]), fontsize=6)
+    ax.set(xscale="log", yscale="log", xlabel="published latency (ms)", ylabel="predicted, family held out (ms)",
+           title=f"{report['device']} cost model, protocol {report['protocol']}")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    _save(fig, path, dpi=120)
+
+
+def plot_pareto(path: str | Path, records: Sequence[Any], front: Sequence[Any], best: Any, device: str,
+                budget_ms: float, table_kind: str, objective_label: str, title: str) -> None:
+    """Objective against the first device's predicted latency: every record (feasible or not), the Pareto front,
+    the budget and the winner. Records are ``TrialRecord``s (``latency_ms`` per device, ``objective``,
+    ``feasible``)."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6.4, 4.4))
+    for feasible, colour, label in ((False, "#bbbbbb", "misses a budget"), (True, "#4c72b0", "meets every budget")):
+        pts = [(r.latency_ms[device], r.objective) for r in records if r.feasible == feasible]
+        if pts:
+            ax.scatter(*zip(*pts), s=10, c=colour, label=label, alpha=0.7)
+    if front:
+        ax.step([r.latency_ms[device] for r in front], [r.objective for r in front], where="post",
+                c="#c44e52", label="Pareto front")
+    ax.axvline(budget_ms, ls="--", c="k", lw=1, label=f"budget {budget_ms:g} ms")
+    ax.scatter([best.latency_ms[device]], [best.objective], marker="*", s=160, c="#dd8452", zorder=5,
+               label="best")
+    ax.set_xlabel(f"predicted latency on {device} (ms, {table_kind} table)")
+    ax.set_ylabel(objective_label.split(" (")[0], fontsize=9)
+    ax.set_title(title, fontsize=10)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    _save(fig, path, dpi=120)
+
+
+def plot_history(history: list[dict[str, Any]], path: str | Path, title: str) -> None:
+    """Loss and the top-1 of each evaluated subnet against the epoch (``nas supernet train``)."""
+    from matplotlib.ticker import MaxNLocator
+
+    epochs = [h["epoch"] for h in history]
+    plt = _pyplot()
+    fig, (loss_ax, acc_ax) = plt.subplots(1, 2, figsize=(9, 3.5))
+    loss_ax.plot(epochs, [h["loss"] for h in history], marker="o")
+    loss_ax.set(xlabel="epoch", ylabel="loss (CE of the largest + KL of the others)")
+    for name in history[-1]["top1"] if history else []:
+        acc_ax.plot(epochs, [h["top1"].get(name) for h in history], marker="o", label=f"{name} subnet")
+    acc_ax.set(xlabel="epoch", ylabel="top-1 (%), BatchNorm recalibrated")
+    acc_ax.legend()
+    for ax in (loss_ax, acc_ax):
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    _save(fig, path, dpi=110)
+
+
+def plot_ranking(standalone: Sequence[float], inherited: Sequence[float], names: Sequence[str], path: str | Path,
+                 title: str) -> None:
+    """Inherited against stand-alone top-1 of the same archs (``benchmarks/supernet_ranking.py``)."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(5, 5))
+    ax.scatter(standalone, inherited)
+    for name, x, y in zip(names, standalone, inherited):
+        ax.annotate(name, (x, y), fontsize=7)
+    lo, hi = min([*standalone, *inherited]) - 2, max([*standalone, *inherited]) + 2
+    ax.plot([lo, hi], [lo, hi], "k-", lw=0.6)
+    ax.set(xlabel="stand-alone top-1 (%)", ylabel="inherited top-1 (%)", title=title)
+    fig.tight_layout()
+    _save(fig, path, dpi=120)

@@ -1,0 +1,65 @@
+"""What a search produces, as data: one ``TrialRecord`` per trial (or slimming step), the best feasible one, the
+Pareto front, and ``trials.csv``. Strategies make records; everything downstream (verification, the run directory,
+the plot, the export) reads only records."""
+from __future__ import annotations
+
+import csv
+import io
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+from nas.fileio import atomic_output
+
+
+@dataclass
+class TrialRecord:
+    number: int
+    objective: float
+    arch: dict[str, Any]                       # Arch.to_dict()
+    latency_ms: dict[str, float]               # predicted, per budget device
+    feasible: bool                             # every budget met (by prediction)
+    details: dict[str, float] = field(default_factory=dict)    # the objective's extra figures (params_m, gmacs)
+    worker_pid: int | None = None
+    action: str | None = None                  # slimming: the step taken
+    measured_ms: dict[str, float] | None = None   # --verify: measured end to end
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able, leaving out what this record does not have."""
+        return {k: v for k, v in asdict(self).items() if v is not None}
+
+
+def best_record(records: Sequence[TrialRecord]) -> TrialRecord | None:
+    """The feasible record with the highest objective (ties: lower first-device latency, then earlier)."""
+    feasible = [r for r in records if r.feasible]
+    if not feasible:
+        return None
+    first = next(iter(feasible[0].latency_ms))
+    return max(feasible, key=lambda r: (r.objective, -r.latency_ms[first], -r.number))
+
+
+def pareto_front(records: Sequence[TrialRecord], device: str) -> list[TrialRecord]:
+    """Feasible records no other feasible record beats on both objective (higher) and latency (lower)."""
+    front, best_so_far = [], float("-inf")
+    for r in sorted((r for r in records if r.feasible), key=lambda r: (r.latency_ms[device], -r.objective)):
+        if r.objective > best_so_far:
+            front.append(r)
+            best_so_far = r.objective
+    return front
+
+
+def write_trials_csv(path: Path, records: Sequence[TrialRecord], devices: Sequence[str]) -> None:
+    detail_keys = sorted({k for r in records for k in r.details})
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    extra = ["action"] if any(r.action is not None for r in records) else []
+    writer.writerow(["number", *extra, "objective", *[f"latency_ms_{d}" for d in devices], "feasible",
+                     *detail_keys, "worker_pid", "arch"])
+    for r in records:
+        writer.writerow([r.number, *[r.action or "" for _ in extra], f"{r.objective:.6g}",
+                         *[f"{r.latency_ms[d]:.4f}" for d in devices], int(r.feasible),
+                         *[f"{r.details.get(k, float('nan')):.6g}" for k in detail_keys],
+                         r.worker_pid or "", json.dumps(r.arch, separators=(",", ":"))])
+    with atomic_output(path) as staging:
+        staging.write_text(buffer.getvalue())

@@ -1,0 +1,60 @@
+"""The search-strategy seam: a ``Strategy`` turns a ``SearchContext`` (space, objective, budgets, evaluator, run
+directory) into ``TrialRecord``s. Strategies are registered by name here, torch- and Optuna-free, so the command
+line lists them without importing them; a new one is one module with a ``Strategy`` subclass plus one entry in
+``STRATEGIES``."""
+from __future__ import annotations
+
+import abc
+import importlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Callable
+
+from nas.errors import UsageError
+
+if TYPE_CHECKING:
+    from nas.search.budgets import Budgets
+    from nas.search.objectives import Objective
+    from nas.search.records import TrialRecord
+    from nas.search.workers import Evaluator
+    from nas.space import SearchSpace
+
+# name -> "module:class", imported when chosen
+STRATEGIES: dict[str, str] = {
+    "optuna": "nas.search.optuna_search:OptunaStrategy",   # a sampled study (TPE, NSGA-II, random)
+    "slim": "nas.search.slim:SlimStrategy",                 # EfficientFormer's greedy slimming
+}
+SAMPLERS = ("tpe", "nsga2", "random")                       # Optuna samplers (nas.search.optuna_search)
+
+
+@dataclass
+class SearchContext:
+    space: SearchSpace
+    objective: Objective
+    budgets: Budgets
+    evaluator: Evaluator
+    out: Path                       # the run directory (a strategy keeps its resumable state there)
+    study_name: str
+    storage: str                    # Optuna storage URL (SQLite in ``out`` by default)
+    sampler: str = "tpe"
+    trials: int = 100
+    seed: int | None = 0
+    on_record: Callable[[TrialRecord], None] | None = None   # progress: called once per record, resumed ones too
+
+
+class Strategy(abc.ABC):
+    name: str
+    unit: str = "trial"             # what one record is, for progress and summaries ("trial", "step")
+    uses_optuna_settings = False    # whether --storage, --study and --sampler mean anything to it
+
+    @abc.abstractmethod
+    def run(self, ctx: SearchContext) -> list[TrialRecord]:
+        """Every record of the search (a resumed search included), in order."""
+
+
+def get_strategy(name: str) -> Strategy:
+    if name not in STRATEGIES:
+        raise UsageError(f"--strategy {name!r}: accepted {', '.join(STRATEGIES)}")
+    module, cls = STRATEGIES[name].split(":")
+    strategy: Strategy = getattr(importlib.import_module(module), cls)()
+    return strategy

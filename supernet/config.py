@@ -1,0 +1,39 @@
+"""Training settings and the evaluation recipe's sizes: torch-free, so the command line reads its defaults here.
+
+``TrainConfig`` is what a checkpoint records and a resume must match; each field's default is the command's.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+# The inherited-accuracy recipe (``supernet.evaluate``): validation images scored, and training images BatchNorm
+# statistics are re-estimated on first. Training, search, ``nas supernet eval`` and the benchmarks all use these.
+EVAL_VAL_IMAGES = 1000
+EVAL_BN_IMAGES = 256
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    space: str
+    data: str
+    epochs: int
+    batch_size: int = 64
+    lr: float = 1e-3
+    weight_decay: float = 0.05
+    warmup_epochs: float = 1.0
+    num_random: int = 2
+    label_smoothing: float = 0.1
+    max_train_images: int | None = None
+    val_images: int = EVAL_VAL_IMAGES
+    bn_images: int = EVAL_BN_IMAGES
+    seed: int = 0
+    init_timm: str | None = None   # a timm EfficientFormer state dict to start from (safetensors or torch file)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def default(cls, name: str) -> Any:
+        """The default of field ``name`` (the command line's default for the same flag)."""
+        return cls.__dataclass_fields__[name].default
