@@ -68,7 +68,8 @@ def main() -> None:
               f"{100 * row['objective_kept']:>15.1f}%", flush=True)
     plain = sum(r["ratio"] <= 1.05 for r in rows)
     verified = sum(r["verified_ratio"] <= 1.05 for r in rows)
-    print(f"by prediction alone: {plain} of {len(rows)} winners within budget x 1.05 (worst {max(r['ratio'] for r in rows):.3f}); "
+    print(f"by prediction alone: {plain} of {len(rows)} winners within budget x 1.05 (worst "
+          f"{max(r['ratio'] for r in rows):.3f}); "
           f"verified (--verify {args.verify}): {verified} of {len(rows)} "
           f"(worst {max(r['verified_ratio'] for r in rows):.3f}); target: all")
     Path(args.out).write_text(json.dumps({"table": args.table, "device": args.device, "verify": args.verify,

@@ -19,9 +19,10 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from nas.latency import load_predictor  # noqa: E402
-from nas.latency.costmodel import (calibrate, format_report, load_published, plot_report,  # noqa: E402
-                                   shipped_calibration_csv, trace_published)
+from nas.latency.costmodel.calibration import calibrate, format_report  # noqa: E402
+from nas.latency.costmodel.published import load_published, shipped_calibration_csv, trace_published  # noqa: E402
+from nas.latency.predict import load_predictor  # noqa: E402
+from nas.plots import plot_calibration  # noqa: E402
 from nas.space import load_space  # noqa: E402
 
 PUBLISHED = {"P2": {"l1": 1.4, "l3": 2.7, "l7": 6.6}, "P1": {"l1": 1.6, "l3": 3.0, "l7": 7.0}}
@@ -52,7 +53,7 @@ def main() -> None:
     report["presets_through_shipped_table"] = presets
 
     if args.convert_sample:
-        from nas.latency.coreml import convert
+        from nas.latency.coreml.convert import convert
         from nas.latency.ops import space_ops
 
         ops = space_ops(space)
@@ -68,7 +69,7 @@ def main() -> None:
 
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    plot_report(report, out.with_suffix(".png"))
+    plot_calibration(report, out.with_suffix(".png"))
     out.write_text(json.dumps(report, indent=1))
     print(f"\nwrote {out} and {out.with_suffix('.png')}")
 

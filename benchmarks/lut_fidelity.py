@@ -37,7 +37,7 @@ def main() -> None:
     for i, row in enumerate(report["rows"]):
         err = (row["predicted_ms"] - row["measured_ms"]) / row["measured_ms"]
         print(f"{i:>5}{row['predicted_ms']:>14.3f}{row['measured_ms']:>13.3f}{100 * err:>8.1f}%")
-    print(f"MAPE {100 * report['mape']:.2f}% (target <= 5%), within ±10% {100 * report['within_10pct']:.1f}% "
+    print(f"MAPE {report['mape']:.2f}% (target <= 5%), within ±10% {100 * report['within_10pct']:.1f}% "
           f"(target >= 95%), within ±5% {100 * report['within_5pct']:.1f}%, Kendall tau {report['kendall_tau']:.3f}")
     Path(args.out).write_text(json.dumps(report, indent=2))
     print(f"wrote {args.out} and {plot}")

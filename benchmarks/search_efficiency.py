@@ -19,6 +19,7 @@ import sys
 import time
 import warnings
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import optuna  # noqa: E402
@@ -84,7 +85,7 @@ def main() -> None:
           f"({feasible} under {args.budget_ms} ms on {args.device}); target 99% = {target:.4f} "
           f"[{time.perf_counter() - start:.0f} s]")
 
-    rows = {}
+    rows: dict[str, dict[str, Any]] = {}
     for sampler in ("random", "tpe", "nsga2"):
         counts = []
         for seed in range(args.seeds):
@@ -108,7 +109,7 @@ def main() -> None:
     cache = Path(tempfile.mkdtemp()) / "luts"
     env = {**os.environ, "NAS_LUT_DIR": str(cache)}   # shipped iphone12 table; op counts cached beside it
     main_walls = []
-    for attempt in ("cold", "warm"):
+    for _attempt in ("cold", "warm"):
         run_dir = Path("bench_out/main_command_run")
         shutil.rmtree(run_dir, ignore_errors=True)
         t0 = time.perf_counter()
@@ -126,13 +127,16 @@ def main() -> None:
         ratio = f"{r['fewer_than_random_x']:.1f}x" if "fewer_than_random_x" in r else "-"
         print(f"{sampler:<8}{r['median']:>14.0f}{r['mean']:>8.0f}{r['misses']:>8}{ratio:>11}   {r['trials']}")
     print(f"main command (`nas search --budget-ms {args.budget_ms:g} --device {args.device}`, 100 trials, SQLite, "
-          f"export): {main_walls[0]:.1f} s wall with an empty op-count cache, {main_walls[1]:.1f} s warm; best objective {main_best['objective']:.4f} "
-          f"({100 * main_best['objective'] / best:.1f}% of the 20k-random reference) at {main_best['latency_ms']:.3f} ms")
+          f"export): {main_walls[0]:.1f} s wall with an empty op-count cache, {main_walls[1]:.1f} s warm; best "
+          f"objective {main_best['objective']:.4f} "
+          f"({100 * main_best['objective'] / best:.1f}% of the 20k-random reference) at "
+          f"{main_best['latency_ms']:.3f} ms")
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps({"budget_ms": args.budget_ms, "device": args.device,
                                           "reference_best": best, "reference_feasible": feasible,
                                           "target": target, "max_trials": args.max_trials, "samplers": rows,
-                                          "main_command_wall_s": {"cold": main_walls[0], "warm": main_walls[1]}, "main_command_best": main_best}, indent=1))
+                                          "main_command_wall_s": {"cold": main_walls[0], "warm": main_walls[1]},
+                                          "main_command_best": main_best}, indent=1))
 
 
 if __name__ == "__main__":

@@ -30,7 +30,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from nas.space import load_space  # noqa: E402
 from supernet import Supernet  # noqa: E402
 
-
 TUNED_MALLOC = {"MALLOC_MMAP_THRESHOLD_": str(2**32), "MALLOC_TRIM_THRESHOLD_": str(2**32)}
 
 
@@ -95,7 +94,8 @@ def main() -> None:
     worst = max(r["ratio"] for r in rows)
     print(f"worst ratio {worst:.3f} (target <= 1.15)")
     malloc = {k: os.environ.get(k) for k in TUNED_MALLOC}
-    result = {"benchmark": "supernet_overhead", "space": space.name, "malloc_env": malloc, "batch": args.batch, "input_size": size,
+    result = {"benchmark": "supernet_overhead", "space": space.name, "malloc_env": malloc, "batch": args.batch,
+              "input_size": size,
               "threads": args.threads, "repeats": args.repeats, "torch": torch.__version__,
               "host": platform.node(), "cpu": platform.processor() or platform.machine(),
               "date": time.strftime("%Y-%m-%d %H:%M:%S"), "rows": rows, "worst_ratio": worst}

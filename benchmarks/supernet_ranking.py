@@ -21,17 +21,18 @@ import random
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from nas.search.objectives import CapacityProxy  # noqa: E402
-from supernet.static import EfficientFormerNet  # noqa: E402
 from nas.latency.validate import kendall_tau  # noqa: E402
 from nas.plots import plot_ranking  # noqa: E402
+from nas.search.objectives import CapacityProxy  # noqa: E402
 from supernet.config import TrainConfig  # noqa: E402
 from supernet.evaluate import evaluate_model, evaluate_subnet  # noqa: E402
+from supernet.static import EfficientFormerNet  # noqa: E402
 from supernet.train import SupernetTrainer, make_optimizer  # noqa: E402
 
 
@@ -81,7 +82,7 @@ def main() -> None:
         a = trainer.space.sample(rng=rng)
         archs.setdefault(f"random{len(archs) - 1}", a)
     proxy = CapacityProxy(trainer.space)
-    rows = []
+    rows: list[dict[str, Any]] = []
     standalone_s = 0.0
     for name, arch in archs.items():
         inherited = evaluate_subnet(trainer.net, arch, cfg.data, cfg.val_images, cfg.bn_images)
@@ -90,19 +91,20 @@ def main() -> None:
         standalone_s += time.perf_counter() - t0
         rows.append({"name": name, "arch": arch.to_dict(), "inherited_top1": inherited, "standalone_top1": alone,
                      "capacity_proxy": proxy(arch)})
-        print(f"  {name:<10} inherited {inherited:5.1f}%  stand-alone {alone:5.1f}%  proxy {rows[-1]['capacity_proxy']:.4f}",
+        print(f"  {name:<10} inherited {inherited:5.1f}%  stand-alone {alone:5.1f}%  proxy "
+              f"{rows[-1]['capacity_proxy']:.4f}",
               flush=True)
     proxy.flush()
 
-    inherited = [r["inherited_top1"] for r in rows]
-    alone = [r["standalone_top1"] for r in rows]
+    inherited_all: list[float] = [r["inherited_top1"] for r in rows]
+    alone_all: list[float] = [r["standalone_top1"] for r in rows]
     result = {
         "space": args.space, "data": args.data, "epochs": args.epochs, "steps": trainer.total_steps,
         "supernet_seconds": supernet_s, "supernet_ms_per_step": 1000 * supernet_s / trainer.total_steps,
         "standalone_seconds_total": standalone_s,
-        "kendall_tau_inherited_vs_standalone": kendall_tau(inherited, alone),
-        "kendall_tau_proxy_vs_standalone": kendall_tau([r["capacity_proxy"] for r in rows], alone),
-        "mean_gap_pct_points": sum(a - i for a, i in zip(alone, inherited)) / len(rows),
+        "kendall_tau_inherited_vs_standalone": kendall_tau(inherited_all, alone_all),
+        "kendall_tau_proxy_vs_standalone": kendall_tau([r["capacity_proxy"] for r in rows], alone_all),
+        "mean_gap_pct_points": sum(a - i for a, i in zip(alone_all, inherited_all)) / len(rows),
         "archs": rows,
     }
     print(f"\n{'arch':<10} {'inherited':>9} {'stand-alone':>11}")
@@ -116,7 +118,7 @@ def main() -> None:
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=1))
-    plot_ranking(alone, inherited, [r["name"] for r in rows], out.with_suffix(".png"),
+    plot_ranking(alone_all, inherited_all, [r["name"] for r in rows], out.with_suffix(".png"),
                  f"{args.space} on {args.data}: Kendall tau {result['kendall_tau_inherited_vs_standalone']:+.2f}")
     print(f"wrote {out} and {out.with_suffix('.png')}")
 

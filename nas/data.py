@@ -57,8 +57,8 @@ def _folder_dataset(root: Path, split: str, input_size: int, training: bool):
     if not any(p.suffix.lower() in IMAGE_SUFFIXES for p in folder.rglob("*")):
         raise UsageError(f"--data {folder}: no images ({', '.join(IMAGE_SUFFIXES)}) under it; expected an "
                          "ImageFolder tree (DIR/<class>/<image>)")
-    transform = create_transform(input_size, is_training=training, interpolation="bicubic",
-                                 **({} if training else {"crop_pct": 0.95}))
+    transform = (create_transform(input_size, is_training=True, interpolation="bicubic") if training
+                 else create_transform(input_size, is_training=False, interpolation="bicubic", crop_pct=0.95))
     return ImageDataset(str(folder), transform=transform)
 
 
@@ -101,7 +101,8 @@ def image_batches(data: str | Path, input_size: int, max_images: int, batch_size
     folder, the folder), a random subset that is the same for the same seed, in batches of images, or of
     (images, labels) with ``with_labels``."""
     ds = dataset(data, split or "train", input_size)
-    order = torch.randperm(len(ds), generator=torch.Generator().manual_seed(seed))[:max_images]
+    order = torch.randperm(len(ds),  # type: ignore[arg-type]   # map-style datasets with a length
+                            generator=torch.Generator().manual_seed(seed))[:max_images]
     subset = torch.utils.data.Subset(ds, order.tolist())
     return torch.utils.data.DataLoader(subset, batch_size=batch_size, shuffle=False, num_workers=0,
                                        collate_fn=_with_labels if with_labels else _images_only)

@@ -5,8 +5,9 @@ killed run never leaves half a picture. matplotlib is imported on first use with
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 

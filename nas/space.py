@@ -5,7 +5,10 @@ stage being MB3D blocks behind exactly one flatten. An ``Arch`` is one point: pl
 its space and is validated against it, so a wrong value is reported with its field name and the allowed values.
 
 Everything downstream (supernet, latency tables, search, export) reads an arch through ``Arch.blocks()`` and the
-space's shape helpers, so a new knob is added here once.
+layout functions below (``block_layout``, ``stage_sides``), so a new knob is added here once.
+
+Why one module of ~450 lines: an arch names its space and is validated by it, and a space is loaded by the name an
+arch gives; splitting ``Arch``, ``SearchSpace`` and the loader apart would make them import each other.
 """
 from __future__ import annotations
 
@@ -14,10 +17,11 @@ import functools
 import json
 import math
 import random
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 import yaml
 
@@ -47,7 +51,7 @@ def stage_sides(input_size: int, num_stages: int) -> tuple[int, ...]:
     return tuple(sides)
 
 
-def first_3d_index(depths: Sequence[int], n3d: int, stage: int) -> int:
+def first_3d_index(depths: Any, n3d: Any, stage: int) -> Any:
     """Index of the first MB3D block of ``stage`` (its depth when the stage has none): only the last stage's
     last ``n3d`` blocks are MB3D. Works on numpy columns too (``depths`` as ``[S, N]``, ``n3d`` as ``[N]``)."""
     return depths[stage] - n3d if stage == len(depths) - 1 else depths[stage]
@@ -107,19 +111,21 @@ class Arch:
         return json.dumps(self.to_dict(), indent=indent)
 
     @classmethod
-    def from_dict(cls, data: Any, space: "SearchSpace | None" = None) -> "Arch":
+    def from_dict(cls, data: Any, space: SearchSpace | None = None) -> Arch:
         """Validated construction; the space is loaded by the name the data gives unless passed."""
         if not isinstance(data, dict):
-            raise ArchError(f"an arch must be a JSON object with fields {', '.join(ARCH_FIELDS)}; got {type(data).__name__}")
+            raise ArchError(f"an arch must be a JSON object with fields {', '.join(ARCH_FIELDS)}; got "
+                            f"{type(data).__name__}")
         if space is None:
             name = data.get("space")
             if not isinstance(name, str):
-                raise ArchError(f"arch field 'space' is missing or not a string; known spaces: {', '.join(known_spaces())}")
+                raise ArchError(f"arch field 'space' is missing or not a string; known spaces: "
+                                f"{', '.join(known_spaces())}")
             space = load_space(name)
         return space.arch_from_dict(data)
 
     @classmethod
-    def from_json(cls, text: str, space: "SearchSpace | None" = None) -> "Arch":
+    def from_json(cls, text: str, space: SearchSpace | None = None) -> Arch:
         try:
             data = json.loads(text)
         except json.JSONDecodeError as exc:
@@ -215,7 +221,8 @@ class SearchSpace:
 
     def preset(self, name: str) -> Arch:
         if name not in self.presets:
-            raise ArchError(f"unknown preset {name!r} of space {self.name!r}; known: {', '.join(self.preset_names()) or 'none'}")
+            raise ArchError(f"unknown preset {name!r} of space {self.name!r}; known: "
+                            f"{', '.join(self.preset_names()) or 'none'}")
         p = self.presets[name]
         n3d = p["n3d"]
         return self.arch_from_dict({
@@ -362,7 +369,7 @@ def known_spaces() -> list[str]:
     return sorted(p.name[:-5] for p in folder.iterdir() if p.name.endswith(".yaml"))
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _load_file(path: str) -> SearchSpace:
     try:
         raw = yaml.safe_load(Path(path).read_text())
@@ -371,7 +378,8 @@ def _load_file(path: str) -> SearchSpace:
     except yaml.YAMLError as exc:   # one line: the problem and where, not PyYAML's multi-line excerpt
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1} column {mark.column + 1}" if mark else ""
-        raise SpaceError(f"search space {path} is not valid YAML: {getattr(exc, 'problem', None) or exc}{where}") from None
+        problem = getattr(exc, "problem", None) or exc
+        raise SpaceError(f"search space {path} is not valid YAML: {problem}{where}") from None
     return _parse_space(raw, path)
 
 
@@ -388,7 +396,8 @@ def load_space(name_or_path: str | Path = DEFAULT_SPACE) -> SearchSpace:
     if text in _BY_NAME:
         return _BY_NAME[text]
     if text not in known_spaces():
-        raise SpaceError(f"unknown search space {text!r}; known: {', '.join(known_spaces())} (or a path to a .yaml file)")
+        raise SpaceError(f"unknown search space {text!r}; known: {', '.join(known_spaces())} (or a path to a "
+                         f".yaml file)")
     with resources.as_file(resources.files(_SPACES_PACKAGE) / f"{text}.yaml") as path:
         return _load_file(str(path))
 

@@ -39,7 +39,9 @@ class Attention(nn.Module):
         B, N, _ = x.shape
         qkv = self.qkv(x).reshape(B, N, self.num_heads, -1).permute(0, 2, 1, 3)
         q, k, v = qkv.split([self.key_dim, self.key_dim, self.val_dim], dim=3)
-        attn = (q @ k.transpose(-2, -1)) * self.scale + self.attention_biases[:, self.attention_bias_idxs]
+        # (no class-level annotation of the buffer: TorchScript cannot resolve it under postponed annotations)
+        bias = self.attention_biases[:, self.attention_bias_idxs]  # type: ignore[index]
+        attn = (q @ k.transpose(-2, -1)) * self.scale + bias
         attn = attn.softmax(dim=-1)
         x = (attn @ v).transpose(1, 2).reshape(B, N, self.num_heads * self.val_dim)
         return self.proj(x)
@@ -52,6 +54,8 @@ class ElasticAttention(ElasticMixer):
     (attn_ratio * max key dim), so the active ``heads x key_dim`` is a leading slice of each part; the active
     weight is re-interleaved into timm's ``[q|k|v]``-per-head row order, so the static twin is a plain Linear.
     """
+
+    attention_bias_idxs: torch.Tensor
 
     def __init__(self, max_dim: int, *, max_heads: int, max_key_dim: int, attn_ratio: int, resolution: int):
         super().__init__()

@@ -6,7 +6,7 @@ thousand training images before evaluating (OFA's ``set_running_statistics``). W
 """
 from __future__ import annotations
 
-from typing import Iterable
+from collections.abc import Iterable
 
 import torch
 import torch.nn as nn

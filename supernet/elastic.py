@@ -11,12 +11,11 @@ own way, behind the same three methods.
 from __future__ import annotations
 
 import abc
-from typing import Iterable
+from collections.abc import Iterable
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from torch.nn.init import trunc_normal_
 
 from nas.space import BlockSpec
 from supernet import static
@@ -49,13 +48,13 @@ def grow_from(small: nn.Module, big: nn.Module, skip: tuple[str, ...] = ()) -> N
 
 
 class ElasticConv2d(nn.Conv2d):
-    def forward(self, x: torch.Tensor, out_channels: int) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, out_channels: int) -> torch.Tensor:  # type: ignore[override]
         bias = self.bias[:out_channels] if self.bias is not None else None
         return F.conv2d(x, self.weight[:out_channels, : x.shape[1]], bias, self.stride, self.padding)
 
 
 class ElasticLinear(nn.Linear):
-    def forward(self, x: torch.Tensor, out_features: int) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, out_features: int) -> torch.Tensor:  # type: ignore[override]
         bias = self.bias[:out_features] if self.bias is not None else None
         return F.linear(x, self.weight[:out_features, : x.shape[-1]], bias)
 
@@ -70,7 +69,9 @@ class ElasticBatchNorm2d(nn.BatchNorm2d):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         c = x.shape[1]
         momentum = 0.0 if self.momentum is None else self.momentum
+        assert self.running_mean is not None and self.running_var is not None   # built with tracked statistics
         if self.training and self.track_running_stats:
+            assert self.num_batches_tracked is not None
             self.num_batches_tracked.add_(1)
             if self.momentum is None:   # cumulative moving average, used for BN recalibration
                 momentum = 1.0 / float(self.num_batches_tracked)

@@ -37,14 +37,16 @@ def evaluate_model(model: nn.Module, data: str | Path, input_size: int, val_imag
     return 100.0 * correct / total
 
 
-def evaluate_subnet(net: Supernet, arch: Arch, data: str | Path, val_images: int = EVAL_VAL_IMAGES, bn_images: int = EVAL_BN_IMAGES,
+def evaluate_subnet(net: Supernet, arch: Arch, data: str | Path, val_images: int = EVAL_VAL_IMAGES,
+                    bn_images: int = EVAL_BN_IMAGES,
                     device: str = "cpu") -> float:
     """Top-1 (%) of ``arch`` with the supernet's inherited weights."""
     return evaluate_model(net.extract(arch), data, net.space.input_size, val_images, bn_images, device)
 
 
 def evaluate_checkpoint(checkpoint: str | Path, data: str, archs: dict[str, Arch] | None = None,
-                        val_images: int = EVAL_VAL_IMAGES, bn_images: int = EVAL_BN_IMAGES, device: str = "cpu") -> dict[str, Any]:
+                        val_images: int = EVAL_VAL_IMAGES, bn_images: int = EVAL_BN_IMAGES,
+                        device: str = "cpu") -> dict[str, Any]:
     """Top-1 of inherited weights for each of ``archs`` (default: the largest, the smallest and the space's
     presets), each with BatchNorm recalibrated on ``data``'s training split."""
     from nas.data import describe

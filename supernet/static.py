@@ -7,7 +7,8 @@ token mixer, which is what a searched subnet needs.
 """
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import torch
 import torch.nn as nn
@@ -153,9 +154,8 @@ class DistilledHead(nn.Module):
     level), and the latency tables' ``head`` op is one on its own, so both run the same code.
     """
 
-    distilled_training = False
-
     def _build_head(self, dim: int, num_classes: int) -> None:
+        self.distilled_training = False
         self.norm = nn.LayerNorm(dim)
         self.head = nn.Linear(dim, num_classes)
         self.head_dist = nn.Linear(dim, num_classes)
@@ -223,11 +223,18 @@ class EfficientFormerNet(DistilledHead):
         self.apply(_init_weights)
 
     @classmethod
-    def from_arch(cls, arch: Any, space: Any) -> "EfficientFormerNet":
+    def from_arch(cls, arch: Any, space: Any) -> EfficientFormerNet:
         """A freshly initialised model of ``arch`` (a ``nas.space.Arch`` of ``space``)."""
         return cls(arch.widths, arch.depths, arch.n3d, arch.mlp_ratios, arch.heads, arch.key_dims, arch.mixers,
                    num_classes=space.num_classes, img_size=space.input_size, attn_ratio=space.attn_ratio,
                    space=space.name)
+
+    __jit_unused_properties__ = ["stage_list"]   # Python-side typing help, not part of the scripted model
+
+    @property
+    def stage_list(self) -> list[EfficientFormerStage]:
+        """``self.stages`` with their type (an ``nn.Sequential`` only knows it holds modules)."""
+        return [s for s in self.stages if isinstance(s, EfficientFormerStage)]
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         return self.norm(self.stages(self.stem(x)))

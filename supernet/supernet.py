@@ -10,14 +10,25 @@ position ``i`` uses slot ``i`` of its kind, and positions past the active depth 
 """
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn as nn
 
 from nas.errors import ArchError
 from nas.space import DEFAULT_SPACE, Arch, BlockSpec, SearchSpace, load_space
 from supernet import static
-from supernet.elastic import (ElasticBlock, ElasticDownsample, ElasticLayerNorm, ElasticLinear, ElasticMB3D,
-                              ElasticMB4D, ElasticStem, grow_from, shrink_into)
+from supernet.elastic import (
+    ElasticBlock,
+    ElasticDownsample,
+    ElasticLayerNorm,
+    ElasticLinear,
+    ElasticMB3D,
+    ElasticMB4D,
+    ElasticStem,
+    grow_from,
+    shrink_into,
+)
 
 
 class SuperStage(nn.Module):
@@ -66,6 +77,11 @@ class Supernet(nn.Module):
         self._plan: list[list[tuple[ElasticBlock, BlockSpec]]] = []
         self.set_active(sp.largest())
 
+    @property
+    def super_stages(self) -> list[SuperStage]:
+        """``self.stages`` with their type (an ``nn.ModuleList`` only knows it holds modules)."""
+        return [s for s in self.stages if isinstance(s, SuperStage)]
+
     # ---------------------------------------------------------------------------------------- choosing a subnet
     @property
     def active(self) -> Arch:
@@ -75,18 +91,19 @@ class Supernet(nn.Module):
     def set_active(self, arch: Arch) -> None:
         """Run ``arch`` on the next forward passes (validated against this supernet's space)."""
         if arch.space != self.space.name:
-            raise ArchError(f"arch field 'space' = {arch.space!r} does not match the supernet's space {self.space.name!r}")
+            raise ArchError(f"arch field 'space' = {arch.space!r} does not match the supernet's space "
+                            f"{self.space.name!r}")
         arch = self.space.validate(arch)
         plan: list[list[tuple[ElasticBlock, BlockSpec]]] = [[] for _ in arch.depths]
         for b in arch.blocks():
-            plan[b.stage].append((self.stages[b.stage].block(b), b))
+            plan[b.stage].append((self.super_stages[b.stage].block(b), b))
         self._active, self._plan = arch, plan
 
     # ---------------------------------------------------------------------------------------- running it
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         arch = self.active
         x = self.stem(x, arch.widths[0])
-        for s, stage in enumerate(self.stages):
+        for s, stage in enumerate(self.super_stages):
             if stage.downsample is not None:
                 x = stage.downsample(x, arch.widths[s])
             for module, b in self._plan[s]:
@@ -97,7 +114,7 @@ class Supernet(nn.Module):
             x = x.flatten(2).transpose(1, 2)
         return self.norm(x)
 
-    def forward_head(self, x: torch.Tensor):
+    def forward_head(self, x: torch.Tensor) -> Any:
         x = x.mean(dim=1)
         n = self.space.num_classes
         x, x_dist = self.head(x, n), self.head_dist(x, n)
@@ -105,7 +122,7 @@ class Supernet(nn.Module):
             return x, x_dist
         return (x + x_dist) / 2
 
-    def forward(self, x: torch.Tensor):
+    def forward(self, x: torch.Tensor) -> Any:
         return self.forward_head(self.forward_features(x))
 
     # ---------------------------------------------------------------------------------------- static twins
@@ -119,7 +136,7 @@ class Supernet(nn.Module):
         arch = self.space.validate(arch) if arch is not None else self.active
         net = self.static_model(arch)
         net.stem = self.stem.to_static(arch.widths[0])
-        for s, (stage, net_stage) in enumerate(zip(self.stages, net.stages)):
+        for s, (stage, net_stage) in enumerate(zip(self.super_stages, net.stage_list)):
             if stage.downsample is not None:
                 net_stage.downsample = stage.downsample.to_static(arch.widths[s - 1], arch.widths[s])
             blocks = [m for m in net_stage.blocks if not isinstance(m, static.Flat)]
@@ -134,7 +151,7 @@ class Supernet(nn.Module):
         """Write a plain model of ``arch`` into the supernet's slots (the inverse of ``extract``)."""
         arch = self.space.validate(arch)
         grow_from(net.stem, self.stem)
-        for s, (stage, net_stage) in enumerate(zip(self.stages, net.stages)):
+        for s, (stage, net_stage) in enumerate(zip(self.super_stages, net.stage_list)):
             if stage.downsample is not None:
                 grow_from(net_stage.downsample, stage.downsample)
             blocks = [m for m in net_stage.blocks if not isinstance(m, static.Flat)]

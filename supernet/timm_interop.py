@@ -25,7 +25,8 @@ def timm_state_dict(model_or_state_dict: nn.Module | dict[str, torch.Tensor]) ->
         from timm.models.efficientformer import checkpoint_filter_fn
         sd = checkpoint_filter_fn(sd, None)
     if "stem.conv1.weight" not in sd:
-        raise UsageError("not an EfficientFormer state dict: no 'stem.conv1.weight' (expected timm's efficientformer_l1/l3/l7 keys)")
+        raise UsageError("not an EfficientFormer state dict: no 'stem.conv1.weight' (expected timm's "
+                         "efficientformer_l1/l3/l7 keys)")
     return sd
 
 

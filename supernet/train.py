@@ -33,7 +33,6 @@ import torch.nn.functional as F
 from nas.errors import UsageError
 from nas.plots import plot_history
 from nas.space import Arch
-from supernet.batchnorm import recalibrate_batchnorm
 from supernet.config import TrainConfig
 from supernet.evaluate import evaluate_subnet
 from supernet.supernet import Supernet
@@ -83,7 +82,7 @@ class _SeededItems(torch.utils.data.Dataset):
         self.base = base
 
     def __len__(self) -> int:
-        return len(self.base)
+        return len(self.base)  # type: ignore[arg-type]   # map-style datasets here all have a length
 
     def __getitem__(self, key: tuple[int, int]):
         index, seed = key
@@ -95,7 +94,7 @@ class _SeededItems(torch.utils.data.Dataset):
 class _StepBatches(torch.utils.data.Sampler):
     """The batches of steps ``start`` .. the end of training, as lists of (index, seed) keys."""
 
-    def __init__(self, trainer: "SupernetTrainer", start: int):
+    def __init__(self, trainer: SupernetTrainer, start: int):
         self.trainer, self.start = trainer, start
 
     def __len__(self) -> int:
@@ -159,6 +158,7 @@ class SupernetTrainer:
         if self._order[0] != epoch:
             g = torch.Generator().manual_seed(self.cfg.seed * 10_007 + epoch)
             self._order = (epoch, self.pool[torch.randperm(len(self.pool), generator=g)])
+        assert self._order[1] is not None
         return self._order[1]
 
     def batch_keys(self, step: int) -> list[tuple[int, int]]:
@@ -181,7 +181,7 @@ class SupernetTrainer:
     def train_step(self, images: torch.Tensor | None = None, labels: torch.Tensor | None = None) -> float:
         cfg, net = self.cfg, self.net
         net.train()
-        if images is None:
+        if images is None or labels is None:
             images, labels = self.batch(self.step)
         images, labels = images.to(self.device), labels.to(self.device)
         for group in self.optimizer.param_groups:

@@ -1,38 +1,9 @@
-"""Shared test helpers: small real configs, and weights randomised so that every block matters.
-
-Freshly initialised EfficientFormer blocks are nearly the identity (layer scale 1e-5), which would let a wrong
-slice pass an output-equality test; ``randomize_`` gives every tensor a random value of a sane scale.
-"""
+"""Fixtures shared by every test folder: the spaces, loaded once per session."""
 from __future__ import annotations
 
-import subprocess
-import sys
-
 import pytest
-import torch
 
 from nas.space import load_space
-
-
-@torch.no_grad()
-def randomize_(module: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
-    g = torch.Generator().manual_seed(seed)
-    for name, p in module.named_parameters():
-        if name.endswith("gamma"):                                    # layer scale
-            p.copy_(0.1 + 0.2 * torch.rand(p.shape, generator=g))
-        elif p.dim() == 1 and "norm" in name and name.endswith("weight"):
-            p.copy_(1 + 0.1 * torch.randn(p.shape, generator=g))
-        elif p.dim() == 1 or "attention_biases" in name or name.endswith("bias"):
-            p.copy_(0.1 * torch.randn(p.shape, generator=g))
-        else:
-            fan_in = p[0].numel() if p.dim() < 3 or "proj_weight" not in name else p.shape[1] * p.shape[2]
-            p.copy_(torch.randn(p.shape, generator=g) / fan_in ** 0.5)
-    for name, b in module.named_buffers():
-        if name.endswith("running_mean"):
-            b.copy_(0.1 * torch.randn(b.shape, generator=g))
-        elif name.endswith("running_var"):
-            b.copy_(0.5 + torch.rand(b.shape, generator=g))
-    return module
 
 
 @pytest.fixture(scope="session")
@@ -43,8 +14,3 @@ def space():
 @pytest.fixture(scope="session")
 def tiny():
     return load_space("tiny")
-
-
-def run_nas(*args: str, check: bool = False) -> subprocess.CompletedProcess:
-    """Run the real command line in a subprocess, as a user would."""
-    return subprocess.run([sys.executable, "-m", "nas", *args], capture_output=True, text=True, check=check)

@@ -16,9 +16,10 @@ def test_wheel_ships_data_and_loads_spaces(tmp_path):
                     "-w", str(tmp_path / "dist"), str(ROOT)], check=True, capture_output=True)
     wheel = next((tmp_path / "dist").glob("nas-*.whl"))
     names = zipfile.ZipFile(wheel).namelist()
-    for needed in ["search_spaces/efficientformer.yaml", "search_spaces/tiny.yaml", "nas/cli.py",
-                   "nas/latency/costmodel.py", "nas/latency/coreml.py",
-                   "supernet/supernet.py", "latency_luts/README.md", "latency_luts/iphone12.json",
+    for needed in ["search_spaces/efficientformer.yaml", "search_spaces/tiny.yaml", "nas/cli/__init__.py",
+                   "nas/cli/search.py", "nas/export/writers.py", "nas/latency/costmodel/model.py",
+                   "nas/latency/coreml/packages.py", "nas/py.typed", "supernet/supernet.py", "latency_luts/README.md",
+                   "latency_luts/iphone12.json",
                    "latency_luts/iphone12.costmodel.json", "latency_luts/calibration/iphone12_published.csv"]:
         assert needed in names, needed
     site = tmp_path / "site"
@@ -30,8 +31,12 @@ def test_wheel_ships_data_and_loads_spaces(tmp_path):
     out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True,
                          check=True).stdout
     assert out.strip() == "(48, 96, 224, 448) tiny"
+    # the version the wheel carries is the package's own (written once, in nas/__init__.py)
+    import nas
+
+    assert f"nas-{nas.__version__}-" in wheel.name
     # the shipped iPhone 12 table and the cost model's calibration data are found from the installed package
-    code = ("from nas.latency import load_predictor; from nas.latency.costmodel import load_published, "
+    code = ("from nas.latency import load_predictor; from nas.latency.costmodel.published import load_published, "
             "shipped_calibration_csv; p = load_predictor('iphone12'); assert 'site' in p.path, p.path; "
             "print(len(load_published(shipped_calibration_csv(), 'P2')), p.kind)")
     out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env={**env, "NAS_LUT_DIR": str(tmp_path)},

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Sequence
+from collections.abc import Sequence
 
 from nas import __version__
 from nas.cli import export, lut, predict, search, space, supernet

@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from nas.errors import UsageError
 from nas.space import DEFAULT_SPACE
@@ -14,7 +15,7 @@ from nas.space import DEFAULT_SPACE
 class Parser(argparse.ArgumentParser):
     """argparse that reports bad input in one line (exit 2) instead of usage + message."""
 
-    def error(self, message: str) -> Any:  # type: ignore[override]
+    def error(self, message: str) -> Any:
         raise UsageError(f"{message} (see '{self.prog} --help')")
 
 

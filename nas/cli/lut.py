@@ -135,7 +135,8 @@ def _build_packages(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else default_package_dir(device, space)
     manifest = build_packages(device, space, out, resume=args.resume, progress=not args.no_progress)
     packages = load_manifest(manifest)["packages"]
-    summary = {"manifest": str(manifest), "packages": len(packages), "device": device.name, "space": space.name,
+    summary: dict[str, Any] = {"manifest": str(manifest), "packages": len(packages), "device": device.name,
+               "space": space.name,
                "compute_units": device.compute_units,
                "next": [f"nas lut measure {manifest} --out {out}/timings.json --on mac   # on a Mac (or --on iphone)",
                         f"nas lut ingest {manifest} {out}/timings.json"]}
@@ -171,7 +172,8 @@ def ingest_timings(args: argparse.Namespace) -> int:
     summary = {"out": out, "entries": len(table.entries), "calibration_archs": len(table.calibration),
                "correction": table.correction, "device": header["device"], "kind": table.header["kind"]}
     emit(args, summary, lambda: print(f"wrote {out}: measured table, {len(table.entries)} ops, "
-                                      f"{len(table.calibration)} archs end to end; {_correction_text(table.correction)}"))
+                                      f"{len(table.calibration)} archs end to end; "
+                                      f"{_correction_text(table.correction)}"))
     return 0
 
 

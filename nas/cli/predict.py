@@ -64,7 +64,8 @@ def _predict_timm(args: argparse.Namespace) -> int:
         print(f"{result['latency_ms']:.3f} ms on {args.device} (estimated by the cost model, protocol "
               f"{result['cost_model_protocol']}" + (f", leave-one-family-out MAPE {lofo:.1f}%" if lofo is not None
                                                      else "")
-              + f"): {args.timm} at {result['input_size']}px, {result['macs_g']:.2f} GMACs, {result['kernels']} kernels")
+              + f"): {args.timm} at {result['input_size']}px, {result['macs_g']:.2f} GMACs, {result['kernels']} "
+                f"kernels")
         if args.breakdown:
             for cat, cat_ms in result["breakdown_ms"].items():
                 print(f"  {cat_ms:9.4f} ms  {cat}")

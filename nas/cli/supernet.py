@@ -6,8 +6,18 @@ from __future__ import annotations
 import argparse
 import sys
 
-from nas.cli._common import (Commands, Parser, add_output_args, add_space_arg, emit, fraction, non_negative_float,
-                             non_negative_int, positive_float, positive_int)
+from nas.cli._common import (
+    Commands,
+    Parser,
+    add_output_args,
+    add_space_arg,
+    emit,
+    fraction,
+    non_negative_float,
+    non_negative_int,
+    positive_float,
+    positive_int,
+)
 from nas.errors import UsageError
 from supernet.config import EVAL_BN_IMAGES, EVAL_VAL_IMAGES, TrainConfig
 

@@ -35,7 +35,8 @@ _LAZY = {"FORMATS": "formats", "parse_formats": "formats", "require_packages": "
          "Subnet": "subnet", "build_subnet": "subnet", "check_input": "subnet", "compare": "subnet",
          "TOLERANCE": "subnet", "WRITERS": "writers", "OUTPUT_NAME": "writers", "writer": "writers",
          "run_notes": "card", "model_card": "card", "export_subnet": "exporter"}
-__all__ = sorted(_LAZY)
+__all__ = ["FORMATS", "OUTPUT_NAME", "Subnet", "TOLERANCE", "WRITERS", "build_subnet", "check_input", "compare",
+           "export_subnet", "model_card", "parse_formats", "require_packages", "run_notes", "writer"]
 
 
 def __getattr__(name: str) -> Any:

@@ -108,7 +108,8 @@ def model_card(report: dict[str, Any]) -> str:
               f"out = mlmodel.predict({{'x': np.zeros((1, 3, {size}, {size}), np.float32)}})", "```", "",
               "Inputs are RGB images normalised with the ImageNet mean and std, as timm's eval transform does; "
               "outputs are class logits.", ""]
-    lines.append(f"Versions: {', '.join(f'{k} {v}' for k, v in report['versions'].items())}; exported {report['date']}.")
+    lines.append(f"Versions: {', '.join(f'{k} {v}' for k, v in report['versions'].items())}; exported "
+                 f"{report['date']}.")
     return "\n".join(lines) + "\n"
 
 

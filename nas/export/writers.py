@@ -6,8 +6,9 @@ from __future__ import annotations
 import json
 import platform
 import warnings
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
@@ -97,7 +98,7 @@ def write_onnx(sub: Subnet, out: Path, x: torch.Tensor, ref: torch.Tensor) -> tu
 
 @writer("coreml")
 def write_coreml(sub: Subnet, out: Path, x: torch.Tensor, ref: torch.Tensor) -> tuple[list[str], Check]:
-    from nas.latency.coreml import INPUT_NAME, convert
+    from nas.latency.coreml.convert import INPUT_NAME, convert
 
     one = x[:1]
     mlmodel = convert(sub.model, one, output_name=OUTPUT_NAME)

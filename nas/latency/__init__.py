@@ -22,7 +22,8 @@ _LAZY = {"DEVICES": "devices", "Device": "devices", "get_device": "devices", "re
          "Op": "ops", "arch_ops": "ops", "space_ops": "ops", "default_table_path": "paths",
          "LutPredictor": "predict", "estimate_notice": "predict", "load_predictor": "predict",
          "predict_model": "predict", "LatencyTable": "table"}
-__all__ = sorted(_LAZY)
+__all__ = ["DEVICES", "Device", "LatencyTable", "LutPredictor", "Op", "arch_ops", "default_table_path",
+           "estimate_notice", "get_device", "load_predictor", "predict_model", "register_device", "space_ops"]
 
 
 def __getattr__(name: str) -> Any:

@@ -13,7 +13,7 @@ import torch
 import torch.nn as nn
 
 from nas.errors import UsageError
-from nas.latency.timing import Timing, TimingPolicy, time_until_stable
+from nas.latency.timing import DEFAULT_POLICY, Timing, TimingPolicy, time_until_stable
 
 
 class Backend(abc.ABC):
@@ -21,7 +21,8 @@ class Backend(abc.ABC):
 
     name = "base"
 
-    def __init__(self, threads: int = 1, batch: int = 1, dtype: str = "float32", policy: TimingPolicy = TimingPolicy()):
+    def __init__(self, threads: int = 1, batch: int = 1, dtype: str = "float32",
+                 policy: TimingPolicy = DEFAULT_POLICY):
         self.threads, self.batch, self.dtype, self.policy = threads, batch, dtype, policy
 
     @property
@@ -114,8 +115,8 @@ class OnnxRuntimeBackend(Backend):
 
         buf = io.BytesIO()
         with torch.inference_mode(False), torch.no_grad():
-            torch.onnx.export(module.eval(), (x,), buf, dynamo=False, opset_version=17,
-                              input_names=["x"], output_names=["y"])
+            torch.onnx.export(module.eval(), (x,), buf,  # type: ignore[arg-type]   # a file object works too
+                              dynamo=False, opset_version=17, input_names=["x"], output_names=["y"])
         options = ort.SessionOptions()
         options.intra_op_num_threads = self.threads
         options.inter_op_num_threads = 1

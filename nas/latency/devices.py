@@ -18,7 +18,6 @@ from dataclasses import dataclass
 from nas.errors import UsageError
 from nas.latency.backends import BACKENDS, Backend
 
-
 MEASURED, INGESTED, ESTIMATED = "measured", "ingested", "estimated"
 TABLE_SOURCES = (MEASURED, INGESTED, ESTIMATED)
 

@@ -31,7 +31,7 @@ class Op:
         return "|".join([self.kind] + [f"{k}={v}" for k, v in self.params])
 
     @classmethod
-    def from_key(cls, key: str) -> "Op":
+    def from_key(cls, key: str) -> Op:
         kind, *fields = key.split("|")
         if kind not in OP_KINDS:
             raise UsageError(f"op signature {key!r} has unknown kind {kind!r}; known: {', '.join(OP_KINDS)}")

@@ -8,9 +8,10 @@ A test checks that both agree on random archs.
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -108,7 +109,7 @@ class LutPredictor:
         self._arrays: dict[str, np.ndarray] | None = None
 
     @classmethod
-    def from_file(cls, path: str | Path, space: SearchSpace | None = None) -> "LutPredictor":
+    def from_file(cls, path: str | Path, space: SearchSpace | None = None) -> LutPredictor:
         return cls(LatencyTable.load(path), space, path)
 
     @property
@@ -231,7 +232,8 @@ def predict_model(module: nn.Module, input_size: int = 224, device: str = "cpu",
         return load_cost_model(device).predict_module(module, input_size)
     space = load_space(config["space"])
     if input_size != space.input_size:
-        raise UsageError(f"input_size {input_size} differs from the space's {space.input_size}; tables are per input size")
+        raise UsageError(f"input_size {input_size} differs from the space's {space.input_size}; tables are per "
+                         f"input size")
     fields = {k: config[k] for k in ("widths", "depths", "n3d", "mlp_ratios", "heads", "key_dims", "mixers")}
     arch = space.arch_from_dict({"space": space.name, **fields})
     return load_predictor(device, space.name, lut).predict(arch)

@@ -8,10 +8,10 @@ import json
 import math
 import platform
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from importlib.metadata import version
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -67,7 +67,7 @@ class LatencyTable:
         write_json_atomic(path, self.to_dict())
 
     @classmethod
-    def load(cls, path: str | Path) -> "LatencyTable":
+    def load(cls, path: str | Path) -> LatencyTable:
         path = Path(path)
         try:
             text = path.read_text()
@@ -83,7 +83,7 @@ class LatencyTable:
         return cls.from_dict(data, str(path))
 
     @classmethod
-    def from_dict(cls, data: Any, where: str = "<table>") -> "LatencyTable":
+    def from_dict(cls, data: Any, where: str = "<table>") -> LatencyTable:
         def bad(problem: str) -> TableError:
             return TableError(f"latency table {where}: {problem}")
 
@@ -119,7 +119,13 @@ class LatencyTable:
 # ------------------------------------------------------------------------------- making a table (one way for all)
 
 
-def new_header(device: "Device", space: SearchSpace, *, kind: str, produced_by: str, backend: str,
+def _torch_version() -> str:
+    import torch  # torch's own version string (with its build tag, e.g. +cu130), as every table has recorded it
+
+    return str(torch.__version__)
+
+
+def new_header(device: Device, space: SearchSpace, *, kind: str, produced_by: str, backend: str,
                backend_version: str, **extra: Any) -> dict[str, Any]:
     """The header every table starts with, whichever way it is made (built here, ingested, estimated);
     ``extra`` adds or overrides fields (an ingested table's host is the Mac's, not this machine's)."""
@@ -127,7 +133,7 @@ def new_header(device: "Device", space: SearchSpace, *, kind: str, produced_by: 
         raise ValueError(f"table kind {kind!r}; allowed: {', '.join(KINDS)}")
     header = {
         "device": device.name, "backend": backend, "backend_version": backend_version,
-        "torch_version": version("torch"), "threads": device.threads, "dtype": device.dtype,
+        "torch_version": _torch_version(), "threads": device.threads, "dtype": device.dtype,
         "batch": device.batch, "input_size": space.input_size, "space": space.name,
         "host": platform.node(), "cpu": platform.processor() or platform.machine(),
         "date": time.strftime("%Y-%m-%dT%H:%M:%S"), "kind": kind, "produced_by": produced_by,

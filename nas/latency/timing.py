@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import statistics
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 
 @dataclass(frozen=True)
@@ -41,7 +41,10 @@ def _quantile(sorted_values: list[float], q: float) -> float:
     return sorted_values[lo] + (sorted_values[hi] - sorted_values[lo]) * (i - lo)
 
 
-def time_until_stable(run: Callable[[], float], policy: TimingPolicy = TimingPolicy()) -> Timing:
+DEFAULT_POLICY = TimingPolicy()
+
+
+def time_until_stable(run: Callable[[], float], policy: TimingPolicy = DEFAULT_POLICY) -> Timing:
     """``run()`` executes once and returns its duration in seconds."""
     start, n = time.perf_counter(), 0
     while n < policy.min_warmup or time.perf_counter() - start < policy.warmup_seconds:

@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import math
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn as nn
@@ -70,7 +72,7 @@ def _numel(t: torch.Tensor) -> int:
     return t.numel()
 
 
-def _drop_ones(shape) -> tuple[int, ...]:
+def _drop_ones(shape: Sequence[int]) -> tuple[int, ...]:
     return tuple(int(s) for s in shape if s != 1)
 
 
@@ -82,7 +84,7 @@ def _is_free_view(src: torch.Tensor, out: torch.Tensor) -> bool:
     return src.dim() >= 1 and out.dim() >= 1 and src.shape[-1] == out.shape[-1]
 
 
-def _is_free_transpose(src: torch.Tensor, out) -> bool:
+def _is_free_transpose(src: torch.Tensor, out: torch.Tensor) -> bool:
     """A permutation that only moves size-1 dimensions moves no data: the other dims keep their sizes and strides
     in the same order."""
     if not isinstance(out, torch.Tensor):
@@ -106,7 +108,7 @@ class _Recorder(TorchDispatchMode):
         self.producer: dict[int, str] = {id(t): "input" for t in inputs}  # id(activation) -> category that made it
         self._keep: list[torch.Tensor] = list(inputs)  # keep activations alive so their ids are not reused
 
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+    def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
         kwargs = kwargs or {}
         out = func(*args, **kwargs)
         name = func.overloadpacket.__name__
@@ -130,7 +132,7 @@ class _Recorder(TorchDispatchMode):
             self._keep.append(t)
         return out
 
-    def _record_attention(self, args, outs) -> None:
+    def _record_attention(self, args: Any, outs: list[torch.Tensor]) -> None:
         q, k, v = args[0], args[1], args[2]
         scores = q.shape[:-1].numel() * k.shape[-2]  # B * H * L * S
         qk_bytes = BYTES_PER_ELEMENT * (q.numel() + k.numel() + scores)
@@ -142,8 +144,9 @@ class _Recorder(TorchDispatchMode):
             self.producer[id(t)] = DENSE
             self._keep.append(t)
 
-    def _classify(self, name, tensors, acts, outs, args) -> tuple[str, float]:
-        out = outs[0] if outs else None
+    def _classify(self, name: str, tensors: list[torch.Tensor], acts: list[torch.Tensor], outs: list[torch.Tensor],
+                  args: Any) -> tuple[str, float]:
+        out: Any = outs[0] if outs else None
         if name == "convolution":
             x, w = args[0], args[1]
             groups = args[8] if len(args) > 8 else 1
@@ -186,7 +189,7 @@ def trace_ops(model: nn.Module, example: torch.Tensor) -> list[OpRecord]:
     return recorder.records
 
 
-def summarize(records: list[OpRecord]) -> dict[str, float]:
+def summarize(records: Sequence[OpRecord]) -> dict[str, float]:
     """Totals per category: ``<cat>_mb``, ``<cat>_gflop`` (dense/depthwise), ``<cat>_ops``, and ``macs_g``."""
     out: dict[str, float] = {}
     counts = Counter(r.category for r in records)

@@ -7,20 +7,21 @@ The archs come from seeds disjoint from those the correction was fitted on, so t
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
 from nas.latency.build import measure_arch
-from nas.latency.table import VALIDATION_SEED_BASE
-from nas.plots import plot_predicted_vs_measured
 from nas.latency.devices import get_device
 from nas.latency.predict import LutPredictor
+from nas.latency.table import VALIDATION_SEED_BASE
+from nas.plots import plot_predicted_vs_measured
 from nas.space import SearchSpace
 
 
-def kendall_tau(a: Sequence[float], b: Sequence[float]) -> float:
+def kendall_tau(a: Sequence[float] | np.ndarray, b: Sequence[float] | np.ndarray) -> float:
     """Kendall's tau-b (scipy's; NaN when either side is constant)."""
     from scipy.stats import kendalltau
 

@@ -2,9 +2,10 @@
 device's latency table (the same predictor as ``nas predict``)."""
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from nas.errors import UsageError
 from nas.latency.predict import LutPredictor, estimate_notice, load_predictor
@@ -28,7 +29,7 @@ class Budgets:
 
     @classmethod
     def load(cls, space: SearchSpace, budget_ms: Sequence[float], devices: Sequence[str],
-             luts: dict[str, str] | None = None) -> "Budgets":
+             luts: dict[str, str] | None = None) -> Budgets:
         if not budget_ms or len(budget_ms) != len(devices):
             raise UsageError(f"give one --device per --budget-ms (got {len(budget_ms)} budgets and {len(devices)} "
                              "devices), e.g. --budget-ms 1.6 --device iphone12 --budget-ms 40 --device cpu")

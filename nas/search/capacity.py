@@ -12,8 +12,8 @@ from pathlib import Path
 import torch
 
 from nas.fileio import write_json_atomic
-from nas.latency.paths import local_table_dir
 from nas.latency.ops import Op, arch_ops
+from nas.latency.paths import local_table_dir
 from nas.space import Arch, SearchSpace
 
 COUNTS_SCHEMA = "nas-op-counts/1"
@@ -65,8 +65,9 @@ class OpCounts:
                                            "ops": {k: list(v) for k, v in sorted(self._counts.items())}}, indent=None)
             self._dirty = False
 
-    def __getstate__(self):   # shipped to Ray workers without the cache's contents
+    def __getstate__(self) -> dict[str, object]:   # shipped to Ray workers without the cache's contents
         return {"space": self.space, "cache": self.cache}
 
-    def __setstate__(self, state):
-        self.__init__(state["space"], state["cache"])
+    def __setstate__(self, state: dict[str, object]) -> None:
+        fresh = OpCounts(state["space"], state["cache"])  # type: ignore[arg-type]
+        self.__dict__.update(fresh.__dict__)

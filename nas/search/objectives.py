@@ -17,7 +17,6 @@ a new one is one subclass plus a branch in ``make_objective``.
 from __future__ import annotations
 
 import abc
-
 import math
 from pathlib import Path
 from typing import Any
@@ -44,7 +43,7 @@ class Objective(abc.ABC):
         """Extra figures of ``arch`` recorded with its trial (default: none)."""
         return {}
 
-    def flush(self) -> None:
+    def flush(self) -> None:  # noqa: B027 - a hook whose default is to do nothing
         """Persist caches (called when a worker finishes an evaluation and when the search ends)."""
 
 
@@ -95,6 +94,7 @@ class SupernetAccuracy(Objective):
         from supernet.evaluate import evaluate_subnet
 
         if self._net is None:
+            assert self.checkpoint is not None
             self._net, _ = load_supernet(self.checkpoint)
         return evaluate_subnet(self._net, arch, self.data, self.val_images, self.bn_images)
 
@@ -105,7 +105,7 @@ def make_objective(space: SearchSpace, supernet: str | None = None, data: str | 
     if (supernet is None) != (data is None):
         raise UsageError("--supernet and --data go together (inherited accuracy on DATA's validation split); "
                          "give both, or neither for the capacity proxy")
-    if supernet is None:
+    if supernet is None or data is None:
         return CapacityProxy(space)
     from supernet.checkpoint import load_supernet
 

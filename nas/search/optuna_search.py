@@ -12,8 +12,9 @@ parameters it had already drawn (its missing ones are drawn now), so after a kil
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Literal
 
 import optuna
 from optuna.trial import TrialState
@@ -81,7 +82,8 @@ def make_storage(url: str) -> optuna.storages.BaseStorage:
 
 
 def open_study(settings: StudySettings) -> optuna.Study:
-    directions = ["maximize", "minimize"] if settings.sampler == "nsga2" else ["maximize"]
+    directions: list[Literal["minimize", "maximize"]] = (["maximize", "minimize"] if settings.sampler == "nsga2"
+                                                          else ["maximize"])
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     try:
         study = optuna.create_study(study_name=settings.study_name, storage=make_storage(settings.storage),

@@ -91,7 +91,7 @@ def run_search(req: SearchRequest) -> dict[str, Any]:
         best = verification["winner"]
     front = pareto_front(records, primary)
     uses_optuna = strategy.uses_optuna_settings
-    result = {
+    result: dict[str, Any] = {
         "best": {"arch": best.arch, "latency_ms": best.latency_ms[primary], "latencies_ms": best.latency_ms,
                  "objective": best.objective, "objective_name": req.objective.name,
                  "objective_label": req.objective.label, "objective_is_accuracy": req.objective.is_accuracy,

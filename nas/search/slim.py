@@ -13,9 +13,10 @@ Each step is written to ``slim.json`` in the run directory as it is taken, so a 
 """
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from nas.errors import UsageError
 from nas.fileio import read_json, write_json_atomic
@@ -29,7 +30,7 @@ from nas.space import Arch, SearchSpace, first_3d_index
 SLIM_SCHEMA = "nas-slim/1"
 
 
-def _smaller(choices, value):
+def _smaller(choices: Sequence[int], value: int) -> int | None:
     lower = [c for c in choices if c < value]
     return max(lower) if lower else None
 
@@ -67,7 +68,8 @@ def actions(arch: Arch, space: SearchSpace) -> list[tuple[str, Arch]]:
         for i, e in enumerate(ratios[s]):
             lower = _smaller(space.mlp_ratios, e)
             if lower is not None:
-                new = tuple(tuple(lower if (k, b) == (s, i) else x for b, x in enumerate(r)) for k, r in enumerate(ratios))
+                new = tuple(tuple(lower if (k, b) == (s, i) else x for b, x in enumerate(r))
+                            for k, r in enumerate(ratios))
                 add(f"MLP ratio of stage {s + 1} block {i + 1} to {lower}", mlp_ratios=new)
     if arch.n3d:
         add("turn the first 3D block into 4D", n3d=arch.n3d - 1, heads=arch.heads[1:], key_dims=arch.key_dims[1:],

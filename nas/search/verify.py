@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from nas.search.budgets import Budgets
 from nas.search.records import TrialRecord
@@ -28,7 +29,8 @@ def verify_winner(records: Sequence[TrialRecord], space: SearchSpace, budgets: B
         return {"devices": [], "checked": [], "winner": None,
                 "note": "no budget device can be measured on this machine"}
     candidates = sorted((r for r in records if r.feasible), key=lambda r: -r.objective)
-    seen, checked = set(), []
+    seen: set[str] = set()
+    checked: list[dict[str, Any]] = []
     for record in candidates:
         key = json.dumps(record.arch, sort_keys=True)
         if key in seen:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import abc
 import os
-from typing import Any, Sequence
+from collections.abc import Sequence
 
 from nas.search.objectives import Objective
 from nas.space import Arch
@@ -27,7 +27,7 @@ class Evaluator(abc.ABC):
     def map(self, archs: Sequence[Arch]) -> list[tuple[float, int]]:
         """(objective value, pid of the process that computed it) per arch, in the order asked."""
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - a hook whose default is to do nothing
         """Release what the evaluator started."""
 
 

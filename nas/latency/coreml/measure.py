@@ -54,7 +54,8 @@ def _connected_iphone() -> Any:
     import asyncio
 
     with quiet_coremltools():
-        from coremltools.models.ml_program.experimental.remote_device import Device as RemoteDevice, DeviceType
+        from coremltools.models.ml_program.experimental.remote_device import Device as RemoteDevice
+        from coremltools.models.ml_program.experimental.remote_device import DeviceType
 
     phones = RemoteDevice.get_connected_devices(device_type=DeviceType.IPHONE)
     if not phones:

@@ -29,7 +29,8 @@ def default_package_dir(device: Device, space: SearchSpace) -> Path:
 
 
 def _jobs(space: SearchSpace) -> list[dict[str, Any]]:
-    jobs = [{"id": f"op-{i:04d}", "kind": "op", "op": op.key} for i, op in enumerate(space_ops(space))]
+    jobs: list[dict[str, Any]] = [{"id": f"op-{i:04d}", "kind": "op", "op": op.key}
+                                  for i, op in enumerate(space_ops(space))]
     for k in range(CALIBRATION_ARCHS):
         arch = space.sample(CALIBRATION_SEED_BASE + k)
         jobs.append({"id": f"arch-{k:02d}", "kind": "arch", "arch": arch.to_dict()})

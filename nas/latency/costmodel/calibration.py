@@ -2,7 +2,8 @@
 errors beside a MACs-linear baseline under the same protocol. MAPE figures are in percent."""
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -21,10 +22,10 @@ def _macs_linear(macs: np.ndarray, latency: np.ndarray, weight: np.ndarray) -> t
 
 def _cross_validate(groups: Sequence[str],
                     fit_predict: Callable[[np.ndarray, np.ndarray], np.ndarray]) -> np.ndarray:
-    groups = np.asarray(groups)
-    predicted = np.zeros(len(groups))
+    labels = np.asarray(groups)
+    predicted = np.zeros(len(labels))
     for g in dict.fromkeys(groups):
-        held = groups == g
+        held = labels == g
         predicted[held] = fit_predict(~held, held)
     return predicted
 
@@ -70,7 +71,8 @@ def calibrate(device: str, rows: Sequence[Published], traces: Sequence[Sequence[
         "models": [
             {"model": r.model, "timm_name": r.timm_name, "family": r.family, "kind": r.kind, "weight": r.weight,
              "macs_g": float(m), "published_ms": r.latency_ms,
-             **{f"{name}_{how}_ms": float(predictions[name][how][i]) for name in predictions for how in ("fit", "loo", "lofo")}}
+             **{f"{name}_{how}_ms": float(predictions[name][how][i])
+                for name in predictions for how in ("fit", "loo", "lofo")}}
             for i, (r, m) in enumerate(zip(rows, macs))
         ],
     }

@@ -2,10 +2,11 @@
 model is found."""
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 import torch
 import torch.nn as nn
@@ -57,7 +58,7 @@ class CostModel:
                 "fixed_ms": self.fixed_ms, "multipliers": self.multipliers, "fit": self.fit}
 
     @classmethod
-    def from_dict(cls, data: Any, where: str = "<cost model>") -> "CostModel":
+    def from_dict(cls, data: Any, where: str = "<cost model>") -> CostModel:
         if not isinstance(data, dict) or data.get("schema") != SCHEMA:
             raise UsageError(f"cost model {where}: not a {SCHEMA} file")
         try:
@@ -71,7 +72,7 @@ class CostModel:
         write_json_atomic(path, self.to_dict())
 
     @classmethod
-    def load(cls, path: str | Path) -> "CostModel":
+    def load(cls, path: str | Path) -> CostModel:
         return cls.from_dict(read_json(path, "cost model"), str(path))
 
 

@@ -13,14 +13,14 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from conftest import randomize_, run_nas
 from nas.latency.build import build_table
-from nas.latency.costmodel import load_cost_model
+from nas.latency.costmodel.estimate import estimate_table
+from nas.latency.costmodel.model import load_cost_model
 from nas.latency.devices import get_device
-from nas.latency.estimate import estimate_table
 from nas.search.budgets import Budgets
-from nas.search.run import pareto_front
+from nas.search.records import TrialRecord, pareto_front
 from nas.search.slim import actions
+from tests.helpers import randomize_, run_nas
 
 
 @pytest.fixture(scope="module")
@@ -199,20 +199,19 @@ def test_two_budgets_on_two_devices_both_hold(tmp_path, tiny_luts, tiny):
 
 
 def test_pareto_front_is_non_dominated():
-    records = [{"number": i, "objective": o, "latency_ms": {"d": l}, "feasible": f}
-               for i, (o, l, f) in enumerate([(1, 1, True), (2, 2, True), (1.5, 3, True), (3, 2.5, True),
-                                              (9, 0.5, False)])]
+    records = [TrialRecord(i, o, {}, {"d": ms}, f)
+               for i, (o, ms, f) in enumerate([(1, 1, True), (2, 2, True), (1.5, 3, True), (3, 2.5, True),
+                                               (9, 0.5, False)])]
     front = pareto_front(records, "d")
-    assert [r["number"] for r in front] == [0, 1, 3]
+    assert [r.number for r in front] == [0, 1, 3]
 
 
 @pytest.mark.slow
 @pytest.mark.ray
 def test_ray_two_workers_one_killed_every_trial_completes(tmp_path, tiny_luts, tiny):
     """A worker killed mid-search: Ray retries its task elsewhere, and the study completes with no trial lost."""
-    from PIL import Image
-
     import numpy as np
+    from PIL import Image
 
     from supernet import Supernet
     from supernet.checkpoint import save_supernet
@@ -221,7 +220,8 @@ def test_ray_two_workers_one_killed_every_trial_completes(tmp_path, tiny_luts, t
     for cls in ("a", "b"):
         (tmp_path / "data" / cls).mkdir(parents=True)
         for i in range(16):
-            Image.fromarray(rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)).save(tmp_path / "data" / cls / f"{i}.png")
+            image = Image.fromarray(rng.integers(0, 256, (64, 64, 3), dtype=np.uint8))
+            image.save(tmp_path / "data" / cls / f"{i}.png")
     save_supernet(randomize_(Supernet(tiny)), tmp_path / "supernet.pt")
     run, total = tmp_path / "run", 24
     env = {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
@@ -235,7 +235,8 @@ def test_ray_two_workers_one_killed_every_trial_completes(tmp_path, tiny_luts, t
         deadline = time.time() + 180
         while killed is None and time.time() < deadline and proc.poll() is None:
             if len(_completed(run / "study.db", "r")) >= 3:
-                workers = subprocess.run(["pgrep", "-f", "ray::_evaluate"], capture_output=True, text=True).stdout.split()
+                workers = subprocess.run(["pgrep", "-f", "ray::_evaluate"], capture_output=True,
+                                         text=True).stdout.split()
                 if workers:
                     killed = int(workers[0])
                     os.kill(killed, signal.SIGKILL)
@@ -271,4 +272,5 @@ def test_verify_measures_finalists_on_devices_at_hand(tmp_path, tiny_luts, tiny)
     proc = run_nas(*_tiny_args(tiny_luts, 100, "--trials", "4", "--verify", "2", "--out", str(tmp_path / "b"),
                                "--json", "--export", "none"))
     verification = json.loads(proc.stdout)["verification"]
-    assert verification["devices"] == [] and verification["checked"] == [] and "no budget device" in verification["note"]
+    assert verification["devices"] == [] and verification["checked"] == []
+    assert "no budget device" in verification["note"]

@@ -14,7 +14,7 @@ import torch
 
 from nas.data import DigitsDataset, dataset, image_batches
 from supernet.checkpoint import load_checkpoint_payload, load_supernet
-from tests.conftest import run_nas
+from tests.helpers import run_nas
 
 # a short but real run: 256 training images, batches of 32 -> 8 steps an epoch
 SMALL = ["--space", "tiny", "--data", "builtin:digits", "--max-train-images", "256", "--batch-size", "32",
@@ -137,9 +137,9 @@ def test_existing_out_without_resume_is_refused(tmp_path):
 
 
 def test_trained_supernet_drives_search_and_export(trained, tmp_path, tiny):
-    from nas.latency.costmodel import load_cost_model
+    from nas.latency.costmodel.estimate import estimate_table
+    from nas.latency.costmodel.model import load_cost_model
     from nas.latency.devices import get_device
-    from nas.latency.estimate import estimate_table
 
     lut = tmp_path / "iphone12-tiny.json"
     estimate_table(get_device("iphone12"), tiny, load_cost_model("iphone12"), lut)
@@ -181,7 +181,7 @@ def test_trains_on_an_imagefolder_tree(tmp_path):
 def test_init_from_timm_weights(tmp_path, tiny, suffix):
     """--init-timm loads a timm-keyed EfficientFormer state dict into the supernet before training."""
     from supernet.static import EfficientFormerNet
-    from tests.conftest import randomize_
+    from tests.helpers import randomize_
 
     arch = tiny.preset("large")
     model = randomize_(EfficientFormerNet.from_arch(arch, tiny), seed=3)

@@ -15,14 +15,15 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from conftest import run_nas
-from nas.latency import estimate_notice, load_predictor, predict_model
-from nas.latency.coreml import COMPUTE_UNITS, check_conversions, load_manifest
-from nas.latency.costmodel import (CostModel, load_cost_model, load_published, shipped_calibration_csv,
-                                   shipped_cost_model_path, timm_model)
+from nas.latency.coreml.convert import check_conversions
+from nas.latency.coreml.packages import load_manifest
+from nas.latency.costmodel.model import CostModel, load_cost_model, shipped_cost_model_path
+from nas.latency.costmodel.published import load_published, shipped_calibration_csv, timm_model
 from nas.latency.ops import arch_ops, space_ops
+from nas.latency.predict import estimate_notice, load_predictor, predict_model
 from nas.latency.table import LatencyTable
 from nas.latency.trace import COMPOSITE_ACT, DENSE, LAYOUT, NORM, SOFTMAX, trace_ops
+from tests.helpers import run_nas
 
 PUBLISHED_P2 = {"l1": 1.4, "l3": 2.7, "l7": 6.6}   # calibration CSV, EfficientFormer-L* re-measured under P2
 
@@ -292,7 +293,9 @@ def test_coreml_build_resumes_after_kill_then_ingests_a_measured_table(tiny, tmp
 @pytest.mark.macos
 @pytest.mark.skipif(platform.system() != "Darwin", reason="Core ML predictions run only on macOS")
 def test_measure_on_a_mac_writes_timings_that_ingest(tiny, tmp_path):
-    from nas.latency.coreml import build_packages, ingest, measure_packages
+    from nas.latency.coreml.ingest import ingest
+    from nas.latency.coreml.measure import measure_packages
+    from nas.latency.coreml.packages import build_packages
     from nas.latency.devices import get_device
 
     manifest = build_packages(get_device("iphone12"), tiny, tmp_path / "pk", progress=False)
@@ -321,9 +324,3 @@ def test_bad_input_is_one_line_exit_2():
         assert result.returncode == 2, (args, result.stderr)
         assert message in result.stderr and "Traceback" not in result.stderr
         assert len(result.stderr.strip().splitlines()) == 1, result.stderr
-
-
-def test_compute_unit_choices_agree():
-    from nas.cli import COMPUTE_UNITS_CHOICES
-
-    assert COMPUTE_UNITS_CHOICES == COMPUTE_UNITS

@@ -7,12 +7,12 @@ import numpy as np
 import pytest
 import torch
 
-from nas.export import (FORMATS, OUTPUT_NAME, TOLERANCE, WRITERS, compare as _compare, build_subnet, check_input,
-                        export_subnet, parse_formats)
+from nas.export import FORMATS, OUTPUT_NAME, TOLERANCE, WRITERS, build_subnet, check_input, export_subnet, parse_formats
+from nas.export import compare as _compare
 from nas.fileio import atomic_output
 from supernet import EfficientFormerNet, Supernet
 from supernet.checkpoint import load_supernet, save_supernet
-from conftest import randomize_, run_nas
+from tests.helpers import randomize_, run_nas
 
 
 @pytest.fixture(scope="module")
@@ -28,13 +28,10 @@ def _logits(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
         return model.eval()(x)
 
 
-@pytest.mark.slow
-def test_cli_exports_every_format_of_a_random_arch_with_inherited_weights(tmp_path, tiny, tiny_ckpt):
-    import onnxruntime as ort
-    import timm
-
-    import supernet.timm_model  # noqa: F401 - registers nas_efficientformer
-
+@pytest.fixture(scope="module")
+def cli_export(tmp_path_factory, tiny, tiny_ckpt):
+    """``nas export`` of a random arch in every format, run once for the tests below."""
+    tmp_path = tmp_path_factory.mktemp("export")
     arch = tiny.sample(seed=11)
     arch_file = tmp_path / "arch.json"
     arch_file.write_text(arch.to_json())
@@ -42,7 +39,29 @@ def test_cli_exports_every_format_of_a_random_arch_with_inherited_weights(tmp_pa
     proc = run_nas("export", str(arch_file), "--supernet", str(tiny_ckpt), "--out", str(out), "--json",
                    "--no-progress")
     assert proc.returncode == 0, proc.stderr
-    report = json.loads(proc.stdout)
+    return arch, out, json.loads(proc.stdout)
+
+
+@pytest.mark.parametrize("fmt", list(FORMATS))
+def test_every_registered_format_is_written_reloaded_and_checked(cli_export, fmt):
+    _, out, report = cli_export
+    assert fmt in WRITERS and report["checks"][fmt]["ok"], report["checks"][fmt]
+    assert report["files"][fmt] and all((out / f).exists() for f in report["files"][fmt])
+    assert report["checks"][fmt]["seconds"] >= 0
+
+
+def test_writers_and_format_names_are_one_registry():
+    assert set(WRITERS) == set(FORMATS)
+
+
+@pytest.mark.slow
+def test_cli_exports_every_format_of_a_random_arch_with_inherited_weights(cli_export, tiny, tiny_ckpt):
+    import onnxruntime as ort
+    import timm
+
+    import supernet.timm_model  # noqa: F401 - registers nas_efficientformer
+
+    arch, out, report = cli_export
     assert report["ok"] and report["formats"] == list(FORMATS)
     assert json.loads((out / "export_check.json").read_text())["checks"] == report["checks"]
     for fmt in ("pt", "timm", "torchscript", "onnx"):

@@ -2,9 +2,9 @@ import pytest
 import timm
 import torch
 
-from conftest import randomize_
 from nas.errors import UsageError
 from supernet import Supernet
+from tests.helpers import randomize_
 
 PARAMS_M = {"l1": 12.29, "l3": 31.41, "l7": 82.23}
 

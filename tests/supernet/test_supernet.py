@@ -4,10 +4,9 @@ import pytest
 import torch
 import torch.nn as nn
 
-from conftest import randomize_
 from nas.errors import ArchError
-from supernet import EfficientFormerNet, Supernet
-from supernet import elastic
+from supernet import EfficientFormerNet, Supernet, elastic
+from tests.helpers import randomize_
 
 
 @pytest.fixture(scope="module")

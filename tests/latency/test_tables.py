@@ -10,15 +10,16 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import run_nas
 from nas.errors import UsageError
 from nas.latency import predict_model
-from nas.latency.backends import CudaBackend, OnnxRuntimeBackend, TimingPolicy, time_until_stable
+from nas.latency.backends import CudaBackend, OnnxRuntimeBackend
 from nas.latency.build import build_table
 from nas.latency.ops import Op, arch_ops, space_ops
 from nas.latency.predict import LutPredictor, encode_archs, sample_batch
 from nas.latency.table import LatencyTable, TableError
+from nas.latency.timing import TimingPolicy, time_until_stable
 from supernet.static import EfficientFormerNet
+from tests.helpers import run_nas
 
 
 @pytest.fixture(scope="module")
@@ -142,7 +143,8 @@ def test_missing_entries_are_listed_with_the_command(tiny, tiny_table, tmp_path)
     for key in gone:
         del table.entries[key]
     table.save(tmp_path / "holes.json")
-    proc = run_nas("predict", "--device", "cpu", "--space", "tiny", "--arch", "small", "--lut", str(tmp_path / "holes.json"))
+    proc = run_nas("predict", "--device", "cpu", "--space", "tiny", "--arch", "small",
+                   "--lut", str(tmp_path / "holes.json"))
     assert proc.returncode == 2
     assert all(key in proc.stderr for key in gone)
     assert f"nas lut build --device cpu --space tiny --out {tmp_path / 'holes.json'} --resume" in proc.stderr
@@ -162,7 +164,8 @@ def test_corrupted_and_truncated_tables_are_refused(tiny_table, tmp_path):
         (tmp_path / name).write_text(content)
         with pytest.raises(TableError, match="latency table .*" + name):
             LatencyTable.load(tmp_path / name)
-        proc = run_nas("predict", "--device", "cpu", "--space", "tiny", "--arch", "small", "--lut", str(tmp_path / name))
+        proc = run_nas("predict", "--device", "cpu", "--space", "tiny", "--arch", "small",
+                       "--lut", str(tmp_path / name))
         assert proc.returncode == 2 and needle in proc.stderr and str(tmp_path / name) in proc.stderr
         assert len(proc.stderr.strip().splitlines()) == 1
 

@@ -1,7 +1,7 @@
 import json
 
-from conftest import run_nas
 from nas.space import Arch
+from tests.helpers import run_nas
 
 
 def test_space_show_json():

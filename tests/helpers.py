@@ -1,0 +1,37 @@
+"""Helpers the tests share (import them from here; ``conftest.py`` holds only fixtures).
+
+Freshly initialised EfficientFormer blocks are nearly the identity (layer scale 1e-5), which would let a wrong
+slice pass an output-equality test; ``randomize_`` gives every tensor a random value of a sane scale.
+"""
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import torch
+
+
+@torch.no_grad()
+def randomize_(module: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
+    g = torch.Generator().manual_seed(seed)
+    for name, p in module.named_parameters():
+        if name.endswith("gamma"):                                    # layer scale
+            p.copy_(0.1 + 0.2 * torch.rand(p.shape, generator=g))
+        elif p.dim() == 1 and "norm" in name and name.endswith("weight"):
+            p.copy_(1 + 0.1 * torch.randn(p.shape, generator=g))
+        elif p.dim() == 1 or "attention_biases" in name or name.endswith("bias"):
+            p.copy_(0.1 * torch.randn(p.shape, generator=g))
+        else:
+            fan_in = p[0].numel() if p.dim() < 3 or "proj_weight" not in name else p.shape[1] * p.shape[2]
+            p.copy_(torch.randn(p.shape, generator=g) / fan_in ** 0.5)
+    for name, b in module.named_buffers():
+        if name.endswith("running_mean"):
+            b.copy_(0.1 * torch.randn(b.shape, generator=g))
+        elif name.endswith("running_var"):
+            b.copy_(0.5 + torch.rand(b.shape, generator=g))
+    return module
+
+
+def run_nas(*args: str, check: bool = False) -> subprocess.CompletedProcess:
+    """Run the real command line in a subprocess, as a user would."""
+    return subprocess.run([sys.executable, "-m", "nas", *args], capture_output=True, text=True, check=check)

@@ -1,0 +1,50 @@
+"""Every registered search strategy and Optuna sampler, run in process on the tiny space under an estimated
+iPhone 12 budget: each ends with a feasible winner and records that agree with the budgets."""
+from __future__ import annotations
+
+import pytest
+
+from nas.latency.costmodel.estimate import estimate_table
+from nas.latency.costmodel.model import load_cost_model
+from nas.latency.devices import get_device
+from nas.search.budgets import Budgets
+from nas.search.objectives import CapacityProxy
+from nas.search.records import best_record
+from nas.search.strategy import SAMPLERS, STRATEGIES, SearchContext, Strategy, get_strategy
+from nas.search.workers import LocalEvaluator
+
+
+@pytest.fixture(scope="module")
+def budgets(tmp_path_factory, tiny):
+    table = tmp_path_factory.mktemp("luts") / "iphone12-tiny.json"
+    estimate_table(get_device("iphone12"), tiny, load_cost_model("iphone12"), table, progress=False)
+    fastest = Budgets.load(tiny, [1e9], ["iphone12"], {"iphone12": str(table)}).fastest(tiny)["iphone12"]
+    return Budgets.load(tiny, [fastest * 1.3], ["iphone12"], {"iphone12": str(table)})
+
+
+def _run(tmp_path, tiny, budgets, strategy: str, sampler: str = "tpe"):
+    objective = CapacityProxy(tiny)
+    objective.counts.cache = tmp_path / "counts.json"
+    seen = []
+    ctx = SearchContext(tiny, objective, budgets, LocalEvaluator(objective), tmp_path, "s",
+                        f"sqlite:///{tmp_path / 'study.db'}", sampler, trials=8, seed=0, on_record=seen.append)
+    records = get_strategy(strategy).run(ctx)
+    return records, seen
+
+
+@pytest.mark.parametrize("strategy", sorted(STRATEGIES))
+def test_every_strategy_finds_a_feasible_arch(tmp_path, tiny, budgets, strategy):
+    assert isinstance(get_strategy(strategy), Strategy)
+    records, seen = _run(tmp_path, tiny, budgets, strategy)
+    best = best_record(records)
+    assert best is not None and best.latency_ms["iphone12"] <= budgets.primary.budget_ms
+    assert [r.number for r in seen] == [r.number for r in records]      # progress saw every record once
+    for r in records:
+        assert r.feasible == budgets.feasible(r.latency_ms)
+        assert r.latency_ms == pytest.approx(budgets.latencies(tiny.arch_from_dict(r.arch)))
+
+
+@pytest.mark.parametrize("sampler", SAMPLERS)
+def test_every_sampler_runs_the_study_to_its_trial_count(tmp_path, tiny, budgets, sampler):
+    records, _ = _run(tmp_path, tiny, budgets, "optuna", sampler)
+    assert len(records) == 8 and best_record(records) is not None

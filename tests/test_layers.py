@@ -1,0 +1,115 @@
+"""The package's layering, checked on its source: no import loop anywhere, ``supernet`` imports only the torch-free
+core of ``nas``, and the modules the command line needs to parse its arguments import without torch."""
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGES = ("nas", "supernet")
+# what supernet/ may import from nas: the torch-free core (and the data loaders its training reads)
+SUPERNET_MAY_IMPORT = {"nas", "nas.space", "nas.errors", "nas.fileio", "nas.data", "nas.plots"}
+
+
+def _modules() -> dict[str, Path]:
+    found = {}
+    for package in PACKAGES:
+        for path in (ROOT / package).rglob("*.py"):
+            parts = path.relative_to(ROOT).with_suffix("").parts
+            found[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = path
+    return found
+
+
+def _is_type_checking(node: ast.If) -> bool:
+    return isinstance(node.test, ast.Name) and node.test.id == "TYPE_CHECKING"
+
+
+def _imports(path: Path, modules: dict[str, Path]) -> set[str]:
+    """Internal modules ``path`` imports at run time (top level or inside functions; not under TYPE_CHECKING)."""
+    tree = ast.parse(path.read_text())
+    skipped = {id(n) for node in ast.walk(tree) if isinstance(node, ast.If) and _is_type_checking(node)
+               for stmt in node.body for n in ast.walk(stmt)}
+    out = set()
+    for node in ast.walk(tree):
+        if id(node) in skipped:
+            continue
+        if isinstance(node, ast.Import):
+            names = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names = [f"{node.module}.{a.name}" if f"{node.module}.{a.name}" in modules else node.module
+                     for a in node.names]
+        else:
+            continue
+        out |= {n for n in names if n.split(".")[0] in PACKAGES and n in modules}
+    return out
+
+
+def _graph() -> dict[str, set[str]]:
+    modules = _modules()
+    return {name: _imports(path, modules) - {name} for name, path in modules.items()}
+
+
+def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Strongly connected components with more than one module (Tarjan)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    found: list[list[str]] = []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on_stack.add(v)
+        for w in graph.get(v, ()):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on_stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            component = []
+            while True:
+                w = stack.pop()
+                on_stack.discard(w)
+                component.append(w)
+                if w == v:
+                    break
+            if len(component) > 1:
+                found.append(sorted(component))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return found
+
+
+def test_the_checker_sees_a_loop():
+    assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+    assert _cycles({"a": {"b"}, "b": set()}) == []
+
+
+def test_no_import_loop_inside_the_package():
+    graph = _graph()
+    assert len(graph) > 40 and graph["nas.cli"]      # the scan found the package and its imports
+    assert _cycles(graph) == []
+
+
+def test_supernet_imports_only_the_torch_free_core_of_nas():
+    graph = _graph()
+    wrong = {(m, dep) for m, deps in graph.items() if m.startswith("supernet")
+             for dep in deps if dep.startswith("nas") and dep not in SUPERNET_MAY_IMPORT}
+    assert wrong == set()
+
+
+def test_argument_parsing_and_torch_free_modules_import_without_torch():
+    """The CLI builds its whole parser (every command's choices and defaults) with torch unavailable."""
+    code = ("import sys; sys.modules['torch'] = None\n"
+            "import nas.space, nas.export.formats, nas.latency.coreml.units, nas.latency.paths, nas.search.strategy\n"
+            "import supernet.config, nas.plots\n"
+            "from nas.cli import build_parser; build_parser().parse_args(['space', 'show'])\n"
+            "print('ok')")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr
