@@ -74,7 +74,7 @@ def search(args: argparse.Namespace) -> int:
                             args.ray_address, formats, progress=not args.no_progress, verify=args.verify)
     # Ray's driver prints worker deaths and retries on sys.stdout; stdout carries only our result (--json contract)
     with contextlib.redirect_stdout(sys.stderr):
-        result = run_search(request)
+        result = run_search(request).to_dict()
     emit(args, result, lambda: _print_summary(result, objective.label, strategy.unit, bool(formats)))
     return 0
 

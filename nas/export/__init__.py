@@ -1,6 +1,6 @@
 """Export a subnet where it ships: PyTorch state dict, timm, TorchScript, ONNX and Core ML, each checked.
 
-``export_arch`` builds the subnet once (inherited from a supernet checkpoint when one is given, with BatchNorm
+``build_subnet`` builds the subnet once (inherited from a supernet checkpoint when one is given, with BatchNorm
 recalibrated on images when given), then each format's writer saves it and reloads what it saved to compare it
 with the PyTorch model on the same random input. ``DIR`` ends up with::
 

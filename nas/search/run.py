@@ -17,7 +17,7 @@ from nas.plots import plot_pareto
 from nas.search.budgets import Budgets
 from nas.search.objectives import Objective
 from nas.search.records import TrialRecord, best_record, pareto_front, write_trials_csv
-from nas.search.strategy import SearchContext, get_strategy
+from nas.search.strategy import SearchContext, Strategy, get_strategy
 from nas.search.verify import verify_winner
 from nas.space import SearchSpace
 
@@ -48,12 +48,48 @@ class SearchRequest:
         return f"{self.space.name}_{budgets}_{self.objective.name}_{method}_seed{self.seed}"
 
 
-def run_search(req: SearchRequest) -> dict[str, Any]:
-    """Run the strategy, then write the run directory; returns what ``run.json`` holds."""
-    from tqdm import tqdm
+@dataclass
+class SearchResult:
+    """What a search found and where it wrote it; ``to_dict()`` is ``run.json`` (and ``nas search --json``)."""
 
-    from nas.search.workers import make_evaluator
+    request: SearchRequest
+    strategy: Strategy
+    records: list[TrialRecord]
+    best: TrialRecord                      # the winner: best by prediction, or the verified one with --verify
+    front: list[TrialRecord]               # feasible Pareto front against the first device's latency
+    out: Path
+    study: str
+    storage: str
+    workers: int
+    verification: dict[str, Any] | None = None
+    export: dict[str, Any] | None = None
+    wall_s: float = 0.0
 
+    def to_dict(self) -> dict[str, Any]:
+        req, best, optuna = self.request, self.best, self.strategy.uses_optuna_settings
+        primary = req.budgets.primary.device
+        result: dict[str, Any] = {
+            "best": {"arch": best.arch, "latency_ms": best.latency_ms[primary], "latencies_ms": best.latency_ms,
+                     "objective": best.objective, "objective_name": req.objective.name,
+                     "objective_label": req.objective.label, "objective_is_accuracy": req.objective.is_accuracy,
+                     "trial": best.number, **({"details": best.details} if best.details else {}),
+                     **({"measured_ms": best.measured_ms} if best.measured_ms is not None else {})},
+            "out": str(self.out), "strategy": req.strategy, "sampler": req.sampler if optuna else None,
+            "seed": req.seed, "space": req.space.name, "study": self.study if optuna else None,
+            "storage": self.storage if optuna else None,
+            "budgets": [b.to_dict() for b in req.budgets.items], "trials": len(self.records),
+            "feasible": sum(r.feasible for r in self.records), "pareto_size": len(self.front),
+            "workers": self.workers, "wall_s": round(self.wall_s, 2),
+        }
+        if self.verification:
+            result["verification"] = {k: v for k, v in self.verification.items() if k != "winner"}
+        if self.export is not None:
+            result["export"] = self.export
+        return result
+
+
+def run_search(req: SearchRequest) -> SearchResult:
+    """Run the strategy, pick (and optionally verify) the winner, write the run directory, export the winner."""
     started = time.perf_counter()
     strategy = get_strategy(req.strategy)
     req.budgets.require_reachable(req.space)
@@ -61,6 +97,33 @@ def run_search(req: SearchRequest) -> dict[str, Any]:
     out = Path(req.out) if req.out else Path("runs") / name
     out.mkdir(parents=True, exist_ok=True)
     storage = req.storage or f"sqlite:///{(out / 'study.db').resolve()}"
+    records, workers = _run_strategy(req, strategy, out, name, storage)
+    best = best_record(records)
+    if best is None:
+        raise RuntimeError(f"no trial met every budget ({req.budgets.describe()}) in {len(records)} trials")
+    verification = verify_winner(records, req.space, req.budgets, req.verify) if req.verify else None
+    if verification and verification["winner"] is not None:
+        best = verification["winner"]
+    result = SearchResult(req, strategy, records, best, pareto_front(records, req.budgets.primary.device), out,
+                          name, storage, workers, verification)
+    _write_run_dir(result)
+    result.wall_s = time.perf_counter() - started
+    write_json_atomic(out / "run.json", result.to_dict())
+    if req.export_formats:
+        result.export = _export_winner(best.arch, req, out)
+        result.wall_s = time.perf_counter() - started
+        write_json_atomic(out / "run.json", result.to_dict())
+    return result
+
+
+def _run_strategy(req: SearchRequest, strategy: Strategy, out: Path, study: str,
+                  storage: str) -> tuple[list[TrialRecord], int]:
+    """The strategy's records, with a progress bar showing the best feasible record so far; and how many Ray
+    workers evaluated them (0: this process)."""
+    from tqdm import tqdm
+
+    from nas.search.workers import make_evaluator
+
     primary = req.budgets.primary.device
     desc = f"search ({req.sampler})" if strategy.uses_optuna_settings else "slimming"
     bar = tqdm(total=req.trials if strategy.uses_optuna_settings else None, desc=desc, unit=strategy.unit,
@@ -77,49 +140,26 @@ def run_search(req: SearchRequest) -> dict[str, Any]:
 
     evaluator = make_evaluator(req.objective, req.workers, req.ray_address)
     try:
-        records = strategy.run(SearchContext(req.space, req.objective, req.budgets, evaluator, out, name, storage,
-                                             req.sampler, req.trials, req.seed, on_record))
+        ctx = SearchContext(req.space, req.objective, req.budgets, evaluator, out, study, storage, req.sampler,
+                            req.trials, req.seed, on_record)
+        return strategy.run(ctx), (evaluator.workers if req.workers or req.ray_address else 0)
     finally:
         bar.close()
         evaluator.close()
 
-    best = best_record(records)
-    if best is None:
-        raise RuntimeError(f"no trial met every budget ({req.budgets.describe()}) in {len(records)} trials")
-    verification = verify_winner(records, req.space, req.budgets, req.verify) if req.verify else None
-    if verification and verification["winner"] is not None:
-        best = verification["winner"]
-    front = pareto_front(records, primary)
-    uses_optuna = strategy.uses_optuna_settings
-    result: dict[str, Any] = {
-        "best": {"arch": best.arch, "latency_ms": best.latency_ms[primary], "latencies_ms": best.latency_ms,
-                 "objective": best.objective, "objective_name": req.objective.name,
-                 "objective_label": req.objective.label, "objective_is_accuracy": req.objective.is_accuracy,
-                 "trial": best.number, **({"details": best.details} if best.details else {}),
-                 **({"measured_ms": best.measured_ms} if best.measured_ms is not None else {})},
-        "out": str(out), "strategy": req.strategy, "sampler": req.sampler if uses_optuna else None,
-        "seed": req.seed, "space": req.space.name, "study": name if uses_optuna else None,
-        "storage": storage if uses_optuna else None,
-        "budgets": [b.to_dict() for b in req.budgets.items], "trials": len(records),
-        "feasible": sum(r.feasible for r in records), "pareto_size": len(front),
-        "workers": evaluator.workers if req.workers or req.ray_address else 0, "wall_s": None,
-    }
-    if verification:
-        result["verification"] = {k: v for k, v in verification.items() if k != "winner"}
-    write_json_atomic(out / "best_arch.json", best.arch)
-    write_trials_csv(out / "trials.csv", records, [b.device for b in req.budgets.items])
+
+def _write_run_dir(result: SearchResult) -> None:
+    """best_arch.json, trials.csv, pareto.json and pareto.png."""
+    req, out, primary = result.request, result.out, result.request.budgets.primary.device
+    write_json_atomic(out / "best_arch.json", result.best.arch)
+    write_trials_csv(out / "trials.csv", result.records, [b.device for b in req.budgets.items])
     write_json_atomic(out / "pareto.json", {"objective": req.objective.name, "device": primary,
-                                            "front": [r.to_dict() for r in front]})
-    plot_pareto(out / "pareto.png", records, front, best, primary, req.budgets.primary.budget_ms,
-                req.budgets.primary.predictor.kind, req.objective.label,
-                f"{req.strategy}{'/' + req.sampler if uses_optuna else ''}: {len(records)} {strategy.unit}s")
-    result["wall_s"] = round(time.perf_counter() - started, 2)
-    write_json_atomic(out / "run.json", result)
-    if req.export_formats:
-        result["export"] = _export_winner(best.arch, req, out)
-        result["wall_s"] = round(time.perf_counter() - started, 2)
-        write_json_atomic(out / "run.json", result)
-    return result
+                                            "front": [r.to_dict() for r in result.front]})
+    optuna = result.strategy.uses_optuna_settings
+    plot_pareto(out / "pareto.png", result.records, result.front, result.best, primary,
+                req.budgets.primary.budget_ms, req.budgets.primary.predictor.kind, req.objective.label,
+                f"{req.strategy}{'/' + req.sampler if optuna else ''}: {len(result.records)} "
+                f"{result.strategy.unit}s")
 
 
 def _export_winner(arch_dict: dict[str, Any], req: SearchRequest, out: Path) -> dict[str, Any]:
