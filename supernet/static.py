@@ -204,21 +204,26 @@ class EfficientFormerNet(DistilledHead):
         self.num_features = self.head_hidden_size = widths[-1]   # timm's names, used by its export helpers
         self.stem = Stem4(in_chans, widths[0])
         sides = stage_sides(img_size, len(depths))
-        stage_blocks: list[list[nn.Module]] = [[] for _ in depths]
-        for s, i, kind in block_layout(depths, n3d):
-            if kind == "4d":
-                stage_blocks[s].append(MetaBlock2d(widths[s], mlp_ratios[s][i]))
-                continue
-            j = i - first_3d_index(depths, n3d, s)
-            if j == 0:   # the one flatten, just before the first MB3D block
-                stage_blocks[s].append(Flat())
-            stage_blocks[s].append(MetaBlock1d(widths[s], mlp_ratios[s][i], heads[j], key_dims[j], mixers[j],
-                                               attn_ratio, sides[s]))
-        if n3d == 0:   # an all-4D network still hands tokens to the LayerNorm head
-            stage_blocks[-1].append(Flat())
-        self.stages = nn.Sequential(*(
-            EfficientFormerStage(Downsample(widths[s - 1], widths[s]) if s > 0 else nn.Identity(), blocks)
-            for s, blocks in enumerate(stage_blocks)))
+        layout = block_layout(depths, n3d)
+        stages = []
+        for s in range(len(depths)):
+            # modules are created in forward order (a stage's embedding before its blocks): the random
+            # initialisation for a seed depends on it
+            down = Downsample(widths[s - 1], widths[s]) if s > 0 else nn.Identity()
+            blocks: list[nn.Module] = []
+            for _, i, kind in (b for b in layout if b[0] == s):
+                if kind == "4d":
+                    blocks.append(MetaBlock2d(widths[s], mlp_ratios[s][i]))
+                    continue
+                j = i - first_3d_index(depths, n3d, s)
+                if j == 0:   # the one flatten, just before the first MB3D block
+                    blocks.append(Flat())
+                blocks.append(MetaBlock1d(widths[s], mlp_ratios[s][i], heads[j], key_dims[j], mixers[j],
+                                          attn_ratio, sides[s]))
+            if s == len(depths) - 1 and n3d == 0:   # an all-4D network still hands tokens to the LayerNorm head
+                blocks.append(Flat())
+            stages.append(EfficientFormerStage(down, blocks))
+        self.stages = nn.Sequential(*stages)
         self._build_head(widths[-1], num_classes)
         self.apply(_init_weights)
 
