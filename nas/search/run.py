@@ -44,7 +44,7 @@ class SearchRequest:
         if self.study:
             return self.study
         budgets = "_".join(f"{b.device}-{b.budget_ms:g}ms" for b in self.budgets.items)
-        method = self.sampler if self.strategy == "optuna" else "slim"
+        method = self.sampler if self.strategy == "optuna" else self.strategy   # "slim", or a new strategy's name
         return f"{self.space.name}_{budgets}_{self.objective.name}_{method}_seed{self.seed}"
 
 
