@@ -64,7 +64,9 @@ class Supernet(nn.Module):
         self.space = load_space(space) if isinstance(space, str) else space
         sp = self.space
         self.stem = ElasticStem(3, sp.max_widths[0])
-        self.stages = nn.ModuleList(SuperStage(sp, s) for s in range(sp.num_stages))
+        super_stages = tuple(SuperStage(sp, s) for s in range(sp.num_stages))
+        self.stages = nn.ModuleList(super_stages)
+        self._super_stages = super_stages   # a plain tuple attribute: nn.Module registers only modules
         self.norm = ElasticLayerNorm(sp.max_widths[-1])
         self.head = ElasticLinear(sp.max_widths[-1], sp.num_classes)
         self.head_dist = ElasticLinear(sp.max_widths[-1], sp.num_classes)
@@ -78,9 +80,10 @@ class Supernet(nn.Module):
         self.set_active(sp.largest())
 
     @property
-    def super_stages(self) -> list[SuperStage]:
-        """``self.stages`` with their type (an ``nn.ModuleList`` only knows it holds modules)."""
-        return [s for s in self.stages if isinstance(s, SuperStage)]
+    def super_stages(self) -> tuple[SuperStage, ...]:
+        """``self.stages`` with their type (an ``nn.ModuleList`` only knows it holds modules); built once, as the
+        forward pass reads it every step."""
+        return self._super_stages
 
     # ---------------------------------------------------------------------------------------- choosing a subnet
     @property
