@@ -41,7 +41,10 @@ def _middle_budget(tiny, tiny_luts, device="iphone12") -> float:
     budgets = Budgets.load(tiny, [1e9], [device], {device: str(tiny_luts[device])})
     fastest = budgets.fastest(tiny)[device]
     largest = budgets.latencies(tiny.largest())[device]
-    return round(fastest + 0.4 * (largest - fastest), 4)
+    # A measured CPU table of the tiny space (64x64 input) is mostly per-op overhead, so on a noisy machine the
+    # largest arch can come out no slower than the fastest one: keep the budget reachable with room to search.
+    spread = max(largest - fastest, 0.25 * fastest)
+    return round(fastest + 0.4 * spread, 4)
 
 
 @pytest.mark.slow
