@@ -3,8 +3,12 @@ backend, against the prediction (held-out archs: not those the correction was fi
 
     python benchmarks/lut_fidelity.py                          # CPU, 1 thread, 30 archs at 224, table from lut_speed.py
     python benchmarks/lut_fidelity.py --device cuda --table bench_out/lut_cuda.json   # on a GPU machine
+    python benchmarks/lut_fidelity.py --space efficientformer_hybrid --table bench_out/lut_cpu_hybrid.json \
+        --out bench_out/lut_fidelity_hybrid.json                     # every MB3D block chooses MHSA, CGA or SSA
 
-Targets (CPU): >= 95% within +-10%, MAPE <= 5%.
+Targets (CPU): >= 95% within +-10%, MAPE <= 5%. Beside them, the machine's repeatability floor: the same archs
+measured a second time against the first (``--no-floor`` skips it): a table cannot predict a measurement better
+than the measurement repeats. For a space with several token mixers, the error of the archs using each mixer.
 """
 from __future__ import annotations
 
@@ -14,9 +18,11 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from nas.latency.build import build_table  # noqa: E402
+from nas.latency.build import build_table, measure_arch  # noqa: E402
+from nas.latency.devices import get_device  # noqa: E402
 from nas.latency.predict import LutPredictor  # noqa: E402
-from nas.latency.validate import validate_table  # noqa: E402
+from nas.latency.validate import error_metrics, validate_table  # noqa: E402
+from nas.space import Arch  # noqa: E402
 
 
 def main() -> None:
@@ -26,6 +32,7 @@ def main() -> None:
     p.add_argument("--table", default="bench_out/lut_cpu.json")
     p.add_argument("--n", type=int, default=30)
     p.add_argument("--out", default="bench_out/lut_fidelity.json")
+    p.add_argument("--no-floor", action="store_true", help="skip measuring the archs a second time")
     args = p.parse_args()
 
     if not Path(args.table).exists():
@@ -39,6 +46,26 @@ def main() -> None:
         print(f"{i:>5}{row['predicted_ms']:>14.3f}{row['measured_ms']:>13.3f}{100 * err:>8.1f}%")
     print(f"MAPE {report['mape']:.2f}% (target <= 5%), within ±10% {100 * report['within_10pct']:.1f}% "
           f"(target >= 95%), within ±5% {100 * report['within_5pct']:.1f}%, Kendall tau {report['kendall_tau']:.3f}")
+    if not args.no_floor:
+        device, space = get_device(args.device), predictor.space
+        first = [row["measured_ms"] for row in report["rows"]]
+        again = [measure_arch(device, Arch.from_dict(row["arch"]), space).median_ms for row in report["rows"]]
+        report["repeatability"] = error_metrics(again, first)
+        floor = report["repeatability"]
+        print(f"repeatability floor (second measurement vs first): MAPE {floor['mape']:.2f}%, within ±10% "
+              f"{100 * floor['within_10pct']:.1f}%, within ±5% {100 * floor['within_5pct']:.1f}%")
+    if len(predictor.space.mixers) > 1:
+        report["by_mixer"] = {}
+        for mixer in predictor.space.mixers:
+            rows = [r for r in report["rows"] if mixer in r["arch"]["mixers"]]
+            if rows:
+                report["by_mixer"][mixer] = error_metrics([r["predicted_ms"] for r in rows],
+                                                          [r["measured_ms"] for r in rows])
+                m = report["by_mixer"][mixer]
+                print(f"  archs using {mixer:<5} n={m['n']:>3}: MAPE {m['mape']:.2f}%, within ±10% "
+                      f"{100 * m['within_10pct']:.1f}%")
+    report["command"] = "python benchmarks/lut_fidelity.py " + " ".join(sys.argv[1:])
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(report, indent=2))
     print(f"wrote {args.out} and {plot}")
 

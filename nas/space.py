@@ -79,6 +79,43 @@ class BlockSpec:
 
 
 @dataclass(frozen=True)
+class MixerChoices:
+    """What a space lets the MB3D blocks using one token mixer choose. An empty tuple means the mixer has no such
+    knob (SSA has neither heads nor key dim; an arch then holds 0 there); which knobs a mixer accepts is declared by
+    its registration (``supernet.mixers``), which checks a space against it."""
+
+    heads: tuple[int, ...] = ()
+    key_dims: tuple[int, ...] = ()
+    attn_ratio: int = 0         # MHSA: value dim per head = attn_ratio * key dim; 0: not a setting of this mixer
+
+    @property
+    def allowed_heads(self) -> tuple[int, ...]:
+        return self.heads or (0,)
+
+    @property
+    def allowed_key_dims(self) -> tuple[int, ...]:
+        return self.key_dims or (0,)
+
+    def variants(self) -> list[tuple[int, int]]:
+        """Every (heads, key_dim) a block with this mixer can take."""
+        return [(h, kd) for h in self.allowed_heads for kd in self.allowed_key_dims]
+
+    def knob_names(self) -> tuple[str, ...]:
+        return tuple(n for n, v in (("heads", self.heads), ("key_dims", self.key_dims), ("attn_ratio",
+                                                                                           self.attn_ratio)) if v)
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        if self.heads:
+            out["heads"] = list(self.heads)
+        if self.key_dims:
+            out["key_dims"] = list(self.key_dims)
+        if self.attn_ratio:
+            out["attn_ratio"] = self.attn_ratio
+        return out
+
+
+@dataclass(frozen=True)
 class Arch:
     """One point of a search space.
 
@@ -185,12 +222,29 @@ class SearchSpace:
     stages: tuple[StageChoices, ...]
     mlp_ratios: tuple[int, ...]
     n3d: tuple[int, ...]
-    mixers: tuple[str, ...]
-    heads: tuple[int, ...]
-    key_dims: tuple[int, ...]
-    attn_ratio: int
+    mixer_choices: tuple[tuple[str, MixerChoices], ...]   # (name, knobs) of each token mixer, in the YAML's order
     presets: dict[str, dict[str, Any]] = dataclasses.field(hash=False, compare=False)
     source: str = ""
+
+    # ---- token mixers of the MB3D blocks
+    @property
+    def mixers(self) -> tuple[str, ...]:
+        return tuple(name for name, _ in self.mixer_choices)
+
+    def knobs(self, mixer: str) -> MixerChoices:
+        for name, choices in self.mixer_choices:
+            if name == mixer:
+                return choices
+        raise ArchError(f"token mixer {mixer!r} is not in space {self.name!r}; allowed: {', '.join(self.mixers)}")
+
+    def mixer_variants(self) -> list[tuple[str, int, int]]:
+        """Every (mixer, heads, key_dim) an MB3D block of this space can be: no combination that cannot exist."""
+        return [(m, h, kd) for m, c in self.mixer_choices for h, kd in c.variants()]
+
+    @property
+    def attn_ratio(self) -> int:
+        """MHSA's value ratio (the plain model's ``attn_ratio`` argument); 4, EfficientFormer's, without MHSA."""
+        return next((c.attn_ratio for _, c in self.mixer_choices if c.attn_ratio), 4)
 
     # ---- shapes every consumer agrees on
     @property
@@ -231,8 +285,8 @@ class SearchSpace:
             "depths": p["depths"],
             "n3d": n3d,
             "mlp_ratios": [[p["mlp_ratio"]] * d for d in p["depths"]],
-            "heads": [p["heads"]] * n3d,
-            "key_dims": [p["key_dim"]] * n3d,
+            "heads": [p.get("heads", 0)] * n3d,
+            "key_dims": [p.get("key_dim", 0)] * n3d,
             "mixers": [p["mixer"]] * n3d,
         })
 
@@ -242,31 +296,38 @@ class SearchSpace:
         widths = [rng.choice(s.widths) for s in self.stages]
         depths = [rng.choice(s.depths) for s in self.stages]
         n3d = rng.choice([n for n in self.n3d if n <= depths[-1]])
-        return Arch(
-            space=self.name,
-            widths=tuple(widths),
-            depths=tuple(depths),
-            n3d=n3d,
-            mlp_ratios=tuple(tuple(rng.choice(self.mlp_ratios) for _ in range(d)) for d in depths),
-            heads=tuple(rng.choice(self.heads) for _ in range(n3d)),
-            key_dims=tuple(rng.choice(self.key_dims) for _ in range(n3d)),
-            mixers=tuple(rng.choice(self.mixers) for _ in range(n3d)),
-        )
+        ratios = tuple(tuple(rng.choice(self.mlp_ratios) for _ in range(d)) for d in depths)
+        if len(self.mixers) == 1:
+            # one mixer: heads, then key dims, then mixers, the order seeded samples had before spaces could hold
+            # several mixers, so a seed still draws the same archs
+            knobs = self.knobs(self.mixers[0])
+            heads = [rng.choice(knobs.allowed_heads) for _ in range(n3d)]
+            key_dims = [rng.choice(knobs.allowed_key_dims) for _ in range(n3d)]
+            mixers = [rng.choice(self.mixers) for _ in range(n3d)]
+        else:   # the mixer first: which knobs follow depends on it
+            mixers = [rng.choice(self.mixers) for _ in range(n3d)]
+            heads = [rng.choice(self.knobs(m).allowed_heads) for m in mixers]
+            key_dims = [rng.choice(self.knobs(m).allowed_key_dims) for m in mixers]
+        return Arch(self.name, tuple(widths), tuple(depths), n3d, ratios, tuple(heads), tuple(key_dims),
+                    tuple(mixers))
 
-    def largest(self) -> Arch:
-        """Every knob at its maximum (the supernet's full size; the slimming search starts here)."""
+    def _uniform(self, widths: tuple[int, ...], depths: tuple[int, ...], n3d: int, mlp_ratio: int, mixer: str,
+                 pick: Any) -> Arch:
+        knobs = self.knobs(mixer)
+        return Arch(self.name, widths, depths, n3d, tuple((mlp_ratio,) * d for d in depths),
+                    (pick(knobs.allowed_heads),) * n3d, (pick(knobs.allowed_key_dims),) * n3d, (mixer,) * n3d)
+
+    def largest(self, mixer: str | None = None) -> Arch:
+        """Every knob at its maximum (the supernet's full size; the slimming search starts here), every MB3D block
+        using ``mixer`` (default: the space's first)."""
         depths = self.max_depths
-        n3d = min(max(self.n3d), depths[-1])
-        return Arch(self.name, self.max_widths, depths, n3d,
-                    tuple((max(self.mlp_ratios),) * d for d in depths),
-                    (max(self.heads),) * n3d, (max(self.key_dims),) * n3d, (self.mixers[0],) * n3d)
+        return self._uniform(self.max_widths, depths, min(max(self.n3d), depths[-1]), max(self.mlp_ratios),
+                             mixer or self.mixers[0], max)
 
-    def smallest(self) -> Arch:
+    def smallest(self, mixer: str | None = None) -> Arch:
         depths = tuple(min(s.depths) for s in self.stages)
-        n3d = min(self.n3d)
-        return Arch(self.name, tuple(min(s.widths) for s in self.stages), depths, n3d,
-                    tuple((min(self.mlp_ratios),) * d for d in depths),
-                    (min(self.heads),) * n3d, (min(self.key_dims),) * n3d, (self.mixers[0],) * n3d)
+        return self._uniform(tuple(min(s.widths) for s in self.stages), depths, min(self.n3d), min(self.mlp_ratios),
+                             mixer or self.mixers[0], min)
 
     # ---- validation
     def arch_from_dict(self, data: dict[str, Any]) -> Arch:
@@ -302,9 +363,11 @@ class SearchSpace:
         if not isinstance(mixers, list) or len(mixers) != n3d:
             raise ArchError(f"arch field 'mixers' must be a list of {n3d} names (one per 3D block), got {mixers!r}")
         for j in range(n3d):
-            _check(heads[j], self.heads, f"heads[{j}]")
-            _check(key_dims[j], self.key_dims, f"key_dims[{j}]")
             _check(mixers[j], self.mixers, f"mixers[{j}]")
+            knobs = self.knobs(mixers[j])
+            none = f" (mixer {mixers[j]!r} has no such knob)"
+            _check(heads[j], knobs.allowed_heads, f"heads[{j}]", note="" if knobs.heads else none)
+            _check(key_dims[j], knobs.allowed_key_dims, f"key_dims[{j}]", note="" if knobs.key_dims else none)
         return Arch(self.name, tuple(widths), tuple(depths), n3d, tuple(mlp_ratios),
                     tuple(heads), tuple(key_dims), tuple(mixers))
 
@@ -318,7 +381,7 @@ class SearchSpace:
     def size(self) -> dict[str, int]:
         """Number of distinct archs: ``fine`` counts every knob, ``macro`` widths, depths and n3d only."""
         e = len(self.mlp_ratios)
-        per_3d = len(self.mixers) * len(self.heads) * len(self.key_dims)
+        per_3d = len(self.mixer_variants())
         widths = math.prod(len(s.widths) for s in self.stages)
         fine = widths * math.prod(sum(e ** d for d in s.depths) for s in self.stages[:-1])
         fine *= sum(e ** d * sum(per_3d ** n for n in self.n3d if n <= d) for d in self.stages[-1].depths)
@@ -338,8 +401,7 @@ class SearchSpace:
             "stages": [{"widths": list(s.widths), "depths": list(s.depths)} for s in self.stages],
             "mlp_ratios": list(self.mlp_ratios),
             "n3d": list(self.n3d),
-            "attention": {"mixers": list(self.mixers), "heads": list(self.heads), "key_dims": list(self.key_dims),
-                          "attn_ratio": self.attn_ratio},
+            "attention": {"mixers": {name: c.to_dict() for name, c in self.mixer_choices}},
             "size": {"fine": size["fine"], "fine_sci": f"{size['fine']:.3e}", "macro": size["macro"]},
             "presets": {name: self.preset(name).to_dict() for name in self.preset_names()},
         }
@@ -405,6 +467,33 @@ def load_space(name_or_path: str | Path = DEFAULT_SPACE) -> SearchSpace:
 _BY_NAME: dict[str, SearchSpace] = {}
 
 
+def _parse_mixers(att: Any, where: str) -> tuple[tuple[str, MixerChoices], ...]:
+    """``attention.mixers`` as a mapping ``{name: {heads, key_dims, attn_ratio}}`` (each mixer its own knobs), or
+    the older form ``mixers: [names]`` with ``heads``, ``key_dims``, ``attn_ratio`` beside it, shared by all of
+    them (``attn_ratio`` going to MHSA, the one mixer with a value ratio)."""
+    mixers = att["mixers"]
+    if isinstance(mixers, list) and mixers and all(isinstance(m, str) for m in mixers):
+        shared = {k: att[k] for k in ("heads", "key_dims") if k in att}
+        mixers = {m: dict(shared, **({"attn_ratio": att.get("attn_ratio", 4)} if m == "mhsa" else {}))
+                  for m in mixers}
+    if not isinstance(mixers, dict) or not mixers:
+        raise SpaceError(f"{where}: attention.mixers: expected a mapping of mixer name to its knobs, e.g. "
+                         f"{{mhsa: {{heads: [4, 8], key_dims: [16, 32], attn_ratio: 4}}, ssa: {{}}}}; got {mixers!r}")
+    out = []
+    for name, knobs in mixers.items():
+        knobs = knobs or {}
+        unknown = sorted(set(knobs) - {"heads", "key_dims", "attn_ratio"})
+        if not isinstance(knobs, dict) or unknown:
+            raise SpaceError(f"{where}: attention.mixers.{name}: unknown knob {unknown[0] if unknown else knobs!r}; "
+                             "allowed: heads, key_dims, attn_ratio")
+        out.append((str(name), MixerChoices(
+            heads=_choices(knobs["heads"], f"{where}: attention.mixers.{name}.heads") if "heads" in knobs else (),
+            key_dims=(_choices(knobs["key_dims"], f"{where}: attention.mixers.{name}.key_dims")
+                      if "key_dims" in knobs else ()),
+            attn_ratio=int(knobs.get("attn_ratio", 0)))))
+    return tuple(out)
+
+
 def _parse_space(raw: Any, where: str) -> SearchSpace:
     try:
         att = raw["attention"]
@@ -420,10 +509,7 @@ def _parse_space(raw: Any, where: str) -> SearchSpace:
             stages=stages,
             mlp_ratios=_choices(raw["mlp_ratios"], f"{where}: mlp_ratios"),
             n3d=_choices(raw["n3d"], f"{where}: n3d"),
-            mixers=tuple(att["mixers"]),
-            heads=_choices(att["heads"], f"{where}: attention.heads"),
-            key_dims=_choices(att["key_dims"], f"{where}: attention.key_dims"),
-            attn_ratio=int(att.get("attn_ratio", 4)),
+            mixer_choices=_parse_mixers(att, where),
             presets=dict(raw.get("presets") or {}),
             source=where,
         )

@@ -11,6 +11,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.nn.init import trunc_normal_
 
+from nas.space import MixerChoices
 from supernet.mixers import ElasticMixer, register_mixer
 
 
@@ -57,8 +58,9 @@ class ElasticAttention(ElasticMixer):
 
     attention_bias_idxs: torch.Tensor
 
-    def __init__(self, max_dim: int, *, max_heads: int, max_key_dim: int, attn_ratio: int, resolution: int):
+    def __init__(self, max_dim: int, *, choices: MixerChoices, resolution: int):
         super().__init__()
+        max_heads, max_key_dim, attn_ratio = max(choices.heads), max(choices.key_dims), choices.attn_ratio
         self.max_key_dim = max_key_dim
         self.attn_ratio = attn_ratio
         self.resolution = resolution
@@ -130,4 +132,6 @@ class ElasticAttention(ElasticMixer):
         self.attention_biases[:heads].copy_(attn.attention_biases)
 
 
-register_mixer("mhsa", Attention, ElasticAttention)
+register_mixer("mhsa", Attention, ElasticAttention, knobs=("heads", "key_dims", "attn_ratio"),
+               paper="EfficientFormer (Li et al., NeurIPS 2022): multi-head self-attention with a position bias",
+               timm_family="efficientformer_l")

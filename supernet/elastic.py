@@ -17,7 +17,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from nas.space import BlockSpec
+from nas.space import BlockSpec, MixerChoices
 from supernet import static
 from supernet.mixers import ElasticMixer, get_mixer
 
@@ -200,15 +200,15 @@ class ElasticMlp(nn.Module):
 
 
 class ElasticMB3D(ElasticBlock):
-    """MB3D with elastic width, MLP ratio, heads and key dim, for one token mixer type."""
+    """MB3D with elastic width and MLP ratio, and the elastic knobs of its one token mixer (``choices``)."""
 
-    def __init__(self, max_dim: int, max_ratio: int, mixer: str, max_heads: int, max_key_dim: int,
-                 attn_ratio: int, resolution: int, ls_init: float = 1e-5):
+    def __init__(self, max_dim: int, max_ratio: int, mixer: str, choices: MixerChoices, resolution: int,
+                 ls_init: float = 1e-5):
         super().__init__()
-        self.mixer, self.attn_ratio, self.resolution = mixer, attn_ratio, resolution
+        self.mixer, self.attn_ratio, self.resolution = mixer, choices.attn_ratio, resolution
         self.norm1 = ElasticLayerNorm(max_dim)
-        self.token_mixer: ElasticMixer = get_mixer(mixer).elastic_cls(
-            max_dim, max_heads=max_heads, max_key_dim=max_key_dim, attn_ratio=attn_ratio, resolution=resolution)
+        self.token_mixer: ElasticMixer = get_mixer(mixer).elastic_cls(max_dim, choices=choices,
+                                                                      resolution=resolution)
         self.ls1 = ElasticLayerScale(max_dim, ls_init)
         self.norm2 = ElasticLayerNorm(max_dim)
         self.mlp = ElasticMlp(max_dim, max_dim * max_ratio)

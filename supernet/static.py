@@ -15,7 +15,7 @@ import torch.nn as nn
 from torch.nn.init import trunc_normal_
 
 from nas.space import block_layout, first_3d_index, stage_sides
-from supernet.mixers import get_mixer
+from supernet.mixers import build_static
 
 
 class Stem4(nn.Sequential):
@@ -125,8 +125,7 @@ class MetaBlock1d(nn.Module):
                  attn_ratio: int = 4, resolution: int = 7, ls_init: float = 1e-5):
         super().__init__()
         self.norm1 = nn.LayerNorm(dim)
-        self.token_mixer = get_mixer(mixer).static_cls(dim, key_dim=key_dim, num_heads=num_heads,
-                                                       attn_ratio=attn_ratio, resolution=resolution)
+        self.token_mixer = build_static(mixer, dim, num_heads, key_dim, attn_ratio, resolution)
         self.ls1 = LayerScale(dim, ls_init)
         self.norm2 = nn.LayerNorm(dim)
         self.mlp = Mlp(dim, dim * mlp_ratio)

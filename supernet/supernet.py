@@ -29,6 +29,7 @@ from supernet.elastic import (
     grow_from,
     shrink_into,
 )
+from supernet.mixers import slot_choices
 
 
 class SuperStage(nn.Module):
@@ -42,9 +43,9 @@ class SuperStage(nn.Module):
         if s == space.num_stages - 1 and max(space.n3d) > 0:
             side = space.resolutions()[s]
             for i in space.positions_3d():
-                for mixer in space.mixers:
-                    self.blocks3d[_slot3d(i, mixer)] = ElasticMB3D(
-                        width, ratio, mixer, max(space.heads), max(space.key_dims), space.attn_ratio, side)
+                for mixer in space.mixers:   # each mixer its own weights (EfficientFormer's MetaPath, widened)
+                    self.blocks3d[_slot3d(i, mixer)] = ElasticMB3D(width, ratio, mixer, slot_choices(space, mixer),
+                                                                   side)
 
     def block(self, b: BlockSpec) -> ElasticBlock:
         slot = self.blocks4d[b.index] if b.kind == "4d" else self.blocks3d[_slot3d(b.index, b.mixer)]

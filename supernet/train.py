@@ -6,6 +6,8 @@ AutoFormer): on one batch,
 - the **largest** subnet learns from the labels (cross-entropy with label smoothing), and its softened predictions
   become the teacher for the others;
 - the **smallest** subnet and ``num_random`` random subnets learn from that teacher (KL divergence);
+- in a space with several token mixers, the largest and smallest subnets use each mixer in turn (step by step),
+  and random subnets draw their blocks' mixers, so every mixer's own weights are trained at both extremes;
 
 gradients of all of them are summed into the shared weights before one optimiser step. Training the extremes every
 step keeps the small end of the space from being starved, which is what makes inherited accuracy usable for the
@@ -149,9 +151,18 @@ class SupernetTrainer:
         progress = (step - warmup) / max(1, self.total_steps - warmup)
         return 0.5 * self.cfg.lr * (1.0 + math.cos(math.pi * progress))
 
+    def sandwich_mixer(self, step: int) -> str:
+        """The token mixer of ``step``'s largest and smallest subnets: the space's mixers in turn, so that every
+        mixer's slots are trained at full size by the labels, not only through random students."""
+        return self.space.mixers[step % len(self.space.mixers)]
+
+    def teacher(self, step: int) -> Arch:
+        return self.space.largest(self.sandwich_mixer(step))
+
     def students(self, step: int) -> list[Arch]:
         rng = random.Random(self.cfg.seed * 1_000_003 + step)
-        return [self.space.smallest()] + [self.space.sample(rng=rng) for _ in range(self.cfg.num_random)]
+        smallest = self.space.smallest(self.sandwich_mixer(step))
+        return [smallest] + [self.space.sample(rng=rng) for _ in range(self.cfg.num_random)]
 
     def epoch_order(self, epoch: int) -> torch.Tensor:
         """The training images in ``epoch``'s order (a new shuffle every epoch; computed once per epoch)."""
@@ -187,7 +198,7 @@ class SupernetTrainer:
         for group in self.optimizer.param_groups:
             group["lr"] = self.lr_at(self.step)
         self.optimizer.zero_grad(set_to_none=True)
-        net.set_active(self.space.largest())
+        net.set_active(self.teacher(self.step))
         logits = net(images)
         loss = F.cross_entropy(logits, labels, label_smoothing=cfg.label_smoothing)
         loss.backward()

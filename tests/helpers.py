@@ -17,12 +17,17 @@ def randomize_(module: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
     for name, p in module.named_parameters():
         if name.endswith("gamma"):                                    # layer scale
             p.copy_(0.1 + 0.2 * torch.rand(p.shape, generator=g))
-        elif p.dim() == 1 and "norm" in name and name.endswith("weight"):
+        elif p.dim() == 1 and ("norm" in name or "bn" in name) and name.endswith("weight"):
             p.copy_(1 + 0.1 * torch.randn(p.shape, generator=g))
         elif p.dim() == 1 or "attention_biases" in name or name.endswith("bias"):
             p.copy_(0.1 * torch.randn(p.shape, generator=g))
         else:
-            fan_in = p[0].numel() if p.dim() < 3 or "proj_weight" not in name else p.shape[1] * p.shape[2]
+            if "proj_weight" in name:                       # [out, heads, per-head in]
+                fan_in = p.shape[1] * p.shape[2]
+            elif p.dim() == 3 and name.endswith("_weight"):  # per-head stored [heads, out, in]
+                fan_in = p.shape[-1]
+            else:
+                fan_in = p[0].numel()
             p.copy_(torch.randn(p.shape, generator=g) / fan_in ** 0.5)
     for name, b in module.named_buffers():
         if name.endswith("running_mean"):

@@ -189,10 +189,13 @@ def estimate_table(args: argparse.Namespace) -> int:
     model = CostModel.load(args.cost_model) if args.cost_model else load_cost_model(device.name)
     out = args.out or str(local_table_path(device.name, space.name))
     table = estimate(device, space, model, out, progress=not args.no_progress)
+    extrapolated = table.header["estimate"]["extrapolated_mixers"]
     summary = {"out": out, "entries": len(table.entries), "kind": "estimated", "device": device.name,
-               "space": space.name, "cross_validation": model.fit.get("cv")}
+               "space": space.name, "cross_validation": model.fit.get("cv"), "extrapolated_mixers": extrapolated}
+    beyond = (f"; ops of mixer(s) {', '.join(extrapolated)} are extrapolated (no published {device.name} latency of "
+              "those papers' networks to calibrate on)" if extrapolated else "")
     emit(args, summary, lambda: print(f"wrote {out}: {len(table.entries)} ops estimated by the {device.name} cost "
-                                      f"model (protocol {model.fit.get('protocol')})"))
+                                      f"model (protocol {model.fit.get('protocol')}){beyond}"))
     return 0
 
 
@@ -243,6 +246,10 @@ def show_table(args: argparse.Namespace) -> int:
     by_kind = table.ops_by_kind()
 
     def text() -> None:
+        extrapolated = (table.header.get("estimate") or {}).get("extrapolated_mixers")
+        if extrapolated:
+            print(f"note: ops of mixer(s) {', '.join(extrapolated)} are extrapolated by the cost model (no published "
+                  f"{table.header['device']} latency of those papers' networks to calibrate on)")
         for k, v in table.header.items():
             print(f"{k:>15}: {v}")
         print(f"{'entries':>15}: {len(table.entries)}")

@@ -99,7 +99,12 @@ def _print_summary(result: dict[str, Any], objective_label: str, unit: str, expo
                                               if measured else v.get("note", "")))
     arch = best["arch"]
     print(f"  arch: widths {arch['widths']}, depths {arch['depths']}, n3d {arch['n3d']}, "
-          f"MLP ratios {arch['mlp_ratios']}" + (f", heads {arch['heads']}, key dims {arch['key_dims']}"
-                                                if arch["n3d"] else ""))
+          f"MLP ratios {arch['mlp_ratios']}" + (f", mixers {arch['mixers']}, heads {arch['heads']}, key dims "
+                                                f"{arch['key_dims']}" if arch["n3d"] else ""))
+    usage = result["mixers"]
+    if len(usage["trials_using"]) > 1:   # a space whose MB3D blocks choose among several token mixers
+        winner = ", ".join(f"{n}x {m}" for m, n in usage["winner"].items()) or "none (no MB3D block)"
+        tried = ", ".join(f"{m} in {n} ({usage['blocks_tried'][m]} blocks)" for m, n in usage["trials_using"].items())
+        print(f"  mixers of the winner: {winner}; tried: {tried}")
     print(f"run directory {result['out']}: best_arch.json, trials.csv, pareto.png"
           + (", export/ (model card README.md)" if exported else "") + f"; {result['wall_s']:.1f} s")

@@ -39,8 +39,12 @@ def show_space(args: argparse.Namespace) -> int:
             print(f"  stage {s + 1}: width {format_choices(st.widths)}; depth {format_choices(st.depths)}")
         print(f"  MLP ratio per block: {format_choices(space.mlp_ratios)}")
         print(f"  MB3D blocks at the end of stage {space.num_stages}: {format_choices(space.n3d)} (at most its depth)")
-        print(f"  per MB3D block: mixer {format_choices(space.mixers)}; heads {format_choices(space.heads)}; "
-              f"key dim {format_choices(space.key_dims)}; value dim = {space.attn_ratio} x key dim")
+        print(f"  per MB3D block: a token mixer of {format_choices(space.mixers)}, with its own knobs:")
+        for name, knobs in space.mixer_choices:
+            parts = [f"heads {format_choices(knobs.heads)}"] if knobs.heads else []
+            parts += [f"key dim {format_choices(knobs.key_dims)}"] if knobs.key_dims else []
+            parts += [f"value dim = {knobs.attn_ratio} x key dim"] if knobs.attn_ratio else []
+            print(f"    {name}: {'; '.join(parts) or 'no knobs besides the width'}")
         size = info["size"]
         print(f"  size: {size['fine']:.3e} archs (every knob); {size['macro']:,} macro archs (widths, depths, n3d)")
         if space.presets:

@@ -63,8 +63,15 @@ def model_card(report: dict[str, Any]) -> str:
         kinds = f"{n4d}x MB4D" + (f" + {n3d}x MB3D" if n3d else "")
         lines.append(f"| {s + 1} | {w} | {kinds} | {', '.join(map(str, arch['mlp_ratios'][s]))} |")
     if arch["n3d"]:
-        lines += ["", "MB3D blocks (token mixer, heads, key dim): " + "; ".join(
-            f"{m} {h}x{k}" for m, h, k in zip(arch["mixers"], arch["heads"], arch["key_dims"]))]
+        from supernet.mixers import get_mixer
+
+        lines += ["", "MB3D blocks of the last stage (token mixer of each):", "",
+                  "| block | mixer | heads | key dim | design |", "|---|---|---|---|---|"]
+        first = arch["depths"][-1] - arch["n3d"]
+        for j, (m, h, k) in enumerate(zip(arch["mixers"], arch["heads"], arch["key_dims"])):
+            lines.append(f"| {first + j + 1} | {m} | {h or '-'} | {k or '-'} | {get_mixer(m).paper or m} |")
+        counts = {m: arch["mixers"].count(m) for m in dict.fromkeys(arch["mixers"])}
+        lines += ["", "Mixers used: " + ", ".join(f"{n}x {m}" for m, n in counts.items())]
     lines += ["", f"- Parameters: {report['params'] / 1e6:.2f} M",
               f"- MACs: {report['macs_g']:.3f} G at {report['input_size']}x{report['input_size']} "
               "(traced, BatchNorm folded into the convolutions as deployed)",

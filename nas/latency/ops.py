@@ -59,7 +59,7 @@ class Op:
             return static.Flat().eval(), torch.randn(batch, p["c"], p["r"], p["r"])
         if self.kind == "mb3d":
             side = int(round(p["n"] ** 0.5))
-            block = static.MetaBlock1d(p["c"], p["e"], p["h"], p["kd"], p["mixer"], p["ar"], side)
+            block = static.MetaBlock1d(p["c"], p["e"], p.get("h", 0), p.get("kd", 0), p["mixer"], p.get("ar", 0), side)
             return block.eval(), torch.randn(batch, p["n"], p["c"])
         if self.kind == "head":
             return static.Head(p["c"], p["classes"]).eval(), torch.randn(batch, p["n"], p["c"])
@@ -86,8 +86,15 @@ def flat_op(space: SearchSpace, c: int) -> Op:
 
 
 def mb3d_op(space: SearchSpace, c: int, e: int, h: int, kd: int, mixer: str) -> Op:
-    n = space.resolutions()[-1] ** 2
-    return Op("mb3d", (("n", n), ("c", c), ("e", e), ("h", h), ("kd", kd), ("mixer", mixer), ("ar", space.attn_ratio)))
+    """An MB3D block; only the knobs its mixer has appear (``mb3d|n=49|c=448|e=4|mixer=ssa``), so a space's op
+    list holds no combination that cannot exist. MHSA's signature is the one tables have always used."""
+    knobs = space.knobs(mixer)
+    params: list[tuple[str, Any]] = [("n", space.resolutions()[-1] ** 2), ("c", c), ("e", e)]
+    params += [("h", h)] if knobs.heads else []
+    params += [("kd", kd)] if knobs.key_dims else []
+    params += [("mixer", mixer)]
+    params += [("ar", knobs.attn_ratio)] if knobs.attn_ratio else []
+    return Op("mb3d", tuple(params))
 
 
 def head_op(space: SearchSpace, c: int) -> Op:
@@ -124,7 +131,7 @@ def space_ops(space: SearchSpace) -> list[Op]:
     last = space.stages[-1].widths
     ops += [flat_op(space, c) for c in last]
     if max(space.n3d) > 0:
-        ops += [mb3d_op(space, c, e, h, kd, m) for c, e, h, kd, m in
-                itertools.product(last, space.mlp_ratios, space.heads, space.key_dims, space.mixers)]
+        ops += [mb3d_op(space, c, e, h, kd, m) for c, e, (m, h, kd) in
+                itertools.product(last, space.mlp_ratios, space.mixer_variants())]
     ops += [head_op(space, c) for c in last]
     return ops

@@ -40,9 +40,7 @@ class ArchBatch:
     depths: np.ndarray      # [N, S]   actual depth
     n3d: np.ndarray         # [N]
     ratios: np.ndarray      # [N, S, maxD] index into mlp_ratios
-    heads: np.ndarray       # [N, max n3d] index into heads, for the j-th MB3D block
-    key_dims: np.ndarray    # [N, max n3d]
-    mixers: np.ndarray      # [N, max n3d]
+    variants: np.ndarray    # [N, max n3d] index into space.mixer_variants(): (mixer, heads, key dim) of MB3D block j
 
     def __len__(self) -> int:
         return len(self.n3d)
@@ -53,9 +51,12 @@ class ArchBatch:
         return Arch(space.name,
                     tuple(space.stages[s].widths[w] for s, w in enumerate(self.widths[i])), tuple(depths), n3d,
                     tuple(tuple(space.mlp_ratios[e] for e in self.ratios[i, s, :d]) for s, d in enumerate(depths)),
-                    tuple(space.heads[h] for h in self.heads[i, :n3d]),
-                    tuple(space.key_dims[k] for k in self.key_dims[i, :n3d]),
-                    tuple(space.mixers[m] for m in self.mixers[i, :n3d]))
+                    *_knob_columns([space.mixer_variants()[v] for v in self.variants[i, :n3d]]))
+
+
+def _knob_columns(variants: Sequence[tuple[str, int, int]]) -> tuple[tuple[int, ...], tuple[int, ...], tuple[str, ...]]:
+    """(heads, key_dims, mixers) of an arch from its blocks' (mixer, heads, key dim)."""
+    return (tuple(h for _, h, _ in variants), tuple(kd for _, _, kd in variants), tuple(m for m, _, _ in variants))
 
 
 def _shape(space: SearchSpace) -> tuple[int, int, int]:
@@ -66,17 +67,15 @@ def encode_archs(archs: Sequence[Arch], space: SearchSpace) -> ArchBatch:
     S, D, J = _shape(space)
     n = len(archs)
     b = ArchBatch(np.zeros((n, S), np.int64), np.zeros((n, S), np.int64), np.zeros(n, np.int64),
-                  np.zeros((n, S, D), np.int64), np.zeros((n, J), np.int64), np.zeros((n, J), np.int64),
-                  np.zeros((n, J), np.int64))
+                  np.zeros((n, S, D), np.int64), np.zeros((n, J), np.int64))
+    variant_index = {v: k for k, v in enumerate(space.mixer_variants())}
     for i, a in enumerate(archs):
         b.widths[i] = [space.stages[s].widths.index(w) for s, w in enumerate(a.widths)]
         b.depths[i] = a.depths
         b.n3d[i] = a.n3d
         for s, stage in enumerate(a.mlp_ratios):
             b.ratios[i, s, :len(stage)] = [space.mlp_ratios.index(e) for e in stage]
-        b.heads[i, :a.n3d] = [space.heads.index(h) for h in a.heads]
-        b.key_dims[i, :a.n3d] = [space.key_dims.index(k) for k in a.key_dims]
-        b.mixers[i, :a.n3d] = [space.mixers.index(m) for m in a.mixers]
+        b.variants[i, :a.n3d] = [variant_index[v] for v in zip(a.mixers, a.heads, a.key_dims)]
     return b
 
 
@@ -91,9 +90,23 @@ def sample_batch(space: SearchSpace, n: int, seed: int | None = None) -> ArchBat
     allowed = n3d_choices[None, :] <= depths[:, -1:]
     pick = (rng.random(n) * allowed.sum(1)).astype(np.int64)
     n3d = n3d_choices[np.argmax(np.cumsum(allowed, 1) > pick[:, None], axis=1)]
-    return ArchBatch(widths, depths, n3d, rng.integers(0, len(space.mlp_ratios), (n, S, D)),
-                     rng.integers(0, len(space.heads), (n, J)), rng.integers(0, len(space.key_dims), (n, J)),
-                     rng.integers(0, len(space.mixers), (n, J)))
+    # as SearchSpace.sample: the mixer uniformly, then each of its knobs uniformly
+    choices = [space.knobs(m) for m in space.mixers]
+    H = max(len(c.allowed_heads) for c in choices)
+    K = max(len(c.allowed_key_dims) for c in choices)
+    index = np.zeros((len(choices), H, K), np.int64)     # (mixer, heads index, key dim index) -> variant index
+    k = 0
+    for m, c in enumerate(choices):
+        for hi in range(len(c.allowed_heads)):
+            for ki in range(len(c.allowed_key_dims)):
+                index[m, hi, ki] = k
+                k += 1
+    mixer = rng.integers(0, len(choices), (n, J))
+    n_heads = np.array([len(c.allowed_heads) for c in choices])[mixer]
+    n_kds = np.array([len(c.allowed_key_dims) for c in choices])[mixer]
+    heads = (rng.random((n, J)) * n_heads).astype(np.int64)
+    kds = (rng.random((n, J)) * n_kds).astype(np.int64)
+    return ArchBatch(widths, depths, n3d, rng.integers(0, len(space.mlp_ratios), (n, S, D)), index[mixer, heads, kds])
 
 
 class LutPredictor:
@@ -156,8 +169,8 @@ class LutPredictor:
             "stem": np.array([get(stem_op(sp, c)) for c in sp.stages[0].widths]),
             "flat": np.array([get(flat_op(sp, c)) for c in last]),
             "head": np.array([get(head_op(sp, c)) for c in last]),
-            "mb3d": np.array([[[[[get(mb3d_op(sp, c, r, h, k, m)) for m in sp.mixers] for k in sp.key_dims]
-                                for h in sp.heads] for r in sp.mlp_ratios] for c in last]),
+            "mb3d": np.array([[[get(mb3d_op(sp, c, r, h, k, m)) for m, h, k in sp.mixer_variants()]
+                               for r in sp.mlp_ratios] for c in last]),
         }
         for s, stage in enumerate(sp.stages):
             arrays[f"mb4d{s}"] = np.array([[get(mb4d_op(sp, s, c, r)) for r in sp.mlp_ratios] for c in stage.widths])
@@ -182,10 +195,9 @@ class LutPredictor:
                 is4d = i < first_3d
                 total = total + np.where(is4d, mb4d[W[:, s], batch.ratios[:, s, i]], 0.0)
                 if s == S - 1 and max(self.space.n3d) > 0:
-                    j = np.clip(i - first_3d, 0, batch.heads.shape[1] - 1)
+                    j = np.clip(i - first_3d, 0, batch.variants.shape[1] - 1)
                     rows = np.arange(len(n3d))
-                    t3 = a["mb3d"][W[:, s], batch.ratios[:, s, i], batch.heads[rows, j], batch.key_dims[rows, j],
-                                   batch.mixers[rows, j]]
+                    t3 = a["mb3d"][W[:, s], batch.ratios[:, s, i], batch.variants[rows, j]]
                     total = total + np.where((i >= first_3d) & (i < D[:, s]), t3, 0.0)
         return self.scale * total + self.offset
 
@@ -211,8 +223,11 @@ def estimate_notice(predictor: LutPredictor) -> str | None:
     est = header.get("estimate", {})
     lofo = ((est.get("cross_validation") or {}).get("lofo") or {}).get("mape")
     error = f", leave-one-family-out MAPE {lofo:.1f}%" if lofo is not None else ""
+    extrapolated = est.get("extrapolated_mixers") or []
+    beyond = (f"; ops of mixer(s) {', '.join(extrapolated)} are extrapolated by the cost model (no published "
+              f"{header['device']} latency of those papers' networks to calibrate on)" if extrapolated else "")
     return (f"note: {header['device']} latencies are estimated (cost model fitted to published {est.get('protocol')} "
-            f"figures{error}), not measured; measure a table with: "
+            f"figures{error}), not measured{beyond}; measure a table with: "
             f"{header.get('measure_with', 'nas lut build --device ' + header['device'])}")
 
 

@@ -67,10 +67,13 @@ class Budgets:
     def fastest_candidates(self, space: SearchSpace) -> list[Arch]:
         """Every knob at its minimum, with each number of 3D blocks and each mixer (a 3D block may be cheaper or
         dearer than a 4D one): the fastest arch on any device is one of these."""
-        base = space.smallest()
-        return [replace(base, n3d=n, heads=(min(space.heads),) * n, key_dims=(min(space.key_dims),) * n,
-                        mixers=(mixer,) * n)
-                for n in space.n3d if n <= base.depths[-1] for mixer in space.mixers]
+        out = []
+        for mixer in space.mixers:
+            base, knobs = space.smallest(mixer), space.knobs(mixer)
+            out += [replace(base, n3d=n, heads=(min(knobs.allowed_heads),) * n,
+                            key_dims=(min(knobs.allowed_key_dims),) * n, mixers=(mixer,) * n)
+                    for n in space.n3d if n <= base.depths[-1]]
+        return out
 
     def fastest(self, space: SearchSpace) -> dict[str, float]:
         """The lowest latency any arch of the space reaches on each device."""

@@ -96,7 +96,7 @@ def open_study(settings: StudySettings) -> optuna.Study:
         study.set_user_attr(CONFIG_ATTR, settings.config())
         seed_arch = settings.budgets.feasible_seed(settings.space)
         if seed_arch is not None:          # trial 0: the fastest arch, so the study always has a feasible trial
-            study.enqueue_trial(arch_params(seed_arch))
+            study.enqueue_trial(arch_params(seed_arch, settings.space))
     elif stored != settings.config():
         diff = {k: stored.get(k) for k in settings.config() if stored.get(k) != settings.config()[k]}
         raise UsageError(f"study {settings.study_name!r} in {settings.storage} was started with {diff}; resume it "

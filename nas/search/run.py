@@ -81,11 +81,20 @@ class SearchResult:
             "feasible": sum(r.feasible for r in self.records), "pareto_size": len(self.front),
             "workers": self.workers, "wall_s": round(self.wall_s, 2),
         }
+        result["mixers"] = mixer_usage(req.space.mixers, best.arch, [r.arch for r in self.records])
         if self.verification:
             result["verification"] = {k: v for k, v in self.verification.items() if k != "winner"}
         if self.export is not None:
             result["export"] = self.export
         return result
+
+
+def mixer_usage(mixers: tuple[str, ...], winner: dict[str, Any], tried: list[dict[str, Any]]) -> dict[str, Any]:
+    """Which token mixers the winner's MB3D blocks use, and how often each was tried: the number of trials
+    (or slimming steps) with at least one block of it, and the number of such blocks over all of them."""
+    return {"winner": {m: winner["mixers"].count(m) for m in mixers if m in winner["mixers"]},
+            "trials_using": {m: sum(m in a["mixers"] for a in tried) for m in mixers},
+            "blocks_tried": {m: sum(a["mixers"].count(m) for a in tried) for m in mixers}}
 
 
 def run_search(req: SearchRequest) -> SearchResult:

@@ -74,15 +74,30 @@ def actions(arch: Arch, space: SearchSpace) -> list[tuple[str, Arch]]:
     if arch.n3d:
         add("turn the first 3D block into 4D", n3d=arch.n3d - 1, heads=arch.heads[1:], key_dims=arch.key_dims[1:],
             mixers=arch.mixers[1:])
-    for j in range(arch.n3d):
-        h = _smaller(space.heads, arch.heads[j])
+    for j, mixer in enumerate(arch.mixers):
+        knobs = space.knobs(mixer)
+        h = _smaller(knobs.heads, arch.heads[j])
         if h is not None:
-            add(f"heads of 3D block {j + 1} to {h}", heads=tuple(h if k == j else x for k, x in enumerate(arch.heads)))
-        kd = _smaller(space.key_dims, arch.key_dims[j])
+            add(f"heads of 3D block {j + 1} to {h}", heads=_set(arch.heads, j, h))
+        kd = _smaller(knobs.key_dims, arch.key_dims[j])
         if kd is not None:
-            add(f"key dim of 3D block {j + 1} to {kd}",
-                key_dims=tuple(kd if k == j else x for k, x in enumerate(arch.key_dims)))
+            add(f"key dim of 3D block {j + 1} to {kd}", key_dims=_set(arch.key_dims, j, kd))
+        for other in space.mixers:   # another paper's attention in this block (kept only if it saves time)
+            if other != mixer:
+                target = space.knobs(other)
+                add(f"mixer of 3D block {j + 1} to {other}", mixers=_set(arch.mixers, j, other),
+                    heads=_set(arch.heads, j, _nearest(target.allowed_heads, arch.heads[j])),
+                    key_dims=_set(arch.key_dims, j, _nearest(target.allowed_key_dims, arch.key_dims[j])))
     return out
+
+
+def _set(values: tuple[Any, ...], j: int, value: Any) -> tuple[Any, ...]:
+    return tuple(value if k == j else x for k, x in enumerate(values))
+
+
+def _nearest(choices: Sequence[int], value: int) -> int:
+    """The choice closest to ``value``, the smaller one on a tie (a mixer swap keeps the block's knobs if it can)."""
+    return min(choices, key=lambda c: (abs(c - value), c))
 
 
 def _step(name: str, arch: Arch, value: float, latencies: dict[str, float]) -> dict[str, Any]:

@@ -34,7 +34,8 @@ def test_bad_input_is_one_line_exit_2(tmp_path):
     for args, needle in [
         (("space", "show", "--space", str(broken)), "is not valid YAML: expected the node content"),
         (("space", "show", "--space", str(tmp_path / "gone.yaml")), "cannot read search space"),
-        (("space", "show", "--space", "nope"), "unknown search space 'nope'; known: efficientformer, tiny"),
+        (("space", "show", "--space", "nope"),
+         "unknown search space 'nope'; known: efficientformer, efficientformer_hybrid, tiny, tiny_hybrid"),
         (("space", "sample", "--n", "0"), "0 is not allowed; expected a positive integer"),
         (("space", "sample", "--n", "x"), "'x' is not an integer"),
         (("spaec",), "invalid choice: 'spaec'"),

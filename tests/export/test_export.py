@@ -10,6 +10,7 @@ import torch
 from nas.export import FORMATS, OUTPUT_NAME, TOLERANCE, WRITERS, build_subnet, check_input, export_subnet, parse_formats
 from nas.export import compare as _compare
 from nas.fileio import atomic_output
+from nas.space import load_space
 from supernet import EfficientFormerNet, Supernet
 from supernet.checkpoint import load_supernet, save_supernet
 from tests.helpers import randomize_, run_nas
@@ -29,14 +30,31 @@ def _logits(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
 
 
 @pytest.fixture(scope="module")
-def cli_export(tmp_path_factory, tiny, tiny_ckpt):
-    """``nas export`` of a random arch in every format, run once for the tests below."""
+def tiny_hybrid():
+    return load_space("tiny_hybrid")
+
+
+@pytest.fixture(scope="module")
+def hybrid_ckpt(tmp_path_factory, tiny_hybrid):
+    """A tiny supernet whose MB3D blocks choose MHSA, CGA or SSA, with random weights, saved as a checkpoint."""
+    path = tmp_path_factory.mktemp("ckpt") / "hybrid.pt"
+    save_supernet(randomize_(Supernet(tiny_hybrid), seed=3), path, meta={"epochs": 0, "note": "random weights"})
+    return path
+
+
+@pytest.fixture(scope="module")
+def cli_export(tmp_path_factory, tiny_hybrid, hybrid_ckpt):
+    """``nas export`` in every format of an arch whose three MB3D blocks use the three token mixers (MHSA,
+    cascaded group attention, separable self-attention), run once for the tests below."""
     tmp_path = tmp_path_factory.mktemp("export")
-    arch = tiny.sample(seed=11)
+    arch = tiny_hybrid.arch_from_dict({
+        "space": "tiny_hybrid", "widths": [32, 32, 64, 80], "depths": [1, 2, 2, 3], "n3d": 3,
+        "mlp_ratios": [[3], [2, 4], [4, 2], [2, 3, 4]], "heads": [4, 2, 0], "key_dims": [8, 16, 0],
+        "mixers": ["mhsa", "cga", "ssa"]})
     arch_file = tmp_path / "arch.json"
     arch_file.write_text(arch.to_json())
     out = tmp_path / "export"
-    proc = run_nas("export", str(arch_file), "--supernet", str(tiny_ckpt), "--out", str(out), "--json",
+    proc = run_nas("export", str(arch_file), "--supernet", str(hybrid_ckpt), "--out", str(out), "--json",
                    "--no-progress")
     assert proc.returncode == 0, proc.stderr
     return arch, out, json.loads(proc.stdout)
@@ -55,7 +73,7 @@ def test_writers_and_format_names_are_one_registry():
 
 
 @pytest.mark.slow
-def test_cli_exports_every_format_of_a_random_arch_with_inherited_weights(cli_export, tiny, tiny_ckpt):
+def test_cli_exports_every_format_of_an_arch_with_every_mixer(cli_export, tiny_hybrid, hybrid_ckpt):
     import onnxruntime as ort
     import timm
 
@@ -68,9 +86,9 @@ def test_cli_exports_every_format_of_a_random_arch_with_inherited_weights(cli_ex
         assert report["checks"][fmt]["max_abs_diff"] <= TOLERANCE, fmt
 
     # the weights are the supernet's slice, not a fresh initialisation
-    net, meta = load_supernet(tiny_ckpt)
+    net, meta = load_supernet(hybrid_ckpt)
     expected_model = net.extract(arch)
-    x = torch.randn(3, 3, tiny.input_size, tiny.input_size)
+    x = torch.randn(3, 3, tiny_hybrid.input_size, tiny_hybrid.input_size)
     expected = _logits(expected_model, x)
     assert expected.abs().max() > 1e-2          # randomised weights: a wrong slice would show
     assert report["weights"]["supernet_meta"] == meta
@@ -79,11 +97,11 @@ def test_cli_exports_every_format_of_a_random_arch_with_inherited_weights(cli_ex
     model = EfficientFormerNet(**config)
     model.load_state_dict(torch.load(out / "model.pt", weights_only=True))
     assert torch.allclose(_logits(model, x), expected, atol=1e-5)
-    assert tiny.arch_from_dict(json.loads((out / "arch.json").read_text())) == arch
+    assert tiny_hybrid.arch_from_dict(json.loads((out / "arch.json").read_text())) == arch
 
     reloaded = timm.create_model(f"local-dir:{out / 'timm'}", pretrained=True)
     assert torch.allclose(_logits(reloaded, x), expected, atol=1e-5)
-    assert reloaded.pretrained_cfg["input_size"] == (3, tiny.input_size, tiny.input_size)
+    assert reloaded.pretrained_cfg["input_size"] == (3, tiny_hybrid.input_size, tiny_hybrid.input_size)
 
     with pytest.warns(FutureWarning):          # torch 2.14 marks TorchScript deprecated; it still loads
         scripted = torch.jit.load(str(out / "model.torchscript.pt"))
@@ -95,13 +113,16 @@ def test_cli_exports_every_format_of_a_random_arch_with_inherited_weights(cli_ex
     assert report["checks"]["onnx"]["opset"] >= 13
 
     coreml = report["checks"]["coreml"]
-    assert coreml["ok"] and coreml["inputs"] == [["x", [1, 3, tiny.input_size, tiny.input_size]]]
+    assert coreml["ok"] and coreml["inputs"] == [["x", [1, 3, tiny_hybrid.input_size, tiny_hybrid.input_size]]]
     assert coreml["outputs"] == [OUTPUT_NAME] and (out / "model.mlpackage" / "Manifest.json").is_file()
 
     card = (out / "README.md").read_text()
     assert f"{report['params'] / 1e6:.2f} M" in card and "inherited from a supernet" in card
     for fmt in FORMATS:
         assert f"| {fmt} |" in card
+    for row in ("| mhsa | 4 | 8 |", "| cga | 2 | 16 |", "| ssa | - | - |"):   # each block's mixer is named
+        assert row in card
+    assert "Mixers used: 1x mhsa, 1x cga, 1x ssa" in card
 
 
 @pytest.mark.slow

@@ -23,6 +23,7 @@ from nas.latency.ops import arch_ops, space_ops
 from nas.latency.predict import estimate_notice, load_predictor, predict_model
 from nas.latency.table import LatencyTable
 from nas.latency.trace import COMPOSITE_ACT, DENSE, LAYOUT, NORM, SOFTMAX, trace_ops
+from nas.space import load_space
 from tests.helpers import run_nas
 
 PUBLISHED_P2 = {"l1": 1.4, "l3": 2.7, "l7": 6.6}   # calibration CSV, EfficientFormer-L* re-measured under P2
@@ -200,15 +201,33 @@ def _env() -> dict:
 # ------------------------------------------------------------------------------------ Core ML packages
 
 
+def _extremes(ops: list) -> list:
+    """The narrowest and widest op of each signature shape (kind, stage resolution, MLP ratio, mixer and its
+    knobs): every code path of the converter at the sizes where it could break, for a fraction of the ops."""
+    groups: dict = {}
+    for op in ops:
+        p = dict(op.params)
+        shape = (op.kind, p.get("r"), p.get("n"), p.get("e"), p.get("mixer"), p.get("h"), p.get("kd"), p.get("cin"))
+        groups.setdefault(shape, []).append(op)
+    return [op for group in groups.values() for op in {id(o): o for o in (group[0], group[-1])}.values()]
+
+
 @pytest.mark.slow
-def test_every_op_of_the_default_space_converts_to_coreml(space):
-    """mlprogram, fp16, iOS 16, as `nas lut build --device iphone12` writes them (not saved here: 763 packages).
-    Two processes: the conversions are independent and the test machines have two cores."""
+def test_ops_of_the_shipped_spaces_convert_to_coreml(space):
+    """mlprogram, fp16, iOS 16, as `nas lut build --device iphone12` writes them (not saved here). Each kind of op
+    of the default space, and each op the hybrid space adds (CGA, SSA blocks), at its narrowest and widest; every
+    op of both spaces is converted by benchmarks/coreml_conversion.py (figures in docs/latency.md). Two processes:
+    the conversions are independent and the machines have two cores."""
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
-    keys = [op.key for op in space_ops(space)]
+    hybrid = load_space("efficientformer_hybrid")
+    default_ops = space_ops(space)
+    added = [op for op in space_ops(hybrid) if op not in set(default_ops)]
+    chosen = _extremes(default_ops) + _extremes(added)
+    keys = [op.key for op in chosen]
     assert {k.split("|")[0] for k in keys} == {"stem", "down", "mb4d", "flat", "mb3d", "head"}
+    assert {op["mixer"] for op in chosen if op.kind == "mb3d"} == {"mhsa", "cga", "ssa"}
     # spawn, not fork: forking a process whose torch thread pools are running can deadlock the children
     with ProcessPoolExecutor(2, mp_context=multiprocessing.get_context("spawn")) as pool:
         problems = [p for chunk in pool.map(check_conversions, [keys[0::2], keys[1::2]]) for p in chunk]

@@ -25,6 +25,16 @@ def measure_hint(device: Device, space: SearchSpace) -> str:
             f"nas lut ingest DIR/manifest.json timings.json")
 
 
+def extrapolated_mixers(space: SearchSpace, model: CostModel) -> list[str]:
+    """Mixers of ``space`` whose paper has no network in the cost model's published calibration set: their ops are
+    priced from the fitted coefficients of other networks' op categories (extrapolated), not calibrated."""
+    from supernet.mixers import get_mixer
+
+    calibrated = model.fit.get("models") or []
+    return [m for m in space.mixers
+            if not any(name.startswith(get_mixer(m).timm_family or m) for name in calibrated)]
+
+
 def estimate_table(device: Device, space: SearchSpace, model: CostModel, out: str | Path,
                    progress: bool = True) -> LatencyTable:
     header = new_header(
@@ -35,6 +45,7 @@ def estimate_table(device: Device, space: SearchSpace, model: CostModel, out: st
             "source": model.fit.get("source"), "protocol": model.fit.get("protocol"),
             "calibration_models": model.fit.get("n_models"), "cross_validation": model.fit.get("cv"),
             "macs_linear_cross_validation": model.fit.get("macs_linear_cv"), "cost_model": model.to_dict(),
+            "extrapolated_mixers": extrapolated_mixers(space, model),
         },
         measure_with=measure_hint(device, space),
         correction={"scale": 1.0, "offset_ms": model.fixed_ms,
