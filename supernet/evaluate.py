@@ -11,7 +11,7 @@ import torch
 import torch.nn as nn
 
 from nas.errors import UsageError
-from nas.space import Arch
+from nas.space import Arch, SearchSpace
 from supernet.batchnorm import recalibrate_batchnorm
 from supernet.config import EVAL_BN_IMAGES, EVAL_VAL_IMAGES
 from supernet.supernet import Supernet
@@ -44,11 +44,20 @@ def evaluate_subnet(net: Supernet, arch: Arch, data: str | Path, val_images: int
     return evaluate_model(net.extract(arch), data, net.space.input_size, val_images, bn_images, device)
 
 
+def ends_of_space(space: SearchSpace) -> dict[str, Arch]:
+    """The subnets training reports after every epoch and ``nas supernet eval`` scores by default: the largest and
+    the smallest, and in a space with several token mixers the largest with each other mixer too (``largest_cga``),
+    so that every mixer's own weights are seen learning."""
+    ends = {"largest": space.largest(), "smallest": space.smallest()}
+    ends.update({f"largest_{mixer}": space.largest(mixer) for mixer in space.mixers[1:]})
+    return ends
+
+
 def evaluate_checkpoint(checkpoint: str | Path, data: str, archs: dict[str, Arch] | None = None,
                         val_images: int = EVAL_VAL_IMAGES, bn_images: int = EVAL_BN_IMAGES,
                         device: str = "cpu") -> dict[str, Any]:
-    """Top-1 of inherited weights for each of ``archs`` (default: the largest, the smallest and the space's
-    presets), each with BatchNorm recalibrated on ``data``'s training split."""
+    """Top-1 of inherited weights for each of ``archs`` (default: ``ends_of_space`` and the space's presets),
+    each with BatchNorm recalibrated on ``data``'s training split."""
     from nas.data import describe
     from supernet.checkpoint import load_supernet
 
@@ -56,8 +65,7 @@ def evaluate_checkpoint(checkpoint: str | Path, data: str, archs: dict[str, Arch
     net.to(device)
     space = net.space
     if archs is None:
-        archs = {"largest": space.largest(), "smallest": space.smallest(),
-                 **{name: space.preset(name) for name in space.preset_names()}}
+        archs = {**ends_of_space(space), **{name: space.preset(name) for name in space.preset_names()}}
     rows = []
     for name, arch in archs.items():
         if arch.space != space.name:

@@ -36,7 +36,7 @@ from nas.errors import UsageError
 from nas.plots import plot_history
 from nas.space import Arch
 from supernet.config import TrainConfig
-from supernet.evaluate import evaluate_subnet
+from supernet.evaluate import ends_of_space, evaluate_subnet
 from supernet.supernet import Supernet
 
 TRAINING_FORMAT = "nas-supernet-training/1"
@@ -218,7 +218,7 @@ class SupernetTrainer:
     def evaluate(self) -> dict[str, float]:
         cfg = self.cfg
         return {name: evaluate_subnet(self.net, arch, cfg.data, cfg.val_images, cfg.bn_images, self.device)
-                for name, arch in (("largest", self.space.largest()), ("smallest", self.space.smallest()))}
+                for name, arch in ends_of_space(self.space).items()}
 
     # -- checkpoints
 
@@ -267,7 +267,7 @@ def history_plot_path(out: str | Path) -> Path:
 def train_supernet(cfg: TrainConfig, out: str | Path, resume: bool = False, device: str = "cpu",
                    save_every: int = 100, progress: bool = True, workers: int = 0) -> dict[str, Any]:
     """Train (or resume training) the supernet of ``cfg.space`` on ``cfg.data``; writes ``out`` and returns a
-    summary with each epoch's loss and the top-1 of the largest and smallest subnets."""
+    summary with each epoch's loss and the top-1 of the subnets at the ends of the space (``ends_of_space``)."""
     from tqdm import tqdm
 
     out = Path(out)

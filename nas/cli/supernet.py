@@ -40,8 +40,10 @@ def register(commands: Commands) -> None:
     train = sub.add_parser(
         "train", help="train the supernet once (sandwich rule + in-place distillation); resumable",
         description="Each step trains the largest subnet on the labels and the smallest plus --num-random random "
-                    "subnets on the largest's predictions, with AdamW and a warmup + cosine schedule. The top-1 of "
-                    "the largest and smallest subnets (BatchNorm recalibrated) is measured after every epoch.")
+                    "subnets on the largest's predictions, with AdamW and a warmup + cosine schedule (in a space "
+                    "with several token mixers, the largest and smallest take each mixer in turn). The top-1 of "
+                    "the largest and smallest subnets (and of the largest with each other mixer), BatchNorm "
+                    "recalibrated, is measured after every epoch.")
     add_space_arg(train)
     train.add_argument("--data", required=True,
                        help="ImageFolder tree (DIR/train and DIR/val, or DIR/<class>/<image>) or builtin:digits "
@@ -81,7 +83,8 @@ def register(commands: Commands) -> None:
     evaluate.add_argument("--data", required=True, help="ImageFolder tree (DIR/train and DIR/val) or builtin:digits")
     evaluate.add_argument("--arch", action="append", metavar="PRESET_FILE_OR_RUN",
                           help="arch to evaluate (repeatable): a preset, an arch JSON file or a nas search run "
-                               "directory (default: the largest, the smallest and the presets)")
+                               "directory (default: the largest, the smallest, the largest with each other mixer, "
+                               "and the presets)")
     evaluate.add_argument("--val-images", type=positive_int, default=EVAL_VAL_IMAGES)
     evaluate.add_argument("--bn-images", type=positive_int, default=EVAL_BN_IMAGES)
     _add_torch_device(evaluate)

@@ -109,3 +109,12 @@ def test_sandwich_training_takes_each_mixer_in_turn(tiny_hybrid):
     for mixer in tiny_hybrid.mixers:      # the largest subnet of each mixer trained its last slot (position 2)
         after = list(slots[f"2_{mixer}"].token_mixer.parameters())
         assert any(not torch.equal(a, b) for a, b in zip(after, before[f"2_{mixer}"])), mixer
+
+
+def test_training_and_eval_report_the_largest_of_every_mixer(tiny_hybrid, tiny):
+    from supernet.evaluate import ends_of_space
+
+    ends = ends_of_space(tiny_hybrid)
+    assert list(ends) == ["largest", "smallest", "largest_cga", "largest_ssa"]
+    assert ends["largest_ssa"].mixers == ("ssa",) * 3
+    assert list(ends_of_space(tiny)) == ["largest", "smallest"]        # one mixer: as before
