@@ -5,7 +5,7 @@ from pathlib import Path
 from typing import Any
 
 from nas.export.subnet import Subnet, check_input
-from nas.space import block_layout
+from nas.space import block_layout, space_flag
 
 
 def run_notes(arch_or_run: str | Path) -> dict[str, Any]:
@@ -90,7 +90,8 @@ def model_card(report: dict[str, Any]) -> str:
     lines += ["", "## Predicted latency", "", "| device | latency (ms) | table |", "|---|---|---|"]
     for device, info in report["latency"].items():
         if info["latency_ms"] is None:
-            lines.append(f"| {device} | - | no table (build one: `nas lut build --device {device}`) |")
+            lines.append(f"| {device} | - | no table (build one: `nas lut build --device {device}"
+                         f"{space_flag(arch['space'])}`) |")
         else:
             lines.append(f"| {device} | {info['latency_ms']:.3f} | {info['kind']}: `{info['table']}` |")
     lines += ["", "## Files and checks", "",
