@@ -20,7 +20,7 @@ import torch
 import torch.nn as nn
 
 from nas.errors import ArchError, SpaceError
-from nas.space import MixerChoices, SearchSpace
+from nas.space import SearchSpace
 
 KNOBS = ("heads", "key_dims", "attn_ratio")
 
@@ -116,9 +116,3 @@ def check_space(space: SearchSpace) -> None:
                 raise SpaceError(f"search space {space.source or space.name}: mixer {name!r} splits the width "
                                  f"across heads, but width {bad[0][0]} is not divisible by {bad[0][1]} heads; "
                                  "accepted: last-stage widths divisible by every head count")
-
-
-def slot_choices(space: SearchSpace, mixer: str) -> MixerChoices:
-    """The knobs ``mixer``'s supernet slots are built for (after checking the space)."""
-    check_space(space)
-    return space.knobs(mixer)

@@ -29,7 +29,7 @@ from supernet.elastic import (
     grow_from,
     shrink_into,
 )
-from supernet.mixers import slot_choices
+from supernet.mixers import check_space
 
 
 class SuperStage(nn.Module):
@@ -44,7 +44,7 @@ class SuperStage(nn.Module):
             side = space.resolutions()[s]
             for i in space.positions_3d():
                 for mixer in space.mixers:   # each mixer its own weights (EfficientFormer's MetaPath, widened)
-                    self.blocks3d[_slot3d(i, mixer)] = ElasticMB3D(width, ratio, mixer, slot_choices(space, mixer),
+                    self.blocks3d[_slot3d(i, mixer)] = ElasticMB3D(width, ratio, mixer, space.knobs(mixer),
                                                                    side)
 
     def block(self, b: BlockSpec) -> ElasticBlock:
@@ -64,6 +64,7 @@ class Supernet(nn.Module):
         super().__init__()
         self.space = load_space(space) if isinstance(space, str) else space
         sp = self.space
+        check_space(sp)   # each mixer's knobs in the YAML are what its registration takes
         self.stem = ElasticStem(3, sp.max_widths[0])
         super_stages = tuple(SuperStage(sp, s) for s in range(sp.num_stages))
         self.stages = nn.ModuleList(super_stages)

@@ -182,6 +182,7 @@ def estimate_table(args: argparse.Namespace) -> int:
     from nas.latency.costmodel.model import CostModel, load_cost_model
     from nas.latency.devices import get_device
     from nas.latency.paths import local_table_path
+    from nas.latency.table import extrapolation_note
     from nas.space import load_space
 
     device = get_device(args.device)
@@ -189,11 +190,11 @@ def estimate_table(args: argparse.Namespace) -> int:
     model = CostModel.load(args.cost_model) if args.cost_model else load_cost_model(device.name)
     out = args.out or str(local_table_path(device.name, space.name))
     table = estimate(device, space, model, out, progress=not args.no_progress)
-    extrapolated = table.header["estimate"]["extrapolated_mixers"]
     summary = {"out": out, "entries": len(table.entries), "kind": "estimated", "device": device.name,
-               "space": space.name, "cross_validation": model.fit.get("cv"), "extrapolated_mixers": extrapolated}
-    beyond = (f"; ops of mixer(s) {', '.join(extrapolated)} are extrapolated (no published {device.name} latency of "
-              "those papers' networks to calibrate on)" if extrapolated else "")
+               "space": space.name, "cross_validation": model.fit.get("cv"),
+               "extrapolated_mixers": table.header["estimate"]["extrapolated_mixers"]}
+    note = extrapolation_note(table.header)
+    beyond = f"; {note}" if note else ""
     emit(args, summary, lambda: print(f"wrote {out}: {len(table.entries)} ops estimated by the {device.name} cost "
                                       f"model (protocol {model.fit.get('protocol')}){beyond}"))
     return 0
@@ -240,16 +241,15 @@ def validate_table(args: argparse.Namespace) -> int:
 
 
 def show_table(args: argparse.Namespace) -> int:
-    from nas.latency.table import LatencyTable
+    from nas.latency.table import LatencyTable, extrapolation_note
 
     table = LatencyTable.load(args.file)
     by_kind = table.ops_by_kind()
 
     def text() -> None:
-        extrapolated = (table.header.get("estimate") or {}).get("extrapolated_mixers")
-        if extrapolated:
-            print(f"note: ops of mixer(s) {', '.join(extrapolated)} are extrapolated by the cost model (no published "
-                  f"{table.header['device']} latency of those papers' networks to calibrate on)")
+        note = extrapolation_note(table.header)
+        if note:
+            print(f"note: {note}")
         for k, v in table.header.items():
             print(f"{k:>15}: {v}")
         print(f"{'entries':>15}: {len(table.entries)}")

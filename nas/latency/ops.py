@@ -122,7 +122,11 @@ def arch_ops(arch: Arch, space: SearchSpace) -> list[Op]:
 
 
 def space_ops(space: SearchSpace) -> list[Op]:
-    """Every distinct op that some arch of ``space`` contains, in a stable order."""
+    """Every distinct op that some arch of ``space`` contains, in a stable order (after checking the space's
+    mixers against their registrations: a table is never built for a knob a mixer does not take)."""
+    from supernet.mixers import check_space
+
+    check_space(space)
     ops: list[Op] = [stem_op(space, c) for c in space.stages[0].widths]
     for s in range(1, space.num_stages):
         ops += [down_op(space, s, cin, c) for cin in space.stages[s - 1].widths for c in space.stages[s].widths]

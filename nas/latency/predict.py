@@ -19,7 +19,7 @@ from nas.errors import UsageError
 from nas.latency.devices import get_device
 from nas.latency.ops import arch_ops, down_op, flat_op, head_op, mb3d_op, mb4d_op, stem_op
 from nas.latency.paths import default_table_path
-from nas.latency.table import LatencyTable
+from nas.latency.table import LatencyTable, extrapolation_note
 from nas.space import DEFAULT_SPACE, Arch, SearchSpace, first_3d_index, load_space, space_flag
 
 if TYPE_CHECKING:
@@ -223,9 +223,8 @@ def estimate_notice(predictor: LutPredictor) -> str | None:
     est = header.get("estimate", {})
     lofo = ((est.get("cross_validation") or {}).get("lofo") or {}).get("mape")
     error = f", leave-one-family-out MAPE {lofo:.1f}%" if lofo is not None else ""
-    extrapolated = est.get("extrapolated_mixers") or []
-    beyond = (f"; ops of mixer(s) {', '.join(extrapolated)} are extrapolated by the cost model (no published "
-              f"{header['device']} latency of those papers' networks to calibrate on)" if extrapolated else "")
+    extrapolated = extrapolation_note(header)
+    beyond = f"; {extrapolated}" if extrapolated else ""
     return (f"note: {header['device']} latencies are estimated (cost model fitted to published {est.get('protocol')} "
             f"figures{error}), not measured{beyond}; measure a table with: "
             f"{header.get('measure_with', 'nas lut build --device ' + header['device'])}")

@@ -142,6 +142,16 @@ def new_header(device: Device, space: SearchSpace, *, kind: str, produced_by: st
     return header
 
 
+def extrapolation_note(header: dict[str, Any]) -> str | None:
+    """What an estimated table's header says of mixers its cost model was never calibrated on, in one phrase
+    (``None`` when there are none): every command that prints an estimate from such a table shows it."""
+    mixers = (header.get("estimate") or {}).get("extrapolated_mixers") or []
+    if not mixers:
+        return None
+    return (f"ops of mixer(s) {', '.join(mixers)} are extrapolated by the cost model (no published "
+            f"{header['device']} latency of those papers' networks to calibrate on)")
+
+
 def raw_sum_ms(table: LatencyTable, arch: Arch, space: SearchSpace) -> float:
     """Sum of ``arch``'s op entries (``KeyError`` names the first missing op)."""
     return float(sum(table.entries[op.key]["median_ms"] for op in arch_ops(arch, space)))

@@ -10,7 +10,6 @@ import torch
 from nas.export import FORMATS, OUTPUT_NAME, TOLERANCE, WRITERS, build_subnet, check_input, export_subnet, parse_formats
 from nas.export import compare as _compare
 from nas.fileio import atomic_output
-from nas.space import load_space
 from supernet import EfficientFormerNet, Supernet
 from supernet.checkpoint import load_supernet, save_supernet
 from tests.helpers import randomize_, run_nas
@@ -27,11 +26,6 @@ def tiny_ckpt(tmp_path_factory, tiny):
 def _logits(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
     with torch.no_grad():
         return model.eval()(x)
-
-
-@pytest.fixture(scope="module")
-def tiny_hybrid():
-    return load_space("tiny_hybrid")
 
 
 @pytest.fixture(scope="module")

@@ -8,8 +8,6 @@ import numpy as np
 import pytest
 
 from nas.latency.backends import OnnxRuntimeBackend
-from nas.latency.costmodel.estimate import estimate_table
-from nas.latency.costmodel.model import load_cost_model
 from nas.latency.devices import get_device
 from nas.latency.ops import mb3d_op, space_ops
 from nas.latency.predict import LutPredictor, encode_archs, estimate_notice, load_predictor, sample_batch
@@ -18,15 +16,8 @@ from tests.helpers import run_nas
 
 
 @pytest.fixture(scope="module")
-def tiny_hybrid():
-    return load_space("tiny_hybrid")
-
-
-@pytest.fixture(scope="module")
-def estimated(tmp_path_factory, tiny_hybrid):
-    path = tmp_path_factory.mktemp("lut") / "iphone12-tiny_hybrid.json"
-    estimate_table(get_device("iphone12"), tiny_hybrid, load_cost_model("iphone12"), path, progress=False)
-    return path
+def estimated(tiny_hybrid_iphone12):
+    return tiny_hybrid_iphone12
 
 
 def _new_ops(space, widths):

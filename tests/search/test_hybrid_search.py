@@ -7,29 +7,18 @@ import json
 import optuna
 import pytest
 
-from nas.latency.costmodel.estimate import estimate_table
-from nas.latency.costmodel.model import load_cost_model
-from nas.latency.devices import get_device
 from nas.search.budgets import Budgets
 from nas.search.objectives import CapacityProxy
 from nas.search.records import best_record
 from nas.search.slim import actions
 from nas.search.strategy import STRATEGIES, SearchContext, get_strategy
 from nas.search.workers import LocalEvaluator
-from nas.space import load_space
 from tests.helpers import run_nas
 
 
 @pytest.fixture(scope="module")
-def tiny_hybrid():
-    return load_space("tiny_hybrid")
-
-
-@pytest.fixture(scope="module")
-def budgets(tmp_path_factory, tiny_hybrid):
-    table = tmp_path_factory.mktemp("luts") / "iphone12-tiny_hybrid.json"
-    estimate_table(get_device("iphone12"), tiny_hybrid, load_cost_model("iphone12"), table, progress=False)
-    luts = {"iphone12": str(table)}
+def budgets(tiny_hybrid, tiny_hybrid_iphone12):
+    luts = {"iphone12": str(tiny_hybrid_iphone12)}
     fastest = Budgets.load(tiny_hybrid, [1e9], ["iphone12"], luts).fastest(tiny_hybrid)["iphone12"]
     return Budgets.load(tiny_hybrid, [fastest * 1.3], ["iphone12"], luts)
 

@@ -12,11 +12,6 @@ from tests.helpers import randomize_
 
 
 @pytest.fixture(scope="module")
-def tiny_hybrid():
-    return load_space("tiny_hybrid")
-
-
-@pytest.fixture(scope="module")
 def hybrid_supernet(tiny_hybrid):
     torch.manual_seed(0)
     return randomize_(Supernet(tiny_hybrid), seed=2).eval()
