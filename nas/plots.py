@@ -133,3 +133,23 @@ def plot_ranking(standalone: Sequence[float], inherited: Sequence[float], names:
     ax.set(xlabel="stand-alone top-1 (%)", ylabel="inherited top-1 (%)", title=title)
     fig.tight_layout()
     _save(fig, path, dpi=120)
+
+
+def plot_importance(importance: Any, path: str | Path) -> Path:
+    """MetaPath importances (log scale, 1 = indifferent), one bar per position coloured by stage; a supernet's
+    ``supernet.gumbel.Importance``."""
+    plt = _pyplot()
+    rows = importance.to_dict()["positions"]
+    fig, ax = plt.subplots(figsize=(max(5.0, 0.35 * len(rows) + 2), 3.5))
+    colours = plt.get_cmap("tab10")
+    xs = np.arange(len(rows))
+    ax.bar(xs, [r["importance"] for r in rows], color=[colours(r["stage"] % 10) for r in rows])
+    ax.axhline(1.0, color="grey", lw=0.8, ls="--")
+    ax.set_yscale("log")
+    ax.set_xticks(xs, [f"{r['stage'] + 1}.{r['position'] + 1}" for r in rows], rotation=90, fontsize=7)
+    ax.set_xlabel("stage.position")
+    ax.set_ylabel("importance p(kept) / p(identity)")
+    stages = ", ".join(f"S{s + 1} {v:.2f}" for s, v in enumerate(importance.stages()))
+    ax.set_title(f"MetaPath importance of {importance.space} (stages: {stages})", fontsize=9)
+    fig.tight_layout()
+    return _save(fig, path, dpi=110)

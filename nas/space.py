@@ -27,7 +27,8 @@ import yaml
 
 from nas.errors import ArchError, SpaceError
 
-ARCH_FIELDS = ("space", "widths", "depths", "n3d", "mlp_ratios", "heads", "key_dims", "mixers")
+ARCH_FIELDS = ("space", "widths", "depths", "n3d", "mlp_ratios", "heads", "key_dims", "mixers", "slots")
+OPTIONAL_FIELDS = ("slots",)   # omitted: each stage's blocks sit in its first slots (what every arch meant before)
 DEFAULT_SPACE = "efficientformer"   # the space every command and table uses unless told otherwise
 
 
@@ -76,6 +77,7 @@ class BlockSpec:
     heads: int = 0      # 3D blocks only
     key_dim: int = 0    # 3D blocks only
     mixer: str = ""     # 3D blocks only
+    slot: int = 0       # which of its stage's supernet slots holds its weights (``Arch.slots``); shapes ignore it
 
 
 @dataclass(frozen=True)
@@ -121,6 +123,12 @@ class Arch:
 
     ``mlp_ratios[s][i]`` is the MLP ratio of block ``i`` of stage ``s``; ``heads``, ``key_dims`` and ``mixers``
     have one entry per MB3D block (the last ``n3d`` blocks of the last stage, in order).
+
+    ``slots[s]`` says which of stage ``s``'s supernet slots its blocks use, increasing (EfficientFormer's
+    MetaPath identity: slimming a middle block away keeps the later blocks on their own weights). Empty means
+    every stage uses its first ``depths[s]`` slots, which is what an arch without the field means; the
+    constructor paths (``SearchSpace.arch_from_dict``) store that case as empty, so equal archs compare equal.
+    Latency and size never depend on slots, only on shapes.
     """
 
     space: str
@@ -131,9 +139,14 @@ class Arch:
     heads: tuple[int, ...]
     key_dims: tuple[int, ...]
     mixers: tuple[str, ...]
+    slots: tuple[tuple[int, ...], ...] = ()
+
+    def stage_slots(self, stage: int) -> tuple[int, ...]:
+        """The supernet slot of each block of ``stage``, in order."""
+        return self.slots[stage] if self.slots else tuple(range(self.depths[stage]))
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        out = {
             "space": self.space,
             "widths": list(self.widths),
             "depths": list(self.depths),
@@ -143,6 +156,9 @@ class Arch:
             "key_dims": list(self.key_dims),
             "mixers": list(self.mixers),
         }
+        if self.slots:   # only when some stage skips a slot: prefix archs keep the form every file has
+            out["slots"] = [list(s) for s in self.slots]
+        return out
 
     def to_json(self, indent: int | None = None) -> str:
         return json.dumps(self.to_dict(), indent=indent)
@@ -173,12 +189,13 @@ class Arch:
         """Every block in forward order (``block_layout``); the flatten sits before the first "3d" block."""
         out = []
         for s, i, kind in block_layout(self.depths, self.n3d):
-            e = self.mlp_ratios[s][i]
+            e, slot = self.mlp_ratios[s][i], self.stage_slots(s)[i]
             if kind == "4d":
-                out.append(BlockSpec(s, i, "4d", self.widths[s], e))
+                out.append(BlockSpec(s, i, "4d", self.widths[s], e, slot=slot))
             else:
                 j = i - first_3d_index(self.depths, self.n3d, s)
-                out.append(BlockSpec(s, i, "3d", self.widths[s], e, self.heads[j], self.key_dims[j], self.mixers[j]))
+                out.append(BlockSpec(s, i, "3d", self.widths[s], e, self.heads[j], self.key_dims[j], self.mixers[j],
+                                     slot))
         return out
 
 
@@ -334,9 +351,10 @@ class SearchSpace:
         unknown = sorted(set(data) - set(ARCH_FIELDS))
         if unknown:
             raise ArchError(f"arch field {unknown[0]!r} is unknown; allowed fields: {', '.join(ARCH_FIELDS)}")
-        missing = [f for f in ARCH_FIELDS if f not in data]
+        missing = [f for f in ARCH_FIELDS if f not in data and f not in OPTIONAL_FIELDS]
         if missing:
-            raise ArchError(f"arch field {missing[0]!r} is missing; an arch needs: {', '.join(ARCH_FIELDS)}")
+            raise ArchError(f"arch field {missing[0]!r} is missing; an arch needs: "
+                           f"{', '.join(f for f in ARCH_FIELDS if f not in OPTIONAL_FIELDS)}")
         if data["space"] != self.name:
             raise ArchError(f"arch field 'space' = {data['space']!r} does not match the space {self.name!r}")
         ns = self.num_stages
@@ -368,8 +386,36 @@ class SearchSpace:
             none = f" (mixer {mixers[j]!r} has no such knob)"
             _check(heads[j], knobs.allowed_heads, f"heads[{j}]", note="" if knobs.heads else none)
             _check(key_dims[j], knobs.allowed_key_dims, f"key_dims[{j}]", note="" if knobs.key_dims else none)
+        slots = self._slots(data.get("slots"), depths, n3d)
         return Arch(self.name, tuple(widths), tuple(depths), n3d, tuple(mlp_ratios),
-                    tuple(heads), tuple(key_dims), tuple(mixers))
+                    tuple(heads), tuple(key_dims), tuple(mixers), slots)
+
+    def _slots(self, value: Any, depths: list[int], n3d: int) -> tuple[tuple[int, ...], ...]:
+        """``slots`` checked against the supernet's slots: per stage, ``depths[s]`` increasing indices below the
+        stage's largest depth, the MB3D blocks' among the positions that have MB3D slots. Stored empty when every
+        stage uses its first slots."""
+        if value is None:
+            return ()
+        ns = self.num_stages
+        if not isinstance(value, list) or len(value) != ns:
+            raise ArchError(f"arch field 'slots' must be a list of {ns} per-stage lists of slot indices, got {value!r}")
+        slots = []
+        for s in range(ns):
+            stage = _int_list(value[s], f"slots[{s}]", depths[s])
+            for i, slot in enumerate(stage):
+                _check(slot, range(self.max_depths[s]), f"slots[{s}][{i}]", note=" (a slot of the stage's "
+                       "supernet)")
+                if i and slot <= stage[i - 1]:
+                    raise ArchError(f"arch field 'slots[{s}]' = {stage!r} is not increasing; blocks keep the "
+                                    "order of their slots")
+            slots.append(tuple(stage))
+        allowed_3d = self.positions_3d()
+        for i, slot in enumerate(slots[-1][depths[-1] - n3d:]):
+            _check(slot, allowed_3d, f"slots[{ns - 1}][{depths[-1] - n3d + i}]",
+                   note=" (slots that hold MB3D weights)")
+        if all(stage == tuple(range(len(stage))) for stage in slots):
+            return ()
+        return tuple(slots)
 
     def arch_from_json(self, text: str) -> Arch:
         return Arch.from_json(text, self)

@@ -36,11 +36,25 @@ def load_supernet(path: str | Path) -> tuple[Supernet, dict[str, Any]]:
     payload = load_checkpoint_payload(path)
     net = Supernet(payload["space"])
     missing, unexpected = net.load_state_dict(payload["state_dict"], strict=False)
+    # checkpoints from before Gumbel training existed hold no α: it stays uniform (no importance)
+    missing = [k for k in missing if not k.startswith("metapath.")]
     if missing or unexpected:
         raise UsageError(f"--supernet {path} does not fit space {net.space.name!r}: "
                          f"{len(missing)} missing, {len(unexpected)} unexpected tensors "
                          f"(e.g. {(missing or unexpected)[0]})")
     return net.eval(), dict(payload.get("meta") or {})
+
+
+def load_importance(path: str | Path) -> Any:
+    """The MetaPath importances (``supernet.gumbel.Importance``) of a checkpoint trained with ``--gumbel``;
+    refused in one line for any other."""
+    from supernet.gumbel import Importance, has_importance
+
+    net, _ = load_supernet(path)
+    if not has_importance(net.state_dict()):
+        raise UsageError(f"--supernet {path} holds no MetaPath importances (trained without --gumbel); train with "
+                         "nas supernet train --gumbel")
+    return Importance.of(net)
 
 
 def load_checkpoint_payload(path: str | Path) -> dict[str, Any]:

@@ -29,6 +29,10 @@ class TrainConfig:
     bn_images: int = EVAL_BN_IMAGES
     seed: int = 0
     init_timm: str | None = None   # a timm EfficientFormer state dict to start from (safetensors or torch file)
+    gumbel: bool = False           # also learn EfficientFormer's MetaPath importances α (supernet.gumbel)
+    tau_start: float = 5.0         # Gumbel-softmax temperature, annealed exponentially from start to end
+    tau_end: float = 0.5
+    alpha_lr: float = 3e-3         # Adam learning rate of α (constant)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -5,8 +5,9 @@ by slicing; ``extract(arch)`` hands back a plain ``EfficientFormerNet`` with the
 output equals the supernet's for that arch.
 
 Slots: stage ``s`` has one MB4D slot per position up to its largest depth; in the last stage, every position that
-can hold an MB3D block also has an MB3D slot per token mixer (EfficientFormer's MetaPath {4D, 3D, I}: a block at
-position ``i`` uses slot ``i`` of its kind, and positions past the active depth are the identity).
+can hold an MB3D block also has an MB3D slot per token mixer (EfficientFormer's MetaPath {4D, 3D, I}). A block
+uses the slot its arch gives (``Arch.slots``; by default block ``i`` uses slot ``i``), and the slots no block uses
+are the identity. ``metapath`` holds the architecture logits α of Gumbel training (``supernet.gumbel``).
 """
 from __future__ import annotations
 
@@ -29,6 +30,7 @@ from supernet.elastic import (
     grow_from,
     shrink_into,
 )
+from supernet.gumbel import MetaPathLogits
 from supernet.mixers import check_space
 
 
@@ -48,7 +50,7 @@ class SuperStage(nn.Module):
                                                                    side)
 
     def block(self, b: BlockSpec) -> ElasticBlock:
-        slot = self.blocks4d[b.index] if b.kind == "4d" else self.blocks3d[_slot3d(b.index, b.mixer)]
+        slot = self.blocks4d[b.slot] if b.kind == "4d" else self.blocks3d[_slot3d(b.slot, b.mixer)]
         assert isinstance(slot, ElasticBlock)
         return slot
 
@@ -76,6 +78,7 @@ class Supernet(nn.Module):
         nn.init.trunc_normal_(self.head_dist.weight, std=0.02)
         nn.init.zeros_(self.head.bias)
         nn.init.zeros_(self.head_dist.bias)
+        self.metapath = MetaPathLogits(sp)   # α of Gumbel training (zeros: no importance learned)
         self.distilled_training = False
         self._active: Arch | None = None
         self._plan: list[list[tuple[ElasticBlock, BlockSpec]]] = []

@@ -37,6 +37,7 @@ from nas.plots import plot_history
 from nas.space import Arch
 from supernet.config import TrainConfig
 from supernet.evaluate import ends_of_space, evaluate_subnet
+from supernet.gumbel import forward_sampled, sample_paths, tau_at
 from supernet.supernet import Supernet
 
 TRAINING_FORMAT = "nas-supernet-training/1"
@@ -69,11 +70,16 @@ def load_state_dict_file(path: str | Path) -> dict[str, torch.Tensor]:
 
 
 def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
-    """AdamW with weight decay on weights only (not on norms, biases and layer scales)."""
-    decay = [p for p in model.parameters() if p.ndim > 1]
-    no_decay = [p for p in model.parameters() if p.ndim <= 1]
-    return torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
-                              {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr)
+    """AdamW with weight decay on weights only (not on norms, biases and layer scales). The architecture logits α
+    (``metapath.*``) are trained only with ``--gumbel``, in their own group: Adam at ``alpha_lr``, no decay, no
+    schedule (DARTS' and GDAS' practice: α's steps do not follow the weights' warmup and cosine)."""
+    named = [(n, p) for n, p in model.named_parameters() if not n.startswith("metapath.")]
+    groups = [{"params": [p for _, p in named if p.ndim > 1], "weight_decay": cfg.weight_decay},
+              {"params": [p for _, p in named if p.ndim <= 1], "weight_decay": 0.0}]
+    if cfg.gumbel:
+        alphas = [p for n, p in model.named_parameters() if n.startswith("metapath.")]
+        groups.append({"params": alphas, "weight_decay": 0.0, "lr": cfg.alpha_lr, "fixed_lr": True})
+    return torch.optim.AdamW(groups, lr=cfg.lr)
 
 
 class _SeededItems(torch.utils.data.Dataset):
@@ -196,7 +202,8 @@ class SupernetTrainer:
             images, labels = self.batch(self.step)
         images, labels = images.to(self.device), labels.to(self.device)
         for group in self.optimizer.param_groups:
-            group["lr"] = self.lr_at(self.step)
+            if not group.get("fixed_lr"):
+                group["lr"] = self.lr_at(self.step)
         self.optimizer.zero_grad(set_to_none=True)
         net.set_active(self.teacher(self.step))
         logits = net(images)
@@ -209,11 +216,27 @@ class SupernetTrainer:
             kd = F.kl_div(net(images).log_softmax(dim=-1), teacher, reduction="batchmean")
             kd.backward()
             total += float(kd.detach())
+        if cfg.gumbel:
+            total += self.gumbel_step(images, labels)
         nn.utils.clip_grad_norm_(net.parameters(), 5.0)
         self.optimizer.step()
         net.set_active(self.space.largest())
         self.step += 1
         return total
+
+    def tau(self, step: int) -> float:
+        return tau_at(step, self.total_steps, self.cfg.tau_start, self.cfg.tau_end)
+
+    def gumbel_step(self, images: torch.Tensor, labels: torch.Tensor) -> float:
+        """EfficientFormer's MetaPath training: one straight-through Gumbel draw of every position's path, on the
+        labels, updating the weights of the drawn paths and α (``supernet.gumbel``). The draw is a function of
+        (seed, step), like everything else a resume must repeat."""
+        g = torch.Generator().manual_seed(self.cfg.seed * 1_000_003 + self.step + 7_777_777)
+        draws = sample_paths(self.net.metapath, self.tau(self.step), g)
+        loss = F.cross_entropy(forward_sampled(self.net, images, draws), labels,
+                               label_smoothing=self.cfg.label_smoothing)
+        loss.backward()
+        return float(loss.detach())
 
     def evaluate(self) -> dict[str, float]:
         cfg = self.cfg
@@ -241,11 +264,13 @@ class SupernetTrainer:
         # every TrainConfig field must match; device, loader workers, save interval and progress may change
         # without changing the result
         for key, mine in self.cfg.to_dict().items():
-            theirs = state["config"].get(key)
+            theirs = state["config"].get(key, TrainConfig.default(key))   # a field added since: its default
             if mine != theirs:
                 raise UsageError(f"--resume: {path} was trained with {key}={theirs!r}, this run asks for {mine!r}; "
                                  f"rerun with the same setting or choose a new --out")
-        self.net.load_state_dict(payload["state_dict"])
+        missing, unexpected = self.net.load_state_dict(payload["state_dict"], strict=False)
+        if [k for k in missing if not k.startswith("metapath.")] or unexpected:   # α: absent before --gumbel existed
+            raise UsageError(f"--resume: {path} does not fit space {self.space.name!r}")
         self.optimizer.load_state_dict(state["optimizer"])
         self.step = int(state["step"])
         self.history = list(state.get("history", []))
@@ -255,7 +280,9 @@ class SupernetTrainer:
         last = self.history[-1] if self.history else {}
         return {"trained": {"data": self.cfg.data, "epochs": self.cfg.epochs,
                             "epochs_done": self.step // self.steps_per_epoch, "steps": self.step,
-                            "steps_total": self.total_steps, "recipe": "sandwich rule + in-place distillation",
+                            "steps_total": self.total_steps,
+                            "recipe": "sandwich rule + in-place distillation"
+                                      + (" + Gumbel MetaPath importance" if self.cfg.gumbel else ""),
                             "config": self.cfg.to_dict(), "top1": last.get("top1", {})}}
 
 

@@ -15,6 +15,8 @@ import torch
 def randomize_(module: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
     g = torch.Generator().manual_seed(seed)
     for name, p in module.named_parameters():
+        if name.startswith("metapath."):                              # α: a random supernet has no importances
+            continue
         if name.endswith("gamma"):                                    # layer scale
             p.copy_(0.1 + 0.2 * torch.rand(p.shape, generator=g))
         elif p.dim() == 1 and ("norm" in name or "bn" in name) and name.endswith("weight"):

@@ -8,9 +8,21 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from nas.cli._common import Commands, add_output_args, add_space_arg, emit, non_negative_int, positive_int
+from nas.cli._common import (
+    Commands,
+    add_output_args,
+    add_space_arg,
+    emit,
+    non_negative_int,
+    positive_float,
+    positive_int,
+)
 from nas.errors import UsageError
 from nas.search.strategy import SAMPLERS, STRATEGIES
+from supernet.config import EVAL_BN_IMAGES, EVAL_VAL_IMAGES
+
+ACTION_MODES = ("auto", "importance", "all")   # nas.search.slim's (kept here: the parser imports no search code)
+TRADES = ("latency", "mes")
 
 
 def register(commands: Commands) -> None:
@@ -26,10 +38,29 @@ def register(commands: Commands) -> None:
                    help="Optuna sampler (nsga2: objective-latency Pareto front; default tpe)")
     p.add_argument("--strategy", choices=tuple(STRATEGIES), default="optuna",
                    help="optuna: a sampled study; slim: EfficientFormer's greedy slimming from the largest arch")
+    p.add_argument("--max-params", type=positive_float, metavar="M",
+                   help="also a size limit: at most M million parameters (a budget that must hold like latency)")
+    p.add_argument("--max-macs", type=positive_float, metavar="G",
+                   help="also a size limit: at most G GMACs per image")
+    p.add_argument("--actions", choices=ACTION_MODES, default="auto",
+                   help="slim: importance = EfficientFormer's guided actions (needs a --gumbel supernet), all = every "
+                        "action; auto = importance when the supernet has importances (default)")
+    p.add_argument("--objective", choices=TRADES, default="latency", dest="trade",
+                   help="slim: what an accuracy drop is weighed against: latency = ms saved (EfficientFormer), mes = "
+                        "MES gained (EfficientFormerV2's size-and-latency score); default latency")
+    p.add_argument("--pareto", action="store_true",
+                   help="slim: go on past the first arch within the budgets, down to where no action saves "
+                        "anything; pareto.json/.png keep the whole front")
     p.add_argument("--supernet", metavar="CKPT", help="trained supernet: the objective becomes the inherited "
                                                     "top-1 on --data's validation split (default: capacity proxy)")
     p.add_argument("--data", metavar="DIR", help="ImageFolder tree (DIR/val and DIR/train, or DIR itself), or "
                                                  "builtin:digits")
+    p.add_argument("--val-images", type=positive_int, default=EVAL_VAL_IMAGES, metavar="N",
+                   help=f"--supernet: validation images per evaluation (default {EVAL_VAL_IMAGES}; fewer is faster "
+                        "and coarser)")
+    p.add_argument("--bn-images", type=positive_int, default=EVAL_BN_IMAGES, metavar="N",
+                   help=f"--supernet: training images BatchNorm is recalibrated on per evaluation (default "
+                        f"{EVAL_BN_IMAGES})")
     p.add_argument("--storage", metavar="URL", help="Optuna storage (default: sqlite:///OUT/study.db)")
     p.add_argument("--study", metavar="NAME", help="study name; the same name resumes (default: from the settings)")
     p.add_argument("--out", metavar="DIR", help="run directory (default: runs/STUDY)")
@@ -53,11 +84,13 @@ def search(args: argparse.Namespace) -> int:
     from nas.search.budgets import Budgets, parse_luts
     from nas.search.objectives import make_objective
     from nas.search.run import SearchRequest, run_search
+    from nas.search.slim import SlimSettings
     from nas.search.strategy import get_strategy
     from nas.space import load_space
 
     space = load_space(args.space)
-    budgets = Budgets.load(space, args.budget_ms or [], args.device or [], parse_luts(args.lut))
+    budgets = Budgets.load(space, args.budget_ms or [], args.device or [], parse_luts(args.lut), args.max_params,
+                           args.max_macs)
     formats: list[str] = []
     if args.export != "none":
         formats = parse_formats(args.export)
@@ -66,12 +99,19 @@ def search(args: argparse.Namespace) -> int:
     if not strategy.uses_optuna_settings and (args.storage or args.study or args.sampler != "tpe"):
         raise UsageError(f"--storage, --study and --sampler are Optuna settings; --strategy {args.strategy} "
                          "resumes from its own record in --out instead")
-    objective = make_objective(space, args.supernet, args.data)
+    if args.strategy != "slim" and (args.actions != "auto" or args.trade != "latency" or args.pareto):
+        raise UsageError("--actions, --objective and --pareto are settings of slimming; add --strategy slim "
+                         "(an Optuna study takes --sampler nsga2 for a Pareto front)")
+    if args.supernet is None and (args.val_images, args.bn_images) != (EVAL_VAL_IMAGES, EVAL_BN_IMAGES):
+        raise UsageError("--val-images and --bn-images are settings of the inherited-accuracy objective; add "
+                         "--supernet CKPT --data DIR")
+    objective = make_objective(space, args.supernet, args.data, args.val_images, args.bn_images)
     for notice in budgets.notices():
         print(notice, file=sys.stderr)
     request = SearchRequest(space, objective, budgets, args.strategy, args.sampler, args.trials, args.seed,
                             args.storage, args.study, Path(args.out) if args.out else None, args.workers,
-                            args.ray_address, formats, progress=not args.no_progress, verify=args.verify)
+                            args.ray_address, formats, progress=not args.no_progress, verify=args.verify,
+                            slim=SlimSettings(args.actions, args.trade, args.pareto))
     # Ray's driver prints worker deaths and retries on sys.stdout; stdout carries only our result (--json contract)
     with contextlib.redirect_stdout(sys.stderr):
         result = run_search(request).to_dict()
@@ -87,6 +127,15 @@ def _print_summary(result: dict[str, Any], objective_label: str, unit: str, expo
     print(f"best of {result['trials']} {what} ({result['feasible']} meet every budget): objective "
           f"{best['objective']:.4g}" + "".join(f", {k.replace('_', ' ')} {v:.3g}"
                                                for k, v in best.get("details", {}).items()))
+    if "slim" in result:
+        sl = result["slim"]
+        per = "MES gained" if sl["trade"] == "mes" else "ms saved"
+        print(f"  slimming: {sl['actions']} actions, objective drop per {per}; {sl['evaluations']} objective "
+              f"evaluations over {sl['steps'] - 1} steps"
+              + (" (on to the end of the front: --pareto)" if sl["pareto"] else ""))
+    for key, limit in result.get("size_limits", {}).items():
+        print(f"  {key.replace('_m', ' (M)').replace('gmacs', 'GMACs'):<12} {'limit':>10} {limit:>11.3f}  "
+              f"winner {best['details'][key]:.3f}")
     print(f"  {'device':<12} {'budget ms':>10} {'latency ms':>11}  table")
     for b in result["budgets"]:
         print(f"  {b['device']:<12} {b['budget_ms']:>10.3f} {best['latencies_ms'][b['device']]:>11.3f}  "

@@ -69,6 +69,17 @@ def register(commands: Commands) -> None:
     train.add_argument("--init-timm", default=d("init_timm"), metavar="FILE",
                        help="start from a timm EfficientFormer state dict (.safetensors or weights-only .pth), "
                             "e.g. efficientformer_l7's, loaded into the supernet's slots")
+    train.add_argument("--gumbel", action="store_true",
+                       help="also learn EfficientFormer's MetaPath importances: each step adds one straight-through "
+                            "Gumbel-softmax draw of every position's path ({MB4D, identity}, plus each MB3D mixer "
+                            "where 3D is allowed) at full width; read them with nas supernet importance, and "
+                            "--strategy slim uses them")
+    train.add_argument("--tau-start", type=positive_float, default=d("tau_start"),
+                       help=f"Gumbel-softmax temperature at the first step (default {d('tau_start'):g})")
+    train.add_argument("--tau-end", type=positive_float, default=d("tau_end"),
+                       help=f"temperature at the last step, annealed exponentially (default {d('tau_end'):g})")
+    train.add_argument("--alpha-lr", type=positive_float, default=d("alpha_lr"),
+                       help=f"Adam learning rate of the importances (default {d('alpha_lr'):g})")
     train.add_argument("--workers", type=non_negative_int, default=0,
                        help="data-loading processes (default 0: the training process); results do not depend on it")
     _add_torch_device(train)
@@ -76,6 +87,17 @@ def register(commands: Commands) -> None:
                        help="also checkpoint every N steps, besides each epoch's end (default 100)")
     add_output_args(train)
     train.set_defaults(func=train_supernet)
+
+    importance = sub.add_parser(
+        "importance", help="EfficientFormer's MetaPath and stage importances of a supernet trained with --gumbel",
+        description="Per block position: the probability of each path (softmax of α) and the importance "
+                    "s = p(4D)/p(I), or (p(4D) + sum of p(3D))/p(I) where MB3D is allowed; a stage's importance is "
+                    "the sum of its positions'. Slimming sets the least important position to identity first.")
+    importance.add_argument("supernet", metavar="CKPT", help="checkpoint of nas supernet train --gumbel")
+    importance.add_argument("--plot", metavar="PNG", help="bar chart of the importances (default: CKPT with "
+                                                         ".importance.png)")
+    add_output_args(importance, progress=False)
+    importance.set_defaults(func=show_importance)
 
     evaluate = sub.add_parser(
         "eval", help="top-1 of inherited weights for archs of a trained supernet (BatchNorm recalibrated)")
@@ -117,7 +139,12 @@ def train_supernet(args: argparse.Namespace) -> int:
                       lr=args.lr, weight_decay=args.weight_decay, warmup_epochs=args.warmup_epochs,
                       num_random=args.num_random, label_smoothing=args.label_smoothing,
                       max_train_images=args.max_train_images, val_images=args.val_images,
-                      bn_images=args.bn_images, seed=args.seed, init_timm=args.init_timm)
+                      bn_images=args.bn_images, seed=args.seed, init_timm=args.init_timm, gumbel=args.gumbel,
+                      tau_start=args.tau_start, tau_end=args.tau_end, alpha_lr=args.alpha_lr)
+    if not args.gumbel and any(getattr(args, k) != d for k, d in (("tau_start", TrainConfig.default("tau_start")),
+                                                                   ("tau_end", TrainConfig.default("tau_end")),
+                                                                   ("alpha_lr", TrainConfig.default("alpha_lr")))):
+        raise UsageError("--tau-start, --tau-end and --alpha-lr are settings of --gumbel; add --gumbel or drop them")
     result = train(cfg, args.out, resume=args.resume, device=device, save_every=args.save_every,
                    progress=not args.no_progress, workers=args.workers)
 
@@ -127,7 +154,9 @@ def train_supernet(args: argparse.Namespace) -> int:
         print(f"supernet of space {space.name!r} trained on {args.data}: {result['steps']} steps, {args.epochs} "
               f"epochs{resumed}; top-1 of the subnets at the ends of the space: {top1 or 'not evaluated'}")
         print(f"checkpoint {result['out']} ({result['wall_s']:.1f} s this run); use it with "
-              f"nas search --supernet {result['out']} --data {args.data}")
+              f"nas search --supernet {result['out']} --data {args.data}"
+              + (f" --strategy slim (importance-guided); see its importances with nas supernet importance "
+                 f"{result['out']}" if args.gumbel else ""))
 
     emit(args, result, text)
     return 0
@@ -150,6 +179,31 @@ def evaluate_supernet(args: argparse.Namespace) -> int:
             a = row["arch"]
             print(f"  {row['name']:<24} {row['top1']:6.2f}%   widths {a['widths']}, depths {a['depths']}, "
                   f"n3d {a['n3d']}")
+
+    emit(args, result, text)
+    return 0
+
+
+def show_importance(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from nas.plots import plot_importance
+    from supernet.checkpoint import load_importance
+
+    importance = load_importance(args.supernet)
+    plot = Path(args.plot) if args.plot else Path(args.supernet).with_suffix(".importance.png")
+    plot_importance(importance, plot)
+    result = {"supernet": str(args.supernet), **importance.to_dict(), "plot": str(plot)}
+
+    def text() -> None:
+        print(f"MetaPath importances of {args.supernet} (space {importance.space!r}); s = kept / identity, "
+              "1 = indifferent:")
+        for row in result["positions"]:
+            probs = ", ".join(f"{k} {v:.2f}" for k, v in row["probabilities"].items())
+            print(f"  stage {row['stage'] + 1} position {row['position'] + 1}: s = {row['importance']:7.3f}   "
+                  f"({probs})")
+        print("stage importances: " + ", ".join(f"{s + 1}: {v:.2f}" for s, v in enumerate(result["stages"])))
+        print(f"plot {plot}")
 
     emit(args, result, text)
     return 0

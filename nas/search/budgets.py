@@ -1,5 +1,7 @@
-"""Latency budgets: one or several (device, ms) constraints that a winner must all meet, each priced by its
-device's latency table (the same predictor as ``nas predict``)."""
+"""Budgets a winner must all meet: one or several (device, ms) latency budgets, each priced by its device's latency
+table (the same predictor as ``nas predict``), and optionally size limits (``--max-params`` in millions,
+``--max-macs`` in GMACs; EfficientFormerV2's size constraint), counted from the same per-op decomposition as the
+capacity proxy (``nas.search.capacity``)."""
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -23,13 +25,21 @@ class Budget:
                 "table_kind": self.predictor.kind}
 
 
+SIZE_LIMITS = {"params_m": ("--max-params", "M parameters"), "gmacs": ("--max-macs", "GMACs")}
+
+
 class Budgets:
-    def __init__(self, budgets: Sequence[Budget]):
+    def __init__(self, budgets: Sequence[Budget], size_limits: dict[str, float | None] | None = None,
+                 space: SearchSpace | None = None):
         self.items = list(budgets)
+        self.size_limits: dict[str, float] = {k: v for k, v in (size_limits or {}).items() if v is not None}
+        self._space = space
+        self._counts: Any = None
 
     @classmethod
     def load(cls, space: SearchSpace, budget_ms: Sequence[float], devices: Sequence[str],
-             luts: dict[str, str] | None = None) -> Budgets:
+             luts: dict[str, str] | None = None, max_params_m: float | None = None,
+             max_gmacs: float | None = None) -> Budgets:
         if not budget_ms or len(budget_ms) != len(devices):
             raise UsageError(f"give one --device per --budget-ms (got {len(budget_ms)} budgets and {len(devices)} "
                              "devices), e.g. --budget-ms 1.6 --device iphone12 --budget-ms 40 --device cpu")
@@ -38,6 +48,10 @@ class Budgets:
         for ms in budget_ms:
             if not ms > 0:
                 raise UsageError(f"--budget-ms {ms}: expected a positive number of milliseconds")
+        for key, value in (("params_m", max_params_m), ("gmacs", max_gmacs)):
+            if value is not None and not value > 0:
+                flag, unit = SIZE_LIMITS[key]
+                raise UsageError(f"{flag} {value}: expected a positive number of {unit}")
         luts = luts or {}
         unknown = sorted(set(luts) - set(devices))
         if unknown:
@@ -47,7 +61,7 @@ class Budgets:
         for ms, device in zip(budget_ms, devices):
             predictor = load_predictor(device, space.name, luts.get(device))
             items.append(Budget(device, float(ms), predictor))
-        return cls(items)
+        return cls(items, {"params_m": max_params_m, "gmacs": max_gmacs}, space)
 
     @property
     def primary(self) -> Budget:
@@ -57,12 +71,36 @@ class Budgets:
     def latencies(self, arch: Arch) -> dict[str, float]:
         return {b.device: b.predictor.predict(arch) for b in self.items}
 
-    def violations(self, latencies: dict[str, float]) -> list[float]:
-        """Optuna's constraint values: latency - budget per device (<= 0 is feasible)."""
-        return [latencies[b.device] - b.budget_ms for b in self.items]
+    def sizes(self, arch: Arch) -> dict[str, float]:
+        """Parameters (M) and GMACs of ``arch``: what the size limits hold (computed for any arch)."""
+        if self._counts is None:
+            from nas.search.capacity import OpCounts
+            from nas.space import load_space
 
-    def feasible(self, latencies: dict[str, float]) -> bool:
-        return all(v <= 0 for v in self.violations(latencies))
+            self._counts = OpCounts(self._space or load_space(arch.space))
+        params, macs = self._counts.counts(arch)
+        return {"params_m": params / 1e6, "gmacs": macs / 1e9}
+
+    def limited_sizes(self, arch: Arch) -> dict[str, float]:
+        """``sizes`` when some size limit is set, else nothing (and nothing computed)."""
+        return self.sizes(arch) if self.size_limits else {}
+
+    def violations(self, latencies: dict[str, float], sizes: dict[str, float] | None = None) -> list[float]:
+        """Optuna's constraint values: latency - budget per device, then size - limit per size limit (<= 0 is
+        feasible); ``sizes`` (``limited_sizes``) is needed when size limits are set."""
+        out = [latencies[b.device] - b.budget_ms for b in self.items]
+        if self.size_limits:
+            if sizes is None:
+                raise ValueError("size limits are set: pass the arch's sizes")
+            out += [sizes[k] - limit for k, limit in self.size_limits.items()]
+        return out
+
+    def constraint_names(self) -> list[str]:
+        """Names of ``violations``' entries, in order."""
+        return [f"latency_{b.device}" for b in self.items] + list(self.size_limits)
+
+    def feasible(self, latencies: dict[str, float], sizes: dict[str, float] | None = None) -> bool:
+        return all(v <= 0 for v in self.violations(latencies, sizes))
 
     def fastest_candidates(self, space: SearchSpace) -> list[Arch]:
         """Every knob at its minimum, with each number of 3D blocks and each mixer (a 3D block may be cheaper or
@@ -83,7 +121,7 @@ class Budgets:
     def feasible_seed(self, space: SearchSpace) -> Arch | None:
         """A fastest-candidate arch that meets every budget (searches start from it, so one trial is feasible)."""
         for arch in self.fastest_candidates(space):
-            if self.feasible(self.latencies(arch)):
+            if self.feasible(self.latencies(arch), self.limited_sizes(arch)):
                 return arch
         return None
 
@@ -95,12 +133,24 @@ class Budgets:
                 raise UsageError(f"--budget-ms {b.budget_ms:g} on {b.device} cannot be met: the fastest arch of "
                                  f"space {space.name!r} takes {fastest[b.device]:.3f} ms there; accepted: a budget "
                                  f">= {fastest[b.device]:.3f} ms")
+        if self.size_limits:   # size is monotone in every knob: the space's smallest arch is its smallest
+            lowest = {k: min(self.sizes(a)[k] for a in self.fastest_candidates(space)) for k in self.size_limits}
+            for key, limit in self.size_limits.items():
+                if lowest[key] > limit:
+                    flag, unit = SIZE_LIMITS[key]
+                    raise UsageError(f"{flag} {limit:g} cannot be met: the smallest arch of space {space.name!r} has "
+                                     f"{lowest[key]:.3f} {unit}; accepted: a limit >= {lowest[key]:.3f}")
 
     def notices(self) -> list[str]:
         return [n for b in self.items if (n := estimate_notice(b.predictor))]
 
     def describe(self) -> str:
-        return ", ".join(f"{b.budget_ms:g} ms on {b.device}" for b in self.items)
+        return ", ".join([f"{b.budget_ms:g} ms on {b.device}" for b in self.items]
+                         + [f"{SIZE_LIMITS[k][0]} {v:g}" for k, v in self.size_limits.items()])
+
+    def config(self) -> list[list[Any]]:
+        """What a resumed search must match: each budget, then each size limit."""
+        return [[b.device, b.budget_ms] for b in self.items] + [[k, v] for k, v in self.size_limits.items()]
 
 
 def parse_luts(values: Sequence[str] | None) -> dict[str, str]:

@@ -83,6 +83,8 @@ class SupernetAccuracy(Objective):
 
         self.checkpoint, self.data = Path(checkpoint), data
         self.val_images, self.bn_images = val_images, bn_images
+        if (val_images, bn_images) != (EVAL_VAL_IMAGES, EVAL_BN_IMAGES):   # a resume must not mix two recipes
+            self.name = f"supernet_top1_val{val_images}_bn{bn_images}"
         self.label = f"top-1 (%) of inherited supernet weights on {describe(data, 'val')} ({val_images} images max)"
         self._net: Any = None
 
@@ -99,7 +101,8 @@ class SupernetAccuracy(Objective):
         return evaluate_subnet(self._net, arch, self.data, self.val_images, self.bn_images)
 
 
-def make_objective(space: SearchSpace, supernet: str | None = None, data: str | None = None) -> Objective:
+def make_objective(space: SearchSpace, supernet: str | None = None, data: str | None = None,
+                   val_images: int = EVAL_VAL_IMAGES, bn_images: int = EVAL_BN_IMAGES) -> Objective:
     from nas.errors import UsageError
 
     if (supernet is None) != (data is None):
@@ -112,6 +115,6 @@ def make_objective(space: SearchSpace, supernet: str | None = None, data: str | 
     net, _ = load_supernet(supernet)      # refuse a bad checkpoint now, not in every trial
     if net.space.name != space.name:
         raise UsageError(f"--supernet {supernet} is of space {net.space.name!r}, the search is over {space.name!r}")
-    objective = SupernetAccuracy(supernet, data)
+    objective = SupernetAccuracy(supernet, data, val_images, bn_images)
     objective._net = net
     return objective

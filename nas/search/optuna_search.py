@@ -59,7 +59,7 @@ class StudySettings:
 
     def config(self) -> dict[str, Any]:
         return {"space": self.space.name, "objective": self.objective.name, "sampler": self.sampler,
-                "seed": self.seed, "budgets": [[b.device, b.budget_ms] for b in self.budgets.items]}
+                "seed": self.seed, "budgets": self.budgets.config()}
 
 
 def make_storage(url: str) -> optuna.storages.BaseStorage:
@@ -120,12 +120,12 @@ def run_study(settings: StudySettings, evaluator: Evaluator,
         pending = []
         archs = [suggest_arch(trial, space) for trial in batch]
         for trial, arch in zip(batch, archs):
-            latencies = budgets.latencies(arch)
-            for b, violation in zip(budgets.items, budgets.violations(latencies)):
-                trial.set_constraint(f"latency_{b.device}", violation)     # feasible when every one is <= 0
+            latencies, sizes = budgets.latencies(arch), budgets.limited_sizes(arch)
+            for name, violation in zip(budgets.constraint_names(), budgets.violations(latencies, sizes)):
+                trial.set_constraint(name, violation)     # feasible when every one is <= 0
             trial.set_user_attr("eval", {"arch": arch.to_dict(), "latency_ms": latencies,
-                                         "feasible": budgets.feasible(latencies),
-                                         "details": objective.details(arch)})
+                                         "feasible": budgets.feasible(latencies, sizes),
+                                         "details": {**objective.details(arch), **sizes}})
         try:
             results = evaluator.map(archs)
         except Exception as exc:

@@ -50,6 +50,18 @@ def pareto_front(records: Sequence[TrialRecord], device: str) -> list[TrialRecor
     return front
 
 
+def pareto_front_nd(records: Sequence[TrialRecord], device: str) -> list[TrialRecord]:
+    """Feasible records that no other feasible record beats on objective (higher), latency and parameters (lower)
+    at once, in order of latency."""
+    def key(r: TrialRecord) -> tuple[float, float, float]:
+        return -r.objective, r.latency_ms[device], r.details["params_m"]
+
+    feasible = [r for r in records if r.feasible]
+    front = [r for r in feasible
+             if not any(all(a <= b for a, b in zip(key(o), key(r))) and key(o) != key(r) for o in feasible)]
+    return sorted(front, key=lambda r: (r.latency_ms[device], -r.objective))
+
+
 def write_trials_csv(path: Path, records: Sequence[TrialRecord], devices: Sequence[str]) -> None:
     detail_keys = sorted({k for r in records for k in r.details})
     buffer = io.StringIO()

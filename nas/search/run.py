@@ -16,7 +16,8 @@ from nas.fileio import write_json_atomic
 from nas.plots import plot_pareto
 from nas.search.budgets import Budgets
 from nas.search.objectives import Objective
-from nas.search.records import TrialRecord, best_record, pareto_front, write_trials_csv
+from nas.search.records import TrialRecord, best_record, pareto_front, pareto_front_nd, write_trials_csv
+from nas.search.slim import SlimSettings
 from nas.search.strategy import SearchContext, Strategy, get_strategy
 from nas.search.verify import verify_winner
 from nas.space import SearchSpace
@@ -39,12 +40,17 @@ class SearchRequest:
     export_formats: list[str] = field(default_factory=lambda: ["pt"])
     progress: bool = True
     verify: int = 0                 # measure up to this many top candidates end to end on measurable devices
+    slim: SlimSettings | None = None   # --strategy slim's choices (--actions, --objective, --pareto)
 
     def study_name(self) -> str:
         if self.study:
             return self.study
-        budgets = "_".join(f"{b.device}-{b.budget_ms:g}ms" for b in self.budgets.items)
+        budgets = "_".join([f"{b.device}-{b.budget_ms:g}ms" for b in self.budgets.items]
+                           + [f"{k}-{v:g}" for k, v in self.budgets.size_limits.items()])
         method = self.sampler if self.strategy == "optuna" else self.strategy   # "slim", or a new strategy's name
+        if self.strategy == "slim" and self.slim is not None:   # settings other than the defaults name the run
+            method += "".join(f"-{v}" for v, default in ((self.slim.actions, "auto"), (self.slim.trade, "latency"))
+                              if v != default) + ("-pareto" if self.slim.pareto else "")
         return f"{self.space.name}_{budgets}_{self.objective.name}_{method}_seed{self.seed}"
 
 
@@ -78,9 +84,12 @@ class SearchResult:
             "seed": req.seed, "space": req.space.name, "study": self.study if optuna else None,
             "storage": self.storage if optuna else None,
             "budgets": [b.to_dict() for b in req.budgets.items], "trials": len(self.records),
+            **({"size_limits": req.budgets.size_limits} if req.budgets.size_limits else {}),
             "feasible": sum(r.feasible for r in self.records), "pareto_size": len(self.front),
             "workers": self.workers, "wall_s": round(self.wall_s, 2),
         }
+        if self.strategy.summary:
+            result[self.strategy.name] = self.strategy.summary
         result["mixers"] = mixer_usage(req.space.mixers, best.arch, [r.arch for r in self.records])
         if self.verification:
             result["verification"] = {k: v for k, v in self.verification.items() if k != "winner"}
@@ -150,7 +159,7 @@ def _run_strategy(req: SearchRequest, strategy: Strategy, out: Path, study: str,
     evaluator = make_evaluator(req.objective, req.workers, req.ray_address)
     try:
         ctx = SearchContext(req.space, req.objective, req.budgets, evaluator, out, study, storage, req.sampler,
-                            req.trials, req.seed, on_record)
+                            req.trials, req.seed, on_record, req.slim)
         return strategy.run(ctx), (evaluator.workers if req.workers or req.ray_address else 0)
     finally:
         bar.close()
@@ -162,8 +171,13 @@ def _write_run_dir(result: SearchResult) -> None:
     req, out, primary = result.request, result.out, result.request.budgets.primary.device
     write_json_atomic(out / "best_arch.json", result.best.arch)
     write_trials_csv(out / "trials.csv", result.records, [b.device for b in req.budgets.items])
-    write_json_atomic(out / "pareto.json", {"objective": req.objective.name, "device": primary,
-                                            "front": [r.to_dict() for r in result.front]})
+    pareto: dict[str, Any] = {"objective": req.objective.name, "device": primary,
+                              "front": [r.to_dict() for r in result.front]}
+    if all("params_m" in r.details for r in result.records):   # sizes known: the objective-latency-size front too
+        pareto["front_with_size"] = [r.to_dict() for r in pareto_front_nd(result.records, primary)]
+    if not result.strategy.uses_optuna_settings:   # slimming: its whole path, step by step
+        pareto["path"] = [r.to_dict() for r in result.records]
+    write_json_atomic(out / "pareto.json", pareto)
     optuna = result.strategy.uses_optuna_settings
     plot_pareto(out / "pareto.png", result.records, result.front, result.best, primary,
                 req.budgets.primary.budget_ms, req.budgets.primary.predictor.kind, req.objective.label,

@@ -9,7 +9,7 @@ import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from nas.errors import UsageError
 
@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from nas.search.budgets import Budgets
     from nas.search.objectives import Objective
     from nas.search.records import TrialRecord
+    from nas.search.slim import SlimSettings
     from nas.search.workers import Evaluator
     from nas.space import SearchSpace
 
@@ -41,12 +42,14 @@ class SearchContext:
     trials: int = 100
     seed: int | None = 0
     on_record: Callable[[TrialRecord], None] | None = None   # progress: called once per record, resumed ones too
+    slim: SlimSettings | None = None                         # --strategy slim's choices (None: its defaults)
 
 
 class Strategy(abc.ABC):
     name: str
     unit: str = "trial"             # what one record is, for progress and summaries ("trial", "step")
     uses_optuna_settings = False    # whether --storage, --study and --sampler mean anything to it
+    summary: dict[str, Any] | None = None   # what run.json records of its own work, under its name (set by run)
 
     @abc.abstractmethod
     def run(self, ctx: SearchContext) -> list[TrialRecord]:

@@ -1,5 +1,6 @@
 import itertools
 import json
+from pathlib import Path
 
 import pytest
 
@@ -125,3 +126,49 @@ attention: {mixers: [mhsa], heads: [1, 2], key_dims: [8], attn_ratio: 2}
     assert space.size()["macro"] == 2 * (2 + 3)
     seen = {space.sample(seed=s).to_json() for s in range(2000)}
     assert len(seen) == count   # sampling reaches every point of this small space
+
+
+# ---------------------------------------------------------------------------------------- slots
+
+
+def test_slots_are_optional_and_the_prefix_form_is_stored_without_them(tiny):
+    data = tiny.largest().to_dict()
+    assert "slots" not in data                                   # files written before slots still mean the same
+    explicit = tiny.arch_from_dict({**data, "slots": [[0, 1], [0, 1], [0, 1, 2], [0, 1, 2]]})
+    assert explicit == tiny.largest() and "slots" not in explicit.to_dict()
+    data["depths"][0], data["mlp_ratios"][0] = 1, [4]
+    kept = tiny.arch_from_dict({**data, "slots": [[1], [0, 1], [0, 1, 2], [0, 1, 2]]})
+    assert kept.to_dict()["slots"][0] == [1] and kept.stage_slots(0) == (1,)
+    assert Arch.from_json(kept.to_json()) == kept
+
+
+@pytest.mark.parametrize("slots, words", [
+    ([[1, 0], [0, 1], [0, 1, 2], [0, 1, 2]], "not increasing"),
+    ([[0, 2], [0, 1], [0, 1, 2], [0, 1, 2]], "slots[0][1]"),
+    ([[0, 1], [0, 1], [0, 1, 2]], "list of 4"),
+    ([[0], [0, 1], [0, 1, 2], [0, 1, 2]], "2 entries"),
+])
+def test_bad_slots_are_refused_naming_the_field(tiny, slots, words):
+    data = {**tiny.largest().to_dict(), "slots": slots}
+    with pytest.raises(ArchError, match=None) as info:
+        tiny.arch_from_dict(data)
+    assert words in str(info.value)
+
+
+def test_mb3d_blocks_may_use_any_slot_that_holds_mb3d_weights(tmp_path):
+    text = (Path(__file__).parents[2] / "search_spaces" / "tiny.yaml").read_text()
+    text = text.replace("name: tiny", "name: tiny_one3d").replace("n3d: {min: 0, max: 3}", "n3d: [0, 1]")
+    text = text.replace("{widths: [64, 80], depths: {min: 1, max: 3}}", "{widths: [64, 80], depths: [2, 3]}")
+    text = text.split("presets:")[0]
+    path = tmp_path / "tiny_one3d.yaml"
+    path.write_text(text)
+    one3d = load_space(path)
+    assert list(one3d.positions_3d()) == [1, 2]            # no MB3D weights at position 0
+    data = one3d.largest().to_dict()
+    data.update(depths=[2, 2, 3, 2], mlp_ratios=[[4, 4], [4, 4], [4, 4, 4], [4, 4]])
+    data["slots"] = [[0, 1], [0, 1], [0, 1, 2], [0, 2]]
+    assert one3d.arch_from_dict(data).blocks()[-1].slot == 2
+    data["slots"][3] = [1, 2]
+    assert one3d.arch_from_dict(data).blocks()[-2].slot == 1
+    # increasing slots of a stage at least its minimum depth always put its last n3d blocks at positions_3d
+    # (>= min depth - max n3d): the check in SearchSpace._slots guards against a space edited under a file

@@ -106,3 +106,50 @@ def test_absorb_then_extract_round_trips(tiny):
     for (name, a), b in zip(plain.state_dict().items(), out.state_dict().values()):
         assert torch.equal(a, b), name
     assert isinstance(out.stages[-1].blocks[-1], nn.Module)
+
+
+# ---------------------------------------------------------------------------------------- slot identity
+
+
+def _middle_removed(tiny):
+    """The largest tiny arch with stage 3's middle block set to identity: stage 3 keeps slots 0 and 2."""
+    data = tiny.largest().to_dict()
+    data["depths"][2] = 2
+    data["mlp_ratios"][2] = [4, 4]
+    data["slots"] = [[0, 1], [0, 1], [0, 2], [0, 1, 2]]
+    return tiny.arch_from_dict(data)
+
+
+def test_a_removed_middle_slot_keeps_later_blocks_on_their_own_weights(tiny):
+    torch.manual_seed(0)
+    net = randomize_(Supernet(tiny), seed=5).eval()
+    arch = _middle_removed(tiny)
+    assert [b.slot for b in arch.blocks() if b.stage == 2] == [0, 2]
+    x = torch.randn(2, 3, 64, 64)
+    net.set_active(arch)
+    with torch.no_grad():
+        expected = net(x)
+        model = net.extract(arch).eval()
+        assert torch.allclose(model(x), expected, atol=1e-5)
+    # the second block of stage 3 is slot 2's weights, not slot 1's (a depth prefix would have used slot 1)
+    blocks = [m for m in model.stage_list[2].blocks if not isinstance(m, nn.Identity) and hasattr(m, "mlp")]
+    slot2 = net.super_stages[2].blocks4d[2]
+    assert torch.equal(blocks[1].mlp.fc1.weight, slot2.mlp.fc1.weight[:blocks[1].mlp.fc1.weight.shape[0],
+                                                                      :blocks[1].mlp.fc1.weight.shape[1]])
+    assert not torch.equal(blocks[1].mlp.fc1.weight, net.super_stages[2].blocks4d[1].mlp.fc1.weight[
+        :blocks[1].mlp.fc1.weight.shape[0], :blocks[1].mlp.fc1.weight.shape[1]])
+    # the prefix arch of the same shape differs: it runs slot 1
+    prefix = tiny.arch_from_dict({k: v for k, v in arch.to_dict().items() if k != "slots"})
+    net.set_active(prefix)
+    with torch.no_grad():
+        assert not torch.allclose(net(x), expected, atol=1e-4)
+
+
+def test_absorb_writes_back_into_the_slots_the_arch_names(tiny):
+    net = randomize_(Supernet(tiny), seed=6)
+    arch = _middle_removed(tiny)
+    model = net.extract(arch)
+    fresh = Supernet(tiny)
+    fresh.absorb(arch, model)
+    w = model.stage_list[2].blocks[1].mlp.fc1.weight
+    assert torch.equal(fresh.super_stages[2].blocks4d[2].mlp.fc1.weight[:w.shape[0], :w.shape[1]], w)

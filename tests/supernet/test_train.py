@@ -76,8 +76,9 @@ def test_eval_reports_the_top1_of_the_archs_asked_for(trained, tmp_path, tiny):
 
 
 def test_killed_training_resumes_to_the_same_weights(tmp_path):
+    """With --gumbel: the paths drawn and α resume exactly too."""
     straight, killed = tmp_path / "straight.pt", tmp_path / "killed.pt"
-    args = [*SMALL, "--epochs", "2", "--save-every", "3"]
+    args = [*SMALL, "--gumbel", "--epochs", "2", "--save-every", "3"]
     assert run_nas("supernet", "train", *args, "--out", str(straight)).returncode == 0
 
     proc = subprocess.Popen([sys.executable, "-m", "nas", "supernet", "train", *args, "--out", str(killed)],
