@@ -154,7 +154,8 @@ def test_efficientformer_procedure_end_to_end(tmp_path, tiny, tiny_iphone12, gum
     run = tmp_path / "run"
     proc = run_nas("search", "--space", "tiny", "--budget-ms", str(budget), "--device", "iphone12", "--lut",
                    f"iphone12={tiny_iphone12}", "--strategy", "slim", "--supernet", str(gumbel_ckpt), "--data",
-                   "builtin:digits", "--out", str(run), "--json", "--no-progress", "--export", "pt")
+                   "builtin:digits", "--val-images", "120", "--bn-images", "32", "--out", str(run), "--json",
+                   "--no-progress", "--export", "pt")
     assert proc.returncode == 0, proc.stderr
     result = json.loads(proc.stdout)
     assert result["slim"]["actions"] == "importance" and result["best"]["latency_ms"] <= budget
