@@ -366,12 +366,8 @@ class SearchSpace:
         n3d = data["n3d"]
         allowed_n3d = [n for n in self.n3d if n <= depths[-1]]
         _check(n3d, allowed_n3d, "n3d", note=f" (at most depths[{ns - 1}] = {depths[-1]})")
-        ratios = data["mlp_ratios"]
-        if not isinstance(ratios, list) or len(ratios) != ns:
-            raise ArchError(f"arch field 'mlp_ratios' must be a list of {ns} per-stage lists, got {ratios!r}")
         mlp_ratios = []
-        for s in range(ns):
-            stage = _int_list(ratios[s], f"mlp_ratios[{s}]", depths[s])
+        for s, stage in enumerate(_stage_lists(data["mlp_ratios"], "mlp_ratios", depths)):
             for i, e in enumerate(stage):
                 _check(e, self.mlp_ratios, f"mlp_ratios[{s}][{i}]")
             mlp_ratios.append(tuple(stage))
@@ -386,22 +382,18 @@ class SearchSpace:
             none = f" (mixer {mixers[j]!r} has no such knob)"
             _check(heads[j], knobs.allowed_heads, f"heads[{j}]", note="" if knobs.heads else none)
             _check(key_dims[j], knobs.allowed_key_dims, f"key_dims[{j}]", note="" if knobs.key_dims else none)
-        slots = self._slots(data.get("slots"), depths, n3d)
+        slots = self._slots(data.get("slots"), depths)
         return Arch(self.name, tuple(widths), tuple(depths), n3d, tuple(mlp_ratios),
                     tuple(heads), tuple(key_dims), tuple(mixers), slots)
 
-    def _slots(self, value: Any, depths: list[int], n3d: int) -> tuple[tuple[int, ...], ...]:
+    def _slots(self, value: Any, depths: list[int]) -> tuple[tuple[int, ...], ...]:
         """``slots`` checked against the supernet's slots: per stage, ``depths[s]`` increasing indices below the
-        stage's largest depth, the MB3D blocks' among the positions that have MB3D slots. Stored empty when every
-        stage uses its first slots."""
+        stage's largest depth. Stored empty when every stage uses its first slots. (The last ``n3d`` blocks then
+        always sit at positions with MB3D slots: increasing slots put them at >= min depth - max n3d.)"""
         if value is None:
             return ()
-        ns = self.num_stages
-        if not isinstance(value, list) or len(value) != ns:
-            raise ArchError(f"arch field 'slots' must be a list of {ns} per-stage lists of slot indices, got {value!r}")
         slots = []
-        for s in range(ns):
-            stage = _int_list(value[s], f"slots[{s}]", depths[s])
+        for s, stage in enumerate(_stage_lists(value, "slots", depths)):
             for i, slot in enumerate(stage):
                 _check(slot, range(self.max_depths[s]), f"slots[{s}][{i}]", note=" (a slot of the stage's "
                        "supernet)")
@@ -409,10 +401,6 @@ class SearchSpace:
                     raise ArchError(f"arch field 'slots[{s}]' = {stage!r} is not increasing; blocks keep the "
                                     "order of their slots")
             slots.append(tuple(stage))
-        allowed_3d = self.positions_3d()
-        for i, slot in enumerate(slots[-1][depths[-1] - n3d:]):
-            _check(slot, allowed_3d, f"slots[{ns - 1}][{depths[-1] - n3d + i}]",
-                   note=" (slots that hold MB3D weights)")
         if all(stage == tuple(range(len(stage))) for stage in slots):
             return ()
         return tuple(slots)
@@ -459,6 +447,13 @@ def _int_list(value: Any, field: str, length: int) -> list[int]:
     if len(value) != length:
         raise ArchError(f"arch field {field!r} must have {length} entries, got {len(value)}: {value!r}")
     return value
+
+
+def _stage_lists(value: Any, field: str, depths: Sequence[int]) -> list[list[int]]:
+    """A per-block field: one list of ``depths[s]`` integers per stage."""
+    if not isinstance(value, list) or len(value) != len(depths):
+        raise ArchError(f"arch field {field!r} must be a list of {len(depths)} per-stage lists, got {value!r}")
+    return [_int_list(stage, f"{field}[{s}]", depths[s]) for s, stage in enumerate(value)]
 
 
 def _check(value: Any, allowed: Iterable[Any], field: str, note: str = "") -> None:

@@ -106,14 +106,10 @@ def forward_sampled(net: Supernet, x: torch.Tensor, draws: Mapping[tuple[int, in
     here (an MB4D block after an MB3D one), so the layout follows each block: tokens for MB3D, maps for MB4D."""
     space = net.space
     x = net.stem(x, space.max_widths[0])
-    side: tuple[int, int] = (x.shape[2], x.shape[3])
     for s, stage in enumerate(net.super_stages):
-        if stage.downsample is not None:
-            if x.dim() == 3:
-                x = x.transpose(1, 2).reshape(x.shape[0], x.shape[2], *side)
+        if stage.downsample is not None:   # MB3D paths exist only in the last stage: x is a map here
             x = stage.downsample(x, space.max_widths[s])
-        if x.dim() == 4:
-            side = (x.shape[2], x.shape[3])
+        side = (x.shape[2], x.shape[3])
         for i in range(space.max_depths[s]):
             draw = draws[(s, i)]
             if draw.path == IDENTITY:

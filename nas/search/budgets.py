@@ -134,7 +134,8 @@ class Budgets:
                                  f"space {space.name!r} takes {fastest[b.device]:.3f} ms there; accepted: a budget "
                                  f">= {fastest[b.device]:.3f} ms")
         if self.size_limits:   # size is monotone in every knob: the space's smallest arch is its smallest
-            lowest = {k: min(self.sizes(a)[k] for a in self.fastest_candidates(space)) for k in self.size_limits}
+            sizes = [self.sizes(a) for a in self.fastest_candidates(space)]
+            lowest = {k: min(size[k] for size in sizes) for k in self.size_limits}
             for key, limit in self.size_limits.items():
                 if lowest[key] > limit:
                     flag, unit = SIZE_LIMITS[key]
