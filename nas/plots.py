@@ -76,10 +76,12 @@ def plot_calibration(report: dict[str, Any], path: str | Path) -> None:
 
 
 def plot_pareto(path: str | Path, records: Sequence[Any], front: Sequence[Any], best: Any, device: str,
-                budget_ms: float, table_kind: str, objective_label: str, title: str) -> None:
+                budget_ms: float, table_kind: str, objective_label: str, title: str,
+                guarantee: float | None = None, median_limit_ms: float | None = None) -> None:
     """Objective against the first device's predicted latency: every record (feasible or not), the Pareto front,
     the budget and the winner. Records are ``TrialRecord``s (``latency_ms`` per device, ``objective``,
-    ``feasible``)."""
+    ``feasible``). Under ``--guarantee`` also the limit the prediction must meet for its upper bound to meet the
+    budget, and the winner's upper bound."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6.4, 4.4))
     for feasible, colour, label in ((False, "#bbbbbb", "misses a budget"), (True, "#4c72b0", "meets every budget")):
@@ -90,6 +92,12 @@ def plot_pareto(path: str | Path, records: Sequence[Any], front: Sequence[Any], 
         ax.step([r.latency_ms[device] for r in front], [r.objective for r in front], where="post",
                 c="#c44e52", label="Pareto front")
     ax.axvline(budget_ms, ls="--", c="k", lw=1, label=f"budget {budget_ms:g} ms")
+    if guarantee is not None and median_limit_ms is not None:
+        ax.axvline(median_limit_ms, ls=":", c="k", lw=1,
+                   label=f"prediction limit for the {guarantee:.0%} bound ({median_limit_ms:.3g} ms)")
+        upper = best.latency_ms[device] * budget_ms / median_limit_ms
+        ax.errorbar([best.latency_ms[device]], [best.objective], xerr=[[0], [upper - best.latency_ms[device]]],
+                    c="#dd8452", capsize=3, lw=1, label=f"best: upper bound at {guarantee:.0%}")
     ax.scatter([best.latency_ms[device]], [best.objective], marker="*", s=160, c="#dd8452", zorder=5,
                label="best")
     ax.set_xlabel(f"predicted latency on {device} (ms, {table_kind} table)")

@@ -59,6 +59,7 @@ non_negative_int = int_at_least(0)
 positive_float = float_where(lambda v: v > 0, "a positive number")
 non_negative_float = float_where(lambda v: v >= 0, "a number >= 0")
 fraction = float_where(lambda v: 0 <= v < 1, "a number in [0, 1)")
+coverage = float_where(lambda v: 0.5 <= v < 1, "a coverage in [0.5, 1), e.g. 0.9")
 
 
 def add_space_arg(p: argparse.ArgumentParser) -> None:

@@ -7,7 +7,17 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from nas.cli._common import Commands, Parser, add_output_args, add_space_arg, emit, non_negative_int, positive_int
+from nas.cli._common import (
+    Commands,
+    Parser,
+    add_output_args,
+    add_space_arg,
+    coverage,
+    emit,
+    non_negative_int,
+    positive_float,
+    positive_int,
+)
 from nas.errors import UsageError
 from nas.latency.coreml.units import COMPUTE_UNITS
 
@@ -40,8 +50,44 @@ def register(commands: Commands) -> None:
     validate.add_argument("--lut", help="latency table file (default: the device's table)")
     validate.add_argument("--n", type=positive_int, default=30)
     validate.add_argument("--plot", help="PNG path (default: next to the table)")
+    validate.add_argument("--rounds", type=positive_int, default=2,
+                          help="passes over the archs, one after another; 2 or more also report the measurement's "
+                               "own repeatability (default 2)")
+    validate.add_argument("--coverage", type=coverage, default=0.9,
+                          help="coverage of the intervals whose empirical coverage is reported (default 0.9)")
+    validate.add_argument("--no-keep", action="store_true",
+                          help="do not keep the measurements with the table as calibration points")
     add_output_args(validate)
     validate.set_defaults(func=validate_table)
+
+    adapt = sub.add_parser("adapt", help="a table for a new device from an existing table and N archs measured end "
+                                        "to end there (per-op-kind scales; kind: adapted)")
+    adapt.add_argument("--device", required=True, help="the new device (measurable here)")
+    adapt.add_argument("--from", dest="source", required=True, metavar="TABLE", help="a measured table to transfer")
+    adapt.add_argument("--n", type=positive_int, default=20, help="archs measured end to end (default 20)")
+    adapt.add_argument("--out", help="table file (default: ~/.cache/nas/latency_luts/DEVICE.json)")
+    add_output_args(adapt)
+    adapt.set_defaults(func=adapt_table)
+
+    refit = sub.add_parser("refit", help="refit a measured table's end-to-end correction from all its calibration "
+                                        "points (build, --verify winners, validate, check): seconds, no op measured")
+    refit.add_argument("--device", required=True)
+    add_space_arg(refit)
+    refit.add_argument("--lut", help="latency table file (default: the device's table)")
+    add_output_args(refit, progress=False)
+    refit.set_defaults(func=refit_table)
+
+    check = sub.add_parser("check", help="does the table still hold here today? time the reference workload and N "
+                                        "new archs against their predictions (kept as calibration points)")
+    check.add_argument("--device", required=True)
+    add_space_arg(check)
+    check.add_argument("--lut", help="latency table file (default: the device's table)")
+    check.add_argument("--n", type=positive_int, default=5, help="archs measured end to end (default 5)")
+    check.add_argument("--tolerance", type=positive_float, default=0.05,
+                       help="the table holds while the median relative error is within this (default 0.05)")
+    check.add_argument("--refit", action="store_true", help="refit the correction afterwards (nas lut refit)")
+    add_output_args(check)
+    check.set_defaults(func=check_table)
 
     measure = sub.add_parser("measure", help="(macOS) time the Core ML packages of a manifest on this Mac "
                                             "or a connected iPhone")
@@ -228,12 +274,25 @@ def validate_table(args: argparse.Namespace) -> int:
 
     predictor = load_predictor(args.device, args.space, args.lut)
     plot = args.plot or str(Path(predictor.path or ".").with_suffix("")) + "-validate.png"
-    report = validate(predictor, args.device, args.n, plot=plot, progress=not args.no_progress)
+    report = validate(predictor, args.device, args.n, plot=plot, progress=not args.no_progress, rounds=args.rounds,
+                      coverage=args.coverage, keep=not args.no_keep)
 
     def text() -> None:
-        print(f"{args.device}: {report['n']} random archs measured end to end vs predicted from {predictor.path}")
-        print(f"  MAPE {report['mape']:.2f}%  within ±5% {100 * report['within_5pct']:.0f}%  "
+        print(f"{args.device}: {report['n']} random archs measured end to end ({report['rounds']} rounds) vs "
+              f"predicted from {predictor.path}")
+        print(f"  prediction:  MAPE {report['mape']:.2f}%  within ±5% {100 * report['within_5pct']:.0f}%  "
               f"within ±10% {100 * report['within_10pct']:.0f}%  Kendall tau {report['kendall_tau']:.3f}")
+        if "repeatability" in report:
+            r = report["repeatability"]
+            print(f"  measurement: MAPE {r['mape']:.2f}%  within ±5% {100 * r['within_5pct']:.0f}%  within ±10% "
+                  f"{100 * r['within_10pct']:.0f}%  (round 2 against round 1: the floor)")
+        iv = report["intervals"]
+        if iv["inside_interval"] is not None:
+            print(f"  intervals:   {100 * iv['inside_interval']:.0f}% inside the {iv['coverage']:.0%} interval, "
+                  f"{100 * iv['under_upper_bound']:.0f}% under the one-sided bound ({iv['interval_source']})")
+        if report.get("kept_as_calibration_points"):
+            print(f"  kept {report['kept_as_calibration_points']} calibration points with the table; refit with: "
+                  f"nas lut refit --device {args.device}" + (f" --lut {args.lut}" if args.lut else ""))
         print(f"  plot: {report['plot']}")
 
     emit(args, report, text)
@@ -258,4 +317,83 @@ def show_table(args: argparse.Namespace) -> int:
 
     emit(args, {"header": table.header, "entries": len(table.entries), "calibration_archs": len(table.calibration),
                 "ops_by_kind": by_kind}, text)
+    return 0
+
+
+def _measured_table_path(args: argparse.Namespace) -> Path:
+    """The table ``--device``/``--lut`` name, which must be measured (refit and check act on measurements)."""
+    from nas.latency.predict import load_predictor
+
+    predictor = load_predictor(args.device, args.space, args.lut)
+    if predictor.kind == "estimated":
+        raise UsageError(f"{predictor.path} is an estimated table; refit and check need a measured or adapted one "
+                         f"(accepted: a table of nas lut build, ingest or adapt)")
+    return Path(str(predictor.path))
+
+
+def refit_table(args: argparse.Namespace) -> int:
+    from nas.latency.loop import refit_table as refit
+
+    path = _measured_table_path(args)
+    table, fit = refit(path)
+    if fit is None:
+        raise UsageError(f"{path} has no end-to-end calibration points to fit (accepted: a table of nas lut build "
+                         f"--calibrate N with N > 0, or run nas lut check --device {args.device})")
+    summary = {"table": str(path), "correction": table.correction}
+
+    def text() -> None:
+        print(f"refitted {path} on {fit.n} end-to-end points: scale {fit.scale:.4f}, offset {fit.offset_ms:.4f} ms, "
+              f"drift x{fit.current_drift:.3f} (session {fit.current}); MAPE on the points {fit.mape_before:.1f}% "
+              f"(op sum) -> {fit.mape_after:.1f}%")
+
+    emit(args, summary, text)
+    return 0
+
+
+def check_table(args: argparse.Namespace) -> int:
+    from nas.latency.loop import check_table as check
+
+    path = _measured_table_path(args)
+    report = check(path, args.device, args.n, tolerance=args.tolerance, refit_after=args.refit,
+                   progress=not args.no_progress)
+
+    def text() -> None:
+        ref = report["reference"]
+        verdict = "holds" if report["holds"] else "does NOT hold"
+        print(f"{path} {verdict} on {args.device}: median error {100 * report['median_error']:+.1f}% over "
+              f"{report['n']} new archs (tolerance ±{100 * args.tolerance:.0f}%)")
+        if ref["ratio"] is not None:
+            print(f"  reference workload {ref['now_ms']:.3f} ms now, {ref['at_build_ms']:.3f} ms at build "
+                  f"(x{ref['ratio']:.3f})")
+        if "refit" in report:
+            r = report["refit"]
+            print(f"  refitted on {r['points']} points: drift x{r['drift']:.3f}; median error on these archs now "
+                  f"{100 * r['median_error_after']:+.1f}% (in sample)")
+        elif not report["holds"]:
+            print(f"  refit it from every point kept: nas lut refit --device {args.device}"
+                  + (f" --lut {args.lut}" if args.lut else "") + "  (or nas lut check ... --refit)")
+
+    emit(args, report, text)
+    return 0
+
+
+def adapt_table(args: argparse.Namespace) -> int:
+    from nas.latency.adapt import adapt_table as adapt
+    from nas.latency.paths import local_table_path
+    from nas.latency.table import LatencyTable
+
+    space = LatencyTable.load(args.source).header["space"]
+    out = args.out or str(local_table_path(args.device, space))
+    if Path(out).resolve() == Path(args.source).resolve():
+        raise UsageError(f"--out {out} is the --from table; choose another --out")
+    _, report = adapt(args.device, args.source, args.n, out, progress=not args.no_progress)
+
+    def text() -> None:
+        scales = ", ".join(f"{k} x{v:.3f}" for k, v in report["scales"].items())
+        print(f"wrote {out}: {report['from_device']} table adapted to {args.device} from {args.n} archs measured end "
+              f"to end in {report['seconds']:.1f} s; leave-one-out MAPE {report['loo_mape']:.1f}% "
+              f"({100 * report['loo_within_10pct']:.0f}% within ±10%)")
+        print(f"  scales per op kind: {scales}; offset {report['offset_ms']:.3f} ms")
+
+    emit(args, report, text)
     return 0

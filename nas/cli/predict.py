@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from nas.cli._common import Commands, add_output_args, add_space_arg, emit, positive_int
+from nas.cli._common import Commands, add_output_args, add_space_arg, coverage, emit, positive_int
 from nas.errors import UsageError
 
 
@@ -19,6 +19,8 @@ def register(commands: Commands) -> None:
     add_space_arg(p)
     p.add_argument("--lut", help="latency table file (default: the device's table)")
     p.add_argument("--breakdown", action="store_true", help="print every op's entry (or op category)")
+    p.add_argument("--coverage", type=coverage, default=0.9, metavar="C",
+                   help="the prediction interval's coverage, from the table's held-out errors (default 0.9)")
     add_output_args(p, progress=False)
     p.set_defaults(func=predict)
 
@@ -35,8 +37,9 @@ def predict(args: argparse.Namespace) -> int:
         raise UsageError("--input-size goes with --timm; an arch's input size is its space's")
     arch = resolve_arch(args.arch, args.space)
     predictor = load_predictor(args.device, arch.space, args.lut)
-    ms = predictor.predict(arch)
-    result = {"latency_ms": ms, "raw_sum_ms": predictor.raw_ms(arch), "device": args.device,
+    interval = predictor.interval(arch, args.coverage)
+    ms = interval["latency_ms"]
+    result = {**interval, "raw_sum_ms": predictor.raw_ms(arch), "device": args.device,
               "table": predictor.path, "table_kind": predictor.kind, "arch": arch.to_dict()}
     notice = estimate_notice(predictor)
     if notice:
@@ -46,6 +49,12 @@ def predict(args: argparse.Namespace) -> int:
         kind = "" if predictor.kind == "measured" else f" ({predictor.kind} table)"
         print(f"{ms:.3f} ms on {args.device}{kind}: sum of {len(predictor.breakdown(arch))} ops "
               f"{result['raw_sum_ms']:.3f} ms, corrected with the table's end-to-end fit")
+        if interval["latency_low_ms"] is not None:
+            print(f"  {args.coverage:.0%} interval {interval['latency_low_ms']:.3f} .. "
+                  f"{interval['latency_high_ms']:.3f} ms, one-sided upper bound "
+                  f"{interval['latency_upper_ms']:.3f} ms (from {interval['interval_source']})")
+        else:
+            print(f"  no interval: {interval['interval_source']}")
         if args.breakdown:
             for key, op_ms in predictor.breakdown(arch):
                 print(f"  {op_ms:9.4f} ms  {key}")

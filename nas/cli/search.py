@@ -12,6 +12,7 @@ from nas.cli._common import (
     Commands,
     add_output_args,
     add_space_arg,
+    coverage,
     emit,
     non_negative_int,
     positive_float,
@@ -42,6 +43,10 @@ def register(commands: Commands) -> None:
                    help="also a size limit: at most M million parameters (a budget that must hold like latency)")
     p.add_argument("--max-macs", type=positive_float, metavar="G",
                    help="also a size limit: at most G GMACs per image")
+    p.add_argument("--guarantee", type=coverage, metavar="P",
+                   help="hold the budgets with the latency's upper bound at coverage P (e.g. 0.9: the table's "
+                        "held-out errors say the measured latency is below the bound 90%% of the time) instead of "
+                        "the median prediction")
     p.add_argument("--actions", choices=ACTION_MODES, default="auto",
                    help="slim: importance = EfficientFormer's guided actions (needs a --gumbel supernet), all = every "
                         "action; auto = importance when the supernet has importances (default)")
@@ -61,7 +66,8 @@ def register(commands: Commands) -> None:
     p.add_argument("--bn-images", type=positive_int, default=EVAL_BN_IMAGES, metavar="N",
                    help=f"--supernet: training images BatchNorm is recalibrated on per evaluation (default "
                         f"{EVAL_BN_IMAGES})")
-    p.add_argument("--storage", metavar="URL", help="Optuna storage (default: sqlite:///OUT/study.db)")
+    p.add_argument("--storage", metavar="URL",
+                   help="Optuna storage: a journal file path or a SQLAlchemy URL (default: OUT/study.log)")
     p.add_argument("--study", metavar="NAME", help="study name; the same name resumes (default: from the settings)")
     p.add_argument("--out", metavar="DIR", help="run directory (default: runs/STUDY)")
     p.add_argument("--workers", type=non_negative_int, default=0,
@@ -90,7 +96,7 @@ def search(args: argparse.Namespace) -> int:
 
     space = load_space(args.space)
     budgets = Budgets.load(space, args.budget_ms or [], args.device or [], parse_luts(args.lut), args.max_params,
-                           args.max_macs)
+                           args.max_macs, args.guarantee)
     formats: list[str] = []
     if args.export != "none":
         formats = parse_formats(args.export)
@@ -140,6 +146,9 @@ def _print_summary(result: dict[str, Any], objective_label: str, unit: str, expo
     for b in result["budgets"]:
         print(f"  {b['device']:<12} {b['budget_ms']:>10.3f} {best['latencies_ms'][b['device']]:>11.3f}  "
               f"{kinds[b['device']]}")
+        if "guarantee" in b:
+            print(f"  {'':<12} {'':>10} {best['latency_upper_ms'][b['device']]:>11.3f}  upper bound at "
+                  f"{b['guarantee']:.0%} coverage (x{b['upper_factor']:.3f}: {b['interval_source']})")
     if "verification" in result:
         v = result["verification"]
         measured = best.get("measured_ms")

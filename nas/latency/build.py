@@ -11,16 +11,21 @@ import sys
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import Any
 
 import torch
 
 from nas.errors import UsageError
+from nas.latency.correction import make_point, new_session
 from nas.latency.devices import Device, get_device
+from nas.latency.loop import reference_op, reference_summary
 from nas.latency.ops import Op, space_ops
 from nas.latency.paths import local_table_path
 from nas.latency.table import CALIBRATION_SEED_BASE, LatencyTable, attach_correction, new_header
 from nas.latency.timing import Timing
 from nas.space import DEFAULT_SPACE, Arch, SearchSpace, load_space
+
+REFERENCE_EVERY = 100      # jobs between two timings of the reference workload
 
 # Which header fields must agree for --resume to continue a table rather than mix two measurement setups.
 _RESUME_MUST_MATCH = ("device", "backend", "threads", "batch", "dtype", "space", "input_size", "torch_version")
@@ -120,6 +125,7 @@ def build_table(device_name: str, space_source: str = DEFAULT_SPACE, out: str | 
     done_archs = {c["arch_json"] for c in table.calibration}
     jobs = [("op", k) for k in ops if k not in table.entries]
     jobs += [("arch", a.to_json()) for a in calib if a.to_json() not in done_archs]
+    session = new_session()
     total = len(ops) + len(calib)
 
     bar = None
@@ -129,14 +135,29 @@ def build_table(device_name: str, space_source: str = DEFAULT_SPACE, out: str | 
                    file=sys.stderr, dynamic_ncols=True)
     results = (_on_ray(device, jobs, space_source, ray_address, workers or 1) if (ray_address or workers)
                else _serial(device, jobs, space_source))
+    # the reference workload, timed before, every REFERENCE_EVERY jobs and after (serial builds: the jobs run here),
+    # so the header says how much the machine itself moved while the table was measured
+    reference: list[dict[str, Any]] = list((table.header.get("reference") or {}).get("samples", []))
+    timed_here = not (ray_address or workers)
+
+    def time_reference_now(done: int) -> None:
+        if timed_here and jobs:
+            reference.append({"after_jobs": done, "median_ms": measure_op(device, reference_key).median_ms,
+                              "at": time.strftime("%Y-%m-%dT%H:%M:%S")})
+            table.header["reference"] = {"op": reference_key, **reference_summary(reference)}
+
+    reference_key = reference_op(space)
+    time_reference_now(0)
     try:
-        for (kind, payload), timing in results:
+        for k, ((kind, payload), timing) in enumerate(results, start=1):
             stamp = time.strftime("%Y-%m-%dT%H:%M:%S")
             if kind == "op":
                 table.entries[payload] = {**timing, "measured_at": stamp}
             else:
-                table.calibration.append({"arch_json": payload, "measured_ms": timing["median_ms"],
-                                          "timing": timing, "measured_at": stamp})
+                table.calibration.append(make_point(Arch.from_json(payload, space), timing["median_ms"], "build",
+                                                    session, timing))
+            if k % REFERENCE_EVERY == 0:
+                time_reference_now(k)
             table.save(out)
             if bar:
                 bar.update(1)
@@ -146,9 +167,9 @@ def build_table(device_name: str, space_source: str = DEFAULT_SPACE, out: str | 
         if bar:
             bar.close()
 
+    time_reference_now(len(jobs))
     n = len(table.calibration)
     attach_correction(table, space, f"end-to-end measurements of {n} random archs "
                                     f"(seeds {CALIBRATION_SEED_BASE}..{CALIBRATION_SEED_BASE + n - 1})")
-    if n:
-        table.save(out)
+    table.save(out)
     return table, out

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from nas.errors import UsageError
+from nas.latency.correction import DEFAULT_COVERAGE, Residuals, table_residuals
 from nas.latency.devices import get_device
 from nas.latency.ops import arch_ops, down_op, flat_op, head_op, mb3d_op, mb4d_op, stem_op
 from nas.latency.paths import default_table_path
@@ -118,8 +119,10 @@ class LutPredictor:
             raise UsageError(f"latency table {self.path or ''} was built for space {table.header['space']!r}, "
                              f"not {self.space.name!r}")
         corr = table.correction or {"scale": 1.0, "offset_ms": 0.0}
+        # the correction as of the latest measuring session (drift included: nas.latency.correction)
         self.scale, self.offset = float(corr["scale"]), float(corr["offset_ms"])
         self._arrays: dict[str, np.ndarray] | None = None
+        self._residuals: Residuals | None | bool = False    # False: not looked up yet
 
     @classmethod
     def from_file(cls, path: str | Path, space: SearchSpace | None = None) -> LutPredictor:
@@ -149,6 +152,40 @@ class LutPredictor:
 
     def predict(self, arch: Arch) -> float:
         return self.scale * self.raw_ms(arch) + self.offset
+
+    # ---------------------------------------------------------------------------------------- intervals
+    @property
+    def residuals(self) -> Residuals | None:
+        """What this table's prediction intervals come from (``None``: the table has no end-to-end points)."""
+        if self._residuals is False:
+            self._residuals = table_residuals(self.table, self.space)
+        return self._residuals  # type: ignore[return-value]
+
+    def interval(self, arch: Arch, coverage: float = DEFAULT_COVERAGE) -> dict[str, Any]:
+        """``latency_ms`` and, where the table allows, ``latency_low_ms``/``latency_high_ms`` at ``coverage``
+        (two-sided), ``latency_upper_ms`` (one-sided, what ``--guarantee`` holds), and how they were made."""
+        ms = self.predict(arch)
+        out: dict[str, Any] = {"latency_ms": ms, "coverage": coverage}
+        res = self.residuals
+        if res is None:
+            out.update(latency_low_ms=None, latency_high_ms=None, latency_upper_ms=None,
+                       interval_source="none: the table has no end-to-end points (rebuild or nas lut check it)")
+            return out
+        lo, hi, exact = res.bounds(ms, coverage)
+        upper, upper_exact = res.upper(ms, coverage)
+        out.update(latency_low_ms=lo, latency_high_ms=hi, latency_upper_ms=upper, interval_exact=exact,
+                   upper_exact=upper_exact, interval_source=res.describe(coverage))
+        return out
+
+    def upper(self, arch: Arch, coverage: float) -> float:
+        """The one-sided upper bound at ``coverage`` (the prediction itself where the table has no residuals)."""
+        ms = self.predict(arch)
+        return self.residuals.upper(ms, coverage)[0] if self.residuals is not None else ms
+
+    def upper_factor(self, coverage: float) -> float:
+        """``upper(arch) / predict(arch)``: the same for every arch (relative residuals), so a vectorised search
+        bounds a whole batch with one product."""
+        return self.residuals.upper(1.0, coverage)[0] if self.residuals is not None else 1.0
 
     def breakdown(self, arch: Arch) -> list[tuple[str, float]]:
         return [(op.key, self.table.entries[op.key]["median_ms"]) for op in arch_ops(arch, self.space)]

@@ -8,12 +8,9 @@ import json
 import math
 import platform
 import time
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-
-import numpy as np
 
 from nas.errors import UsageError
 from nas.fileio import write_json_atomic
@@ -27,7 +24,7 @@ SCHEMA_VERSION = 1
 HEADER_FIELDS = ("device", "backend", "backend_version", "torch_version", "threads", "dtype", "batch",
                  "input_size", "space", "host", "date", "kind", "produced_by")
 ENTRY_FIELDS = ("median_ms", "p10_ms", "p90_ms", "n")
-KINDS = ("measured", "estimated")
+KINDS = ("measured", "estimated", "adapted")   # adapted: nas lut adapt, a measured table transferred
 
 # Whole archs timed end to end to fit a table's correction are seeds 0..K-1 of the space; `nas lut validate`
 # measures others (seeds 10000..), so its report is held-out error.
@@ -157,25 +154,9 @@ def raw_sum_ms(table: LatencyTable, arch: Arch, space: SearchSpace) -> float:
     return float(sum(table.entries[op.key]["median_ms"] for op in arch_ops(arch, space)))
 
 
-def fit_correction(raw_ms: Sequence[float], measured_ms: Sequence[float]) -> dict[str, float]:
-    """measured ~ scale * raw + offset by least squares (scale only, through 0, when fewer than 3 points).
-    ``mape_before``/``mape_after`` are in percent, as every MAPE nas reports."""
-    x, y = np.asarray(raw_ms, float), np.asarray(measured_ms, float)
-    if len(x) >= 3 and np.ptp(x) > 0:
-        scale, offset = np.polyfit(x, y, 1)
-    else:
-        scale, offset = float(np.sum(x * y) / np.sum(x * x)), 0.0
-    before = float(100 * np.mean(np.abs(x - y) / y))
-    after = float(100 * np.mean(np.abs(scale * x + offset - y) / y))
-    return {"scale": float(scale), "offset_ms": float(offset), "n": int(len(x)),
-            "mape_before": before, "mape_after": after}
-
-
 def attach_correction(table: LatencyTable, space: SearchSpace, fitted_on: str) -> None:
-    """Fit the end-to-end correction on the table's calibration archs (``arch_json``, ``measured_ms``) and put it
-    in the header; nothing to do without calibration archs."""
-    if not table.calibration:
-        return
-    raw = [raw_sum_ms(table, Arch.from_json(c["arch_json"], space), space) for c in table.calibration]
-    measured = [c["measured_ms"] for c in table.calibration]
-    table.header["correction"] = {**fit_correction(raw, measured), "fitted_on": fitted_on}
+    """Fit the end-to-end correction on the table's calibration points and put it in the header (with the
+    residuals its prediction intervals come from: ``nas.latency.correction``); nothing to do without points."""
+    from nas.latency.correction import refit
+
+    refit(table, space, fitted_on)

@@ -44,8 +44,10 @@ def _quantile(sorted_values: list[float], q: float) -> float:
 DEFAULT_POLICY = TimingPolicy()
 
 
-def time_until_stable(run: Callable[[], float], policy: TimingPolicy = DEFAULT_POLICY) -> Timing:
-    """``run()`` executes once and returns its duration in seconds."""
+def time_until_stable(run: Callable[[], float], policy: TimingPolicy = DEFAULT_POLICY,
+                      samples_out: list[float] | None = None) -> Timing:
+    """``run()`` executes once and returns its duration in seconds; ``samples_out`` receives the samples (ms)
+    after warm-up (``benchmarks/timing_statistics.py`` compares statistics on them)."""
     start, n = time.perf_counter(), 0
     while n < policy.min_warmup or time.perf_counter() - start < policy.warmup_seconds:
         run()
@@ -61,6 +63,8 @@ def time_until_stable(run: Callable[[], float], policy: TimingPolicy = DEFAULT_P
                 or time.perf_counter() - start > policy.max_seconds:
             break
         previous = median
+    if samples_out is not None:
+        samples_out.extend(1e3 * s for s in samples)
     return timing_of([1e3 * s for s in samples])
 
 

@@ -19,10 +19,28 @@ class Budget:
     device: str
     budget_ms: float
     predictor: LutPredictor
+    guarantee: float | None = None     # --guarantee P: the upper bound at coverage P must meet the budget
+
+    @property
+    def upper_factor(self) -> float:
+        """upper bound / prediction at the guarantee's coverage (1 without one): the same for every arch, since
+        the table's residuals are relative (``nas.latency.correction``)."""
+        return self.predictor.upper_factor(self.guarantee) if self.guarantee is not None else 1.0
+
+    @property
+    def limit_ms(self) -> float:
+        """What the predicted (median) latency must not exceed: the budget, divided by the bound's factor under a
+        guarantee."""
+        return self.budget_ms / self.upper_factor
 
     def to_dict(self) -> dict[str, Any]:
-        return {"device": self.device, "budget_ms": self.budget_ms, "table": str(self.predictor.path),
-                "table_kind": self.predictor.kind}
+        out = {"device": self.device, "budget_ms": self.budget_ms, "table": str(self.predictor.path),
+               "table_kind": self.predictor.kind}
+        if self.guarantee is not None:
+            res = self.predictor.residuals
+            out.update(guarantee=self.guarantee, upper_factor=self.upper_factor, median_limit_ms=self.limit_ms,
+                       interval_source=res.describe(self.guarantee) if res else "none (no residuals)")
+        return out
 
 
 SIZE_LIMITS = {"params_m": ("--max-params", "M parameters"), "gmacs": ("--max-macs", "GMACs")}
@@ -39,7 +57,7 @@ class Budgets:
     @classmethod
     def load(cls, space: SearchSpace, budget_ms: Sequence[float], devices: Sequence[str],
              luts: dict[str, str] | None = None, max_params_m: float | None = None,
-             max_gmacs: float | None = None) -> Budgets:
+             max_gmacs: float | None = None, guarantee: float | None = None) -> Budgets:
         if not budget_ms or len(budget_ms) != len(devices):
             raise UsageError(f"give one --device per --budget-ms (got {len(budget_ms)} budgets and {len(devices)} "
                              "devices), e.g. --budget-ms 1.6 --device iphone12 --budget-ms 40 --device cpu")
@@ -52,6 +70,8 @@ class Budgets:
             if value is not None and not value > 0:
                 flag, unit = SIZE_LIMITS[key]
                 raise UsageError(f"{flag} {value}: expected a positive number of {unit}")
+        if guarantee is not None and not 0.5 <= guarantee < 1:
+            raise UsageError(f"--guarantee {guarantee}: expected a coverage in [0.5, 1), e.g. 0.9")
         luts = luts or {}
         unknown = sorted(set(luts) - set(devices))
         if unknown:
@@ -60,7 +80,11 @@ class Budgets:
         items = []
         for ms, device in zip(budget_ms, devices):
             predictor = load_predictor(device, space.name, luts.get(device))
-            items.append(Budget(device, float(ms), predictor))
+            if guarantee is not None and predictor.residuals is None:
+                raise UsageError(f"--guarantee {guarantee}: the {device} table {predictor.path} has no end-to-end "
+                                 f"points to bound its error; accepted: a table with calibration points (nas lut "
+                                 f"build, or nas lut check --device {device} --refit)")
+            items.append(Budget(device, float(ms), predictor, guarantee))
         return cls(items, {"params_m": max_params_m, "gmacs": max_gmacs}, space)
 
     @property
@@ -68,8 +92,17 @@ class Budgets:
         """The first budget: its device's latency is the one reported as ``latency_ms`` and plotted."""
         return self.items[0]
 
+    @property
+    def guarantee(self) -> float | None:
+        return self.items[0].guarantee if self.items else None
+
     def latencies(self, arch: Arch) -> dict[str, float]:
+        """Predicted (median) latency per device."""
         return {b.device: b.predictor.predict(arch) for b in self.items}
+
+    def upper_bounds(self, latencies: dict[str, float]) -> dict[str, float]:
+        """The upper bounds a guarantee holds, from the predictions (``latencies`` itself without a guarantee)."""
+        return {b.device: latencies[b.device] * b.upper_factor for b in self.items}
 
     def sizes(self, arch: Arch) -> dict[str, float]:
         """Parameters (M) and GMACs of ``arch``: what the size limits hold (computed for any arch)."""
@@ -88,7 +121,7 @@ class Budgets:
     def violations(self, latencies: dict[str, float], sizes: dict[str, float] | None = None) -> list[float]:
         """Optuna's constraint values: latency - budget per device, then size - limit per size limit (<= 0 is
         feasible); ``sizes`` (``limited_sizes``) is needed when size limits are set."""
-        out = [latencies[b.device] - b.budget_ms for b in self.items]
+        out = [latencies[b.device] * b.upper_factor - b.budget_ms for b in self.items]
         if self.size_limits:
             if sizes is None:
                 raise ValueError("size limits are set: pass the arch's sizes")
@@ -129,10 +162,12 @@ class Budgets:
         """Exit 2 (no search) when even the fastest arch of the space misses a budget."""
         fastest = self.fastest(space)
         for b in self.items:
-            if fastest[b.device] > b.budget_ms:
+            if fastest[b.device] * b.upper_factor > b.budget_ms:
+                bound = fastest[b.device] * b.upper_factor
+                what = (f"has an upper bound of {bound:.3f} ms at {b.guarantee:.0%} coverage"
+                        if b.guarantee is not None else f"takes {bound:.3f} ms there")
                 raise UsageError(f"--budget-ms {b.budget_ms:g} on {b.device} cannot be met: the fastest arch of "
-                                 f"space {space.name!r} takes {fastest[b.device]:.3f} ms there; accepted: a budget "
-                                 f">= {fastest[b.device]:.3f} ms")
+                                 f"space {space.name!r} {what}; accepted: a budget >= {bound:.3f} ms")
         if self.size_limits:   # size is monotone in every knob: the space's smallest arch is its smallest
             sizes = [self.sizes(a) for a in self.fastest_candidates(space)]
             lowest = {k: min(size[k] for size in sizes) for k in self.size_limits}
@@ -146,12 +181,14 @@ class Budgets:
         return [n for b in self.items if (n := estimate_notice(b.predictor))]
 
     def describe(self) -> str:
-        return ", ".join([f"{b.budget_ms:g} ms on {b.device}" for b in self.items]
+        sure = f" at {self.guarantee:.0%} coverage" if self.guarantee is not None else ""
+        return ", ".join([f"{b.budget_ms:g} ms on {b.device}{sure}" for b in self.items]
                          + [f"{SIZE_LIMITS[k][0]} {v:g}" for k, v in self.size_limits.items()])
 
     def config(self) -> list[list[Any]]:
         """What a resumed search must match: each budget, then each size limit."""
-        return [[b.device, b.budget_ms] for b in self.items] + [[k, v] for k, v in self.size_limits.items()]
+        out = [[b.device, b.budget_ms] for b in self.items] + [[k, v] for k, v in self.size_limits.items()]
+        return out + ([["guarantee", self.guarantee]] if self.guarantee is not None else [])
 
 
 def parse_luts(values: Sequence[str] | None) -> dict[str, str]:

@@ -5,9 +5,12 @@ same seed gives the same study however long each evaluation takes. Latency is a 
 ``Trial.set_constraint``: latency - budget per device, feasible when all are <= 0), not part of the objective;
 NSGA-II also minimises the first device's latency, which gives the accuracy-latency Pareto front.
 
-Storage: any Optuna storage URL (SQLite in the run directory by default). ``--trials`` is the study's total; a
-re-run with the same study continues it. A trial left RUNNING by a killed process is finished first, with the
-parameters it had already drawn (its missing ones are drawn now), so after a kill -9 no trial is lost or repeated.
+Storage: an Optuna journal file (``OUT/study.log`` by default, what ``optuna-dashboard`` opens) or any SQLAlchemy
+URL. The sampler works on an in-memory copy of the study and each finished trial is written to the storage at
+once, in one append: a study's many small parameter writes (one per knob, ~40 per trial) cost 10x more than the
+sampling itself when they go to SQLite one by one (``benchmarks/search_speed.py``). ``--trials`` is the study's
+total; a re-run with the same study continues it from the trials already written, so after a kill -9 no finished
+trial is lost or repeated (the one in flight is drawn again).
 """
 from __future__ import annotations
 
@@ -63,9 +66,14 @@ class StudySettings:
 
 
 def make_storage(url: str) -> optuna.storages.BaseStorage:
-    """An Optuna RDB storage; SQLite files run in WAL mode with synchronous=NORMAL, which keeps every committed
-    trial across a kill -9 of this process (only an OS crash could lose the last commits) and makes the many
-    small commits of a study ~1.6x faster than SQLite's default rollback journal."""
+    """A journal file storage for a path (no ``://``), else an Optuna RDB storage; SQLite files run in WAL mode
+    with synchronous=NORMAL, which keeps every committed trial across a kill -9 of this process (only an OS crash
+    could lose the last commits) and makes the many small commits of a study ~1.6x faster than SQLite's default
+    rollback journal."""
+    if "://" not in url:
+        from optuna.storages.journal import JournalFileBackend
+
+        return optuna.storages.JournalStorage(JournalFileBackend(url))
     storage = optuna.storages.RDBStorage(url)
     if url.startswith("sqlite"):
         from sqlalchemy import event
@@ -81,22 +89,21 @@ def make_storage(url: str) -> optuna.storages.BaseStorage:
     return storage
 
 
+def _directions(settings: StudySettings) -> list[Literal["minimize", "maximize"]]:
+    return ["maximize", "minimize"] if settings.sampler == "nsga2" else ["maximize"]
+
+
 def open_study(settings: StudySettings) -> optuna.Study:
-    directions: list[Literal["minimize", "maximize"]] = (["maximize", "minimize"] if settings.sampler == "nsga2"
-                                                          else ["maximize"])
+    """The stored study (created, or checked against the settings it was started with)."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     try:
         study = optuna.create_study(study_name=settings.study_name, storage=make_storage(settings.storage),
-                                    directions=directions, sampler=make_sampler(settings.sampler, settings.seed),
-                                    load_if_exists=True)
-    except (ImportError, ValueError, optuna.exceptions.OptunaError, SQLAlchemyError) as exc:
+                                    directions=_directions(settings), load_if_exists=True)
+    except (ImportError, ValueError, OSError, optuna.exceptions.OptunaError, SQLAlchemyError) as exc:
         raise UsageError(f"--storage {settings.storage!r}: {str(exc).splitlines()[0]}") from None
     stored = study.user_attrs.get(CONFIG_ATTR)
     if stored is None:
         study.set_user_attr(CONFIG_ATTR, settings.config())
-        seed_arch = settings.budgets.feasible_seed(settings.space)
-        if seed_arch is not None:          # trial 0: the fastest arch, so the study always has a feasible trial
-            study.enqueue_trial(arch_params(seed_arch, settings.space))
     elif stored != settings.config():
         diff = {k: stored.get(k) for k in settings.config() if stored.get(k) != settings.config()[k]}
         raise UsageError(f"study {settings.study_name!r} in {settings.storage} was started with {diff}; resume it "
@@ -104,20 +111,38 @@ def open_study(settings: StudySettings) -> optuna.Study:
     return study
 
 
+_FINISHED = (TrialState.COMPLETE, TrialState.FAIL, TrialState.PRUNED)
+
+
+def working_copy(settings: StudySettings, stored: optuna.Study) -> optuna.Study:
+    """An in-memory study holding the stored study's finished trials, with the sampler: trials are drawn here and
+    each finished one is written to ``stored`` (``run_study``). Trials a killed run of an older nas left RUNNING
+    in the storage are marked failed, so the stored numbering stays that of the working copy."""
+    for t in stored.get_trials(deepcopy=False, states=(TrialState.RUNNING, TrialState.WAITING)):
+        stored._storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
+    work = optuna.create_study(directions=_directions(settings), sampler=make_sampler(settings.sampler,
+                                                                                     settings.seed))
+    finished = stored.get_trials(deepcopy=False, states=_FINISHED)
+    work.add_trials(finished)
+    if not finished:
+        seed_arch = settings.budgets.feasible_seed(settings.space)
+        if seed_arch is not None:          # trial 0: the fastest arch, so the study always has a feasible trial
+            work.enqueue_trial(arch_params(seed_arch, settings.space))
+    return work
+
+
 def run_study(settings: StudySettings, evaluator: Evaluator,
               on_trial: Callable[[optuna.trial.FrozenTrial], None] | None = None) -> optuna.Study:
-    study = open_study(settings)
+    """Run the study to ``settings.trials`` trials; returns the in-memory study holding all of them."""
+    stored = open_study(settings)
+    study = working_copy(settings, stored)
     space, budgets, objective = settings.space, settings.budgets, settings.objective
-    # trials a killed run left RUNNING: finish them first, with the parameters they already drew
-    pending = [optuna.trial.Trial(study, t._trial_id) for t in study.get_trials(deepcopy=False,
-                                                                               states=(TrialState.RUNNING,))]
-    done = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.FAIL, TrialState.PRUNED)))
+    done = len(study.get_trials(deepcopy=False, states=_FINISHED))
     if on_trial:
         for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
             on_trial(t)
-    while done + len(pending) < settings.trials or pending:
-        batch = pending or [study.ask() for _ in range(min(evaluator.workers, settings.trials - done))]
-        pending = []
+    while done < settings.trials:
+        batch = [study.ask() for _ in range(min(evaluator.workers, settings.trials - done))]
         archs = [suggest_arch(trial, space) for trial in batch]
         for trial, arch in zip(batch, archs):
             latencies, sizes = budgets.latencies(arch), budgets.limited_sizes(arch)
@@ -133,13 +158,14 @@ def run_study(settings: StudySettings, evaluator: Evaluator,
             # recorded as failed, so a resumed study does not repeat them, and the error surfaces
             for trial in batch:
                 trial.set_user_attr("error", f"{type(exc).__name__}: {exc}")
-                study.tell(trial, state=TrialState.FAIL)
+                stored.add_trial(study.tell(trial, state=TrialState.FAIL))
             raise
         for trial, arch, (value, pid) in zip(batch, archs, results):
             trial.set_user_attr("worker_pid", pid)
             values = [value, budgets.latencies(arch)[budgets.primary.device]] if settings.sampler == "nsga2" \
                 else [value]
             frozen = study.tell(trial, values)
+            stored.add_trial(frozen)          # one append: the finished trial is on disk before the next is drawn
             done += 1
             if on_trial:
                 on_trial(frozen)

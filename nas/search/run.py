@@ -1,9 +1,9 @@
 """One search, end to end: settings -> strategy -> run directory.
 
 ``RUN/`` holds ``run.json`` (settings and the best arch), ``best_arch.json``, ``trials.csv`` (every trial, or every
-slimming step), ``pareto.json`` + ``pareto.png`` (objective vs the first device's latency), ``study.db`` (the
-Optuna study, unless ``--storage`` puts it elsewhere), ``slim.json`` (slimming) and ``export/`` (the winner as a
-PyTorch state dict with its model card, via ``nas.export``).
+slimming step), ``pareto.json`` + ``pareto.png`` (objective vs the first device's latency), ``study.log``
+(the Optuna study as a journal file, unless ``--storage`` puts it elsewhere), ``slim.json`` (slimming) and
+``export/`` (the winner as a PyTorch state dict with its model card, via ``nas.export``).
 """
 from __future__ import annotations
 
@@ -46,7 +46,8 @@ class SearchRequest:
         if self.study:
             return self.study
         budgets = "_".join([f"{b.device}-{b.budget_ms:g}ms" for b in self.budgets.items]
-                           + [f"{k}-{v:g}" for k, v in self.budgets.size_limits.items()])
+                           + [f"{k}-{v:g}" for k, v in self.budgets.size_limits.items()]
+                           + ([f"p{self.budgets.guarantee:g}"] if self.budgets.guarantee is not None else []))
         method = self.sampler if self.strategy == "optuna" else self.strategy   # "slim", or a new strategy's name
         if self.strategy == "slim" and self.slim is not None:   # settings other than the defaults name the run
             method += "".join(f"-{v}" for v, default in ((self.slim.actions, "auto"), (self.slim.trade, "latency"))
@@ -79,7 +80,10 @@ class SearchResult:
                      "objective": best.objective, "objective_name": req.objective.name,
                      "objective_label": req.objective.label, "objective_is_accuracy": req.objective.is_accuracy,
                      "trial": best.number, **({"details": best.details} if best.details else {}),
-                     **({"measured_ms": best.measured_ms} if best.measured_ms is not None else {})},
+                     **({"measured_ms": best.measured_ms} if best.measured_ms is not None else {}),
+                     **({"guarantee": req.budgets.guarantee,
+                         "latency_upper_ms": req.budgets.upper_bounds(best.latency_ms)}
+                        if req.budgets.guarantee is not None else {})},
             "out": str(self.out), "strategy": req.strategy, "sampler": req.sampler if optuna else None,
             "seed": req.seed, "space": req.space.name, "study": self.study if optuna else None,
             "storage": self.storage if optuna else None,
@@ -114,7 +118,7 @@ def run_search(req: SearchRequest) -> SearchResult:
     name = req.study_name()
     out = Path(req.out) if req.out else Path("runs") / name
     out.mkdir(parents=True, exist_ok=True)
-    storage = req.storage or f"sqlite:///{(out / 'study.db').resolve()}"
+    storage = req.storage or str((out / "study.log").resolve())   # an Optuna journal file
     records, workers = _run_strategy(req, strategy, out, name, storage)
     best = best_record(records)
     if best is None:
@@ -182,7 +186,7 @@ def _write_run_dir(result: SearchResult) -> None:
     plot_pareto(out / "pareto.png", result.records, result.front, result.best, primary,
                 req.budgets.primary.budget_ms, req.budgets.primary.predictor.kind, req.objective.label,
                 f"{req.strategy}{'/' + req.sampler if optuna else ''}: {len(result.records)} "
-                f"{result.strategy.unit}s")
+                f"{result.strategy.unit}s", req.budgets.guarantee, req.budgets.primary.limit_ms)
 
 
 def _export_winner(arch_dict: dict[str, Any], req: SearchRequest, out: Path) -> dict[str, Any]:

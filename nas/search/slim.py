@@ -226,7 +226,7 @@ class _Pricing:
 
     def over(self, latencies: dict[str, float], sizes: dict[str, float]) -> list[tuple[str, float]]:
         """(key, limit) of the budgets and size limits exceeded; all of them once every one is met (--pareto)."""
-        limits = [(b.device, b.budget_ms) for b in self.budgets.items] + list(self.budgets.size_limits.items())
+        limits = [(b.device, b.limit_ms) for b in self.budgets.items] + list(self.budgets.size_limits.items())
         value = {**latencies, **sizes}
         exceeded = [(k, limit) for k, limit in limits if value[k] > limit]
         return exceeded or limits

@@ -37,7 +37,7 @@ class SearchContext:
     evaluator: Evaluator
     out: Path                       # the run directory (a strategy keeps its resumable state there)
     study_name: str
-    storage: str                    # Optuna storage URL (SQLite in ``out`` by default)
+    storage: str                    # Optuna storage: a journal file path (``out/study.log`` by default) or URL
     sampler: str = "tpe"
     trials: int = 100
     seed: int | None = 0

@@ -20,8 +20,10 @@ def verify_winner(records: Sequence[TrialRecord], space: SearchSpace, budgets: B
     objective first, and return the first whose measured latencies all meet their budgets.
 
     A search maximises the objective against *predicted* latency, so it favours archs the table underestimates
-    (the optimizer's curse); measuring the finalists removes that bias where the hardware is at hand."""
+    (the optimizer's curse); measuring the finalists removes that bias where the hardware is at hand. Every
+    measurement is kept with its device's table as a calibration point (``nas lut refit`` then uses it)."""
     from nas.latency.build import measure_arch
+    from nas.latency.correction import make_point, new_session
     from nas.latency.devices import get_device
 
     local = [b for b in budgets.items if get_device(b.device).make_backend().available()[0]]
@@ -31,6 +33,7 @@ def verify_winner(records: Sequence[TrialRecord], space: SearchSpace, budgets: B
     candidates = sorted((r for r in records if r.feasible), key=lambda r: -r.objective)
     seen: set[str] = set()
     checked: list[dict[str, Any]] = []
+    session = new_session()
     for record in candidates:
         key = json.dumps(record.arch, sort_keys=True)
         if key in seen:
@@ -40,6 +43,8 @@ def verify_winner(records: Sequence[TrialRecord], space: SearchSpace, budgets: B
         seen.add(key)
         arch = space.arch_from_dict(record.arch)
         measured = {b.device: measure_arch(get_device(b.device), arch, space).median_ms for b in local}
+        for b in local:
+            _keep(b.predictor, make_point(arch, measured[b.device], "verify", session))
         ok = all(measured[b.device] <= b.budget_ms for b in local)
         checked.append({"trial": record.number, "objective": record.objective,
                         "predicted_ms": {b.device: record.latency_ms[b.device] for b in local},
@@ -49,3 +54,14 @@ def verify_winner(records: Sequence[TrialRecord], space: SearchSpace, budgets: B
                     "winner": dataclasses.replace(record, measured_ms=measured)}
     return {"devices": [b.device for b in local], "checked": checked, "winner": None,
             "note": "no measured candidate met every budget; the winner is the best by prediction"}
+
+
+def _keep(predictor: Any, point: dict[str, Any]) -> None:
+    """A measured winner joins its (measured) table's calibration points; a read-only table is left as it is."""
+    from nas.latency.loop import add_points
+
+    if predictor.kind == "measured" and predictor.path:
+        try:
+            add_points(predictor.path, [point])
+        except OSError:
+            pass

@@ -18,6 +18,7 @@ from nas.latency.costmodel.estimate import estimate_table
 from nas.latency.costmodel.model import load_cost_model
 from nas.latency.devices import get_device
 from nas.search.budgets import Budgets
+from nas.search.optuna_search import make_storage
 from nas.search.records import TrialRecord, pareto_front
 from nas.search.slim import actions
 from tests.helpers import randomize_, run_nas
@@ -75,6 +76,60 @@ def test_main_command_contract_predict_agrees_and_the_run_exports(tmp_path):
 
 
 @pytest.mark.slow
+def test_the_journal_default_finds_what_a_sqlite_study_finds(tmp_path, tiny_luts, tiny):
+    """The default storage (a journal file, trials drawn in memory and appended as they finish) gives the study an
+    SQLite storage gives, trial for trial: the main command's output is what it was before the change."""
+    budget = _middle_budget(tiny, tiny_luts)
+    runs = {}
+    for name, storage in (("journal", []), ("sqlite", ["--storage", f"sqlite:///{tmp_path / 's.db'}"])):
+        proc = run_nas(*_tiny_args(tiny_luts, budget, "--trials", "20", "--out", str(tmp_path / name), "--json",
+                                   "--export", "none", "--study", "x", *storage))
+        assert proc.returncode == 0, proc.stderr
+        runs[name] = json.loads(proc.stdout)
+    assert runs["journal"]["storage"].endswith("study.log") and (tmp_path / "journal" / "study.log").is_file()
+    assert runs["journal"]["best"] == runs["sqlite"]["best"]
+    journal = [(t.params, t.values) for t in _study(tmp_path / "journal" / "study.log", "x").trials]
+    sqlite = [(t.params, t.values) for t in optuna.load_study(study_name="x", storage=f"sqlite:///{tmp_path / 's.db'}")
+              .trials]
+    assert journal == sqlite and len(journal) == 20
+
+
+@pytest.mark.slow
+def test_guarantee_holds_the_upper_bound_and_says_so(tmp_path, tiny_luts, tiny):
+    """--guarantee 0.9 prices each arch at its 90% upper bound: fewer trials are feasible, the winner's bound meets
+    the budget, and run.json, the summary and the model card say so."""
+    sure_budgets = Budgets.load(tiny, [1.0], ["iphone12"], {"iphone12": str(tiny_luts["iphone12"])}, guarantee=0.9)
+    budget = round(_middle_budget(tiny, tiny_luts) * sure_budgets.items[0].upper_factor, 4)
+    plain = json.loads(run_nas(*_tiny_args(tiny_luts, budget, "--trials", "20", "--out", str(tmp_path / "p"),
+                                           "--json", "--export", "none")).stdout)
+    proc = run_nas(*_tiny_args(tiny_luts, budget, "--trials", "20", "--out", str(tmp_path / "g"), "--json",
+                               "--guarantee", "0.9"))
+    assert proc.returncode == 0, proc.stderr
+    sure = json.loads(proc.stdout)
+    b = sure["budgets"][0]
+    assert b["guarantee"] == 0.9 and b["upper_factor"] > 1 and "leave-one-family-out" in b["interval_source"]
+    upper = sure["best"]["latency_upper_ms"]["iphone12"]
+    assert upper == pytest.approx(sure["best"]["latency_ms"] * b["upper_factor"]) and upper <= budget
+    assert sure["feasible"] <= plain["feasible"]
+    tight = _middle_budget(tiny, tiny_luts)
+    plain_budgets = Budgets.load(tiny, [tight], ["iphone12"], {"iphone12": str(tiny_luts["iphone12"])})
+    sure_budgets = Budgets.load(tiny, [tight], ["iphone12"], {"iphone12": str(tiny_luts["iphone12"])},
+                                guarantee=0.9)
+    archs = [tiny.sample(seed=i) for i in range(300)]
+    ok_plain = {i for i, a in enumerate(archs) if plain_budgets.feasible(plain_budgets.latencies(a))}
+    ok_sure = {i for i, a in enumerate(archs) if sure_budgets.feasible(sure_budgets.latencies(a))}
+    assert ok_sure < ok_plain                       # a strict subset: the guarantee rules some archs out
+    assert sure["best"]["latency_ms"] <= b["median_limit_ms"] < budget
+    card = (tmp_path / "g" / "export" / "README.md").read_text()
+    assert "upper bound at 90% coverage" in card
+    text = run_nas(*_tiny_args(tiny_luts, budget, "--trials", "20", "--out", str(tmp_path / "g"), "--guarantee",
+                               "0.9", "--export", "none")).stdout
+    assert "upper bound at 90% coverage" in text
+    bad = run_nas(*_tiny_args(tiny_luts, budget, "--guarantee", "1.2"))
+    assert bad.returncode == 2 and "a coverage in [0.5, 1)" in bad.stderr
+
+
+@pytest.mark.slow
 def test_same_seed_same_result(tmp_path, tiny_luts, tiny):
     budget = _middle_budget(tiny, tiny_luts)
     results = []
@@ -117,10 +172,14 @@ def test_bad_input_exits_2_in_one_line(tmp_path, args, message):
     assert "Traceback" not in proc.stderr
 
 
-def _completed(db: Path, study: str) -> list[optuna.trial.FrozenTrial]:
+def _study(log: Path, study: str) -> optuna.Study:
+    """A run's study, from its journal file (the default storage)."""
+    return optuna.load_study(study_name=study, storage=make_storage(str(log)))
+
+
+def _completed(log: Path, study: str) -> list[optuna.trial.FrozenTrial]:
     try:
-        return optuna.load_study(study_name=study, storage=f"sqlite:///{db}").get_trials(
-            deepcopy=False, states=(TrialState.COMPLETE,))
+        return _study(log, study).get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     except Exception:  # noqa: BLE001 - not created yet
         return []
 
@@ -132,18 +191,18 @@ def test_resume_after_kill_loses_and_repeats_no_trial(tmp_path, tiny_luts, tiny)
                       "--out", str(run), "--export", "none")
     proc = subprocess.Popen([sys.executable, "-m", "nas", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     deadline = time.time() + 120
-    while len(_completed(run / "study.db", "k")) < 15 and time.time() < deadline and proc.poll() is None:
+    while len(_completed(run / "study.log", "k")) < 15 and time.time() < deadline and proc.poll() is None:
         time.sleep(0.2)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
-    before = {t.number: (t.params, t.values) for t in _completed(run / "study.db", "k")}
+    before = {t.number: (t.params, t.values) for t in _completed(run / "study.log", "k")}
     assert 15 <= len(before) < total
 
     proc = run_nas(*args, "--json")
     assert proc.returncode == 0, proc.stderr
-    trials = optuna.load_study(study_name="k", storage=f"sqlite:///{run / 'study.db'}").get_trials(deepcopy=False)
+    trials = _study(run / "study.log", "k").get_trials(deepcopy=False)
     assert [t.number for t in trials] == list(range(total))                   # none lost, none added twice
-    assert all(t.state == TrialState.COMPLETE for t in trials)                # the interrupted one was finished
+    assert all(t.state == TrialState.COMPLETE for t in trials)                # the interrupted one was drawn again
     after = {t.number: (t.params, t.values) for t in trials}
     assert all(after[n] == before[n] for n in before)                         # what was done stays done
     assert json.loads(proc.stdout)["trials"] == total
@@ -237,7 +296,7 @@ def test_ray_two_workers_one_killed_every_trial_completes(tmp_path, tiny_luts, t
     try:
         deadline = time.time() + 180
         while killed is None and time.time() < deadline and proc.poll() is None:
-            if len(_completed(run / "study.db", "r")) >= 3:
+            if len(_completed(run / "study.log", "r")) >= 3:
                 workers = subprocess.run(["pgrep", "-f", "ray::_evaluate"], capture_output=True,
                                          text=True).stdout.split()
                 if workers:
@@ -252,7 +311,7 @@ def test_ray_two_workers_one_killed_every_trial_completes(tmp_path, tiny_luts, t
     assert killed is not None, "no busy Ray worker to kill"
     assert proc.returncode == 0, err[-2000:]
     assert "will be retried" in err                              # Ray saw the worker die, on stderr only
-    trials = optuna.load_study(study_name="r", storage=f"sqlite:///{run / 'study.db'}").get_trials(deepcopy=False)
+    trials = _study(run / "study.log", "r").get_trials(deepcopy=False)
     assert [t.number for t in trials] == list(range(total))
     assert all(t.state == TrialState.COMPLETE for t in trials)
     pids = {t.user_attrs["worker_pid"] for t in trials}

@@ -9,6 +9,7 @@ from typing import Any
 from nas.errors import UsageError
 from nas.fileio import read_json
 from nas.latency.coreml.packages import load_manifest
+from nas.latency.correction import make_point, new_session
 from nas.latency.table import LatencyTable, attach_correction, new_header
 from nas.space import Arch, load_space
 
@@ -66,6 +67,7 @@ def ingest(manifest_path: str | Path, timings_path: str | Path, out: str | Path)
         measured_on=timings_file["header"])
     header.pop("cpu")   # this machine's processor says nothing of the phone's
     table = LatencyTable(header)
+    session = new_session()
     for p in manifest["packages"]:
         t = timings[p["id"]]
         if p["kind"] == "op":
@@ -73,7 +75,7 @@ def ingest(manifest_path: str | Path, timings_path: str | Path, out: str | Path)
                 {"n": int(t.get("n", 1))}
         elif p["kind"] == "arch":
             arch: Arch = space.arch_from_dict(p["arch"])
-            table.calibration.append({"arch_json": arch.to_json(), "measured_ms": t["median_ms"], "timing": t})
+            table.calibration.append(make_point(arch, t["median_ms"], "ingest", session, t))
     attach_correction(table, space, f"end-to-end Core ML timings of {len(table.calibration)} archs of the manifest")
     table.save(out)
     return table

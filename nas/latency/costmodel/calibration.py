@@ -79,7 +79,9 @@ def calibrate(device: str, rows: Sequence[Published], traces: Sequence[Sequence[
     fit_info = {"source": source, "protocol": report["protocol"], "n_models": len(rows),
                 "models": [r.timm_name for r in rows], "prior_strength": PRIOR_STRENGTH,
                 "figure_weight": FIGURE_WEIGHT, "cv": {k: summary["cost_model"][k] for k in ("loo", "lofo")},
-                "macs_linear_cv": {k: summary["macs_linear"][k] for k in ("loo", "lofo")}}
+                "macs_linear_cv": {k: summary["macs_linear"][k] for k in ("loo", "lofo")},
+                # what the estimated tables' prediction intervals are drawn from (nas.latency.correction)
+                "lofo_relative_residuals": [float(v) for v in latency / predictions["cost_model"]["lofo"] - 1]}
     theta = fit_theta(arrays, latency, weight)
     return model_from_theta(device, theta, fit_info), report
 

@@ -46,6 +46,7 @@ def estimate_table(device: Device, space: SearchSpace, model: CostModel, out: st
             "calibration_models": model.fit.get("n_models"), "cross_validation": model.fit.get("cv"),
             "macs_linear_cross_validation": model.fit.get("macs_linear_cv"), "cost_model": model.to_dict(),
             "extrapolated_mixers": extrapolated_mixers(space, model),
+            "lofo_relative_residuals": model.fit.get("lofo_relative_residuals"),
         },
         measure_with=measure_hint(device, space),
         correction={"scale": 1.0, "offset_ms": model.fixed_ms,

@@ -1,0 +1,129 @@
+"""``nas lut adapt``: a table for a new device from an existing table and N archs measured end to end on it.
+
+A full build measures every op of the space (763 on ``efficientformer``, minutes); a device that can be measured end
+to end but has no table yet is often close to one that has: another thread count, another runtime, a sibling CPU.
+Adaptation measures N random archs on the new device and fits a transfer of the source table: one scale per op
+kind (stem, downsampling, MB4D, MB3D, flat, head) and an offset,
+
+    measured(arch) ~ offset + sum_k scale_k * (sum of the arch's kind-k entries in the source table),
+
+by non-negative least squares, shrunk toward one common scale (ridge, its strength chosen by leave-one-out error) so
+that a few archs cannot send one kind's scale astray. The new table holds the source's entries times their kind's
+scale, ``kind: adapted``, the N archs as calibration points, and the fit's leave-one-out error: its held-out error
+on those archs, which ``nas lut validate`` can confirm on others.
+
+``adapt_table`` is the Python entry for devices a user registered (``nas.latency.devices.register_device``).
+"""
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from scipy.optimize import nnls
+
+from nas.errors import UsageError
+from nas.latency.correction import make_point, new_session
+from nas.latency.devices import get_device
+from nas.latency.ops import arch_ops
+from nas.latency.table import LatencyTable, new_header
+from nas.space import Arch, SearchSpace, load_space
+
+ADAPT_SEED_BASE = 30_000
+RIDGE_GRID = (0.0, 0.01, 0.1, 1.0, 10.0, 100.0)    # x the mean squared feature: from free scales to one scale
+
+
+def _kind(op_key: str) -> str:
+    return op_key.split("|")[0]
+
+
+def kind_sums(table: LatencyTable, archs: Sequence[Arch], space: SearchSpace, kinds: Sequence[str]) -> np.ndarray:
+    """``[arch, kind]``: the sum of each arch's source entries of each op kind."""
+    out = np.zeros((len(archs), len(kinds)))
+    for i, arch in enumerate(archs):
+        for op in arch_ops(arch, space):
+            out[i, kinds.index(_kind(op.key))] += table.entries[op.key]["median_ms"]
+    return out
+
+
+def _fit(x: np.ndarray, y: np.ndarray, ridge: float) -> tuple[np.ndarray, float]:
+    """Non-negative (scale per kind, offset) minimising the squared error plus ``ridge`` x the squared distance of
+    each scale to the common scale of a one-scale fit; both sides in relative terms (rows divided by y), so that a
+    large arch does not outweigh small ones."""
+    w = 1.0 / y
+    common = float(np.sum(w * w * x.sum(1) * y) / np.sum(w * w * x.sum(1) ** 2))
+    a = np.hstack([x * w[:, None], w[:, None]])
+    b = np.ones_like(y)
+    if ridge > 0:
+        k = x.shape[1]
+        penalty = np.sqrt(ridge * np.mean((x * w[:, None]) ** 2)) * np.hstack([np.eye(k), np.zeros((k, 1))])
+        a = np.vstack([a, penalty])
+        b = np.concatenate([b, penalty[:, :k] @ np.full(k, common)])
+    coef, _ = nnls(a, b)
+    return coef[:-1], float(coef[-1])
+
+
+def _loo_relative(x: np.ndarray, y: np.ndarray, ridge: float) -> np.ndarray:
+    out = np.zeros(len(y))
+    for i in range(len(y)):
+        keep = np.arange(len(y)) != i
+        scales, offset = _fit(x[keep], y[keep], ridge)
+        out[i] = y[i] / (x[i] @ scales + offset) - 1
+    return out
+
+
+def adapt_table(device_name: str, source: str | Path, n: int, out: str | Path,
+                seed_base: int = ADAPT_SEED_BASE, progress: bool = True,
+                measured_ms: Sequence[float] | None = None) -> tuple[LatencyTable, dict[str, Any]]:
+    """Adapt the table at ``source`` to ``device_name`` from ``n`` archs measured there end to end (``measured_ms``
+    supplies their latencies instead, for archs measured elsewhere: seeds ``seed_base..``)."""
+    from nas.latency.validate import measure_rounds
+
+    device = get_device(device_name)
+    if n < 3:
+        raise UsageError(f"--n {n}: adaptation needs at least 3 archs measured end to end (accepted: 3 or more; "
+                         "20 is a good start)")
+    src = LatencyTable.load(source)
+    if src.header["kind"] == "estimated":
+        raise UsageError(f"--from {source} is an estimated table; adapt a measured one (nas lut build)")
+    space = load_space(src.header["space"])
+    started = time.perf_counter()
+    archs = [space.sample(seed=seed_base + i) for i in range(n)]
+    if measured_ms is None:
+        ok, why = device.make_backend().available()
+        if not ok:
+            raise UsageError(f"device {device.name!r} cannot be measured here: {why}")
+        measured_ms = measure_rounds(device.name, archs, space, 1, progress, "adapt")[0]
+    y = np.asarray(measured_ms, float)
+    kinds = sorted({_kind(k) for k in src.entries})
+    x = kind_sums(src, archs, space, kinds)
+    loo = {ridge: _loo_relative(x, y, ridge) for ridge in RIDGE_GRID}
+    ridge = min(RIDGE_GRID, key=lambda r: (float(np.mean(np.abs(loo[r]))), -r))
+    scales, offset = _fit(x, y, ridge)
+    by_kind = dict(zip(kinds, (float(s) for s in scales)))
+
+    backend = device.make_backend()
+    header = new_header(device, space, kind="adapted", backend=backend.name, backend_version=backend.version,
+                        produced_by=" ".join(["nas"] + sys.argv[1:]) or "nas.latency.adapt.adapt_table")
+    session = new_session()
+    table = LatencyTable(header)
+    for key, entry in src.entries.items():
+        s = by_kind[_kind(key)]
+        table.entries[key] = {**{f: entry[f] * s for f in ("median_ms", "p10_ms", "p90_ms")}, "n": 0}
+    table.calibration = [make_point(a, m, "adapt", session) for a, m in zip(archs, y)]
+    residuals = loo[ridge]
+    table.header["correction"] = {
+        "scale": 1.0, "offset_ms": offset, "n": n, "residuals": sorted(float(r) for r in residuals),
+        "fitted_on": f"end-to-end measurements of {n} random archs on {device.name} (seeds {seed_base}..)",
+        "drift": 1.0, "drift_session": session}
+    report = {"device": device.name, "from": str(source), "from_device": src.header["device"], "n": n,
+              "scales": by_kind, "offset_ms": offset, "ridge": ridge,
+              "loo_mape": float(100 * np.mean(np.abs(residuals))),
+              "loo_within_10pct": float(np.mean(np.abs(residuals) <= 0.10)),
+              "seconds": time.perf_counter() - started}
+    table.header["adapted"] = {k: v for k, v in report.items() if k not in ("device", "seconds")}
+    table.save(out)
+    return table, {**report, "out": str(out)}

@@ -1,0 +1,182 @@
+"""Latency a budget can be bet on (issue 17): prediction intervals, the closed loop (kept points, refit, check),
+adaptation to a new device, the reference workload and repeated validation rounds."""
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from nas.latency.adapt import adapt_table
+from nas.latency.build import build_table
+from nas.latency.correction import Residuals, fit_points, make_point, table_residuals
+from nas.latency.loop import add_points, refit_table
+from nas.latency.predict import LutPredictor
+from nas.latency.table import LatencyTable
+from tests.helpers import run_nas
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory, tiny):
+    """A measured table of the tiny space with 6 end-to-end points (copied by tests that change it)."""
+    path = tmp_path_factory.mktemp("trust") / "cpu-tiny.json"
+    build_table("cpu", "tiny", path, calibrate=6, progress=False)
+    return path
+
+
+@pytest.fixture
+def table_copy(built, tmp_path):
+    path = tmp_path / "cpu-tiny.json"
+    shutil.copy(built, path)
+    return path
+
+
+# ------------------------------------------------------------------------------------------------ intervals
+
+
+def test_conformal_bounds_cover_new_draws_at_the_stated_rate():
+    """Exchangeable residuals: the one-sided bound from 19 of them covers a 20th with probability >= 0.9, and
+    the two-sided 90% interval covers it >= 90% of the time; a bound a rank lower would cover less."""
+    rng = np.random.default_rng(0)
+    trials, under, inside, under_lower_rank = 4000, 0, 0, 0
+    for _ in range(trials):
+        draws = rng.lognormal(0, 0.2, 20) - 1
+        res = Residuals.of(draws[:19], "test")
+        new = 1 + draws[19]
+        upper, exact = res.upper(1.0, 0.9)
+        lo, hi, both_exact = res.bounds(1.0, 0.9)
+        assert exact and both_exact
+        under += new <= upper
+        inside += lo <= new <= hi
+        under_lower_rank += new <= 1 + res.values[16]     # rank 17 instead of ceil(20 * 0.9) = 18
+    assert under / trials >= 0.89 and inside / trials >= 0.89
+    assert under_lower_rank / trials < 0.875
+
+
+def test_too_few_residuals_use_the_widest_and_say_so():
+    res = Residuals.of([-0.1, 0.0, 0.2], "three points")
+    lo, hi, exact = res.bounds(10.0, 0.9)
+    assert (lo, hi, exact) == (pytest.approx(9.0), pytest.approx(12.0), False)
+    assert "coverage not guaranteed" in res.describe(0.9)
+
+
+def test_predict_json_has_an_interval_around_the_prediction(built, tiny):
+    arch = tiny.largest()
+    (built.parent / "arch.json").write_text(arch.to_json())
+    out = json.loads(run_nas("predict", "--device", "cpu", "--space", "tiny", "--lut", str(built), "--arch",
+                             str(built.parent / "arch.json"), "--json", "--coverage", "0.8").stdout)
+    assert out["coverage"] == 0.8
+    assert out["latency_low_ms"] <= out["latency_ms"] <= out["latency_high_ms"]
+    assert out["latency_upper_ms"] >= out["latency_ms"] * (1 + min(table_residuals(
+        LatencyTable.load(built), tiny).values))
+    assert "leave-one-out residuals" in out["interval_source"]
+    bad = run_nas("predict", "--device", "cpu", "--space", "tiny", "--lut", str(built), "--arch",
+                  str(built.parent / "arch.json"), "--coverage", "1.5")
+    assert bad.returncode == 2 and "a coverage in [0.5, 1)" in bad.stderr
+
+
+def test_estimated_table_intervals_come_from_the_cost_models_cross_validation():
+    out = json.loads(run_nas("predict", "--device", "iphone12", "--arch", "l1", "--json").stdout)
+    assert "leave-one-family-out" in out["interval_source"] and out["interval_exact"]
+    assert out["latency_low_ms"] < out["latency_ms"] < out["latency_upper_ms"] <= out["latency_high_ms"]
+
+
+# ------------------------------------------------------------------------------------------------ the loop
+
+
+def test_build_times_the_reference_workload_into_the_header(built):
+    ref = LatencyTable.load(built).header["reference"]
+    assert ref["op"].startswith("mb4d|") and len(ref["samples"]) >= 2 and ref["median_ms"] > 0
+    assert ref["spread_pct"] >= 0
+
+
+def test_refit_moves_the_correction_toward_new_points(table_copy, tiny):
+    """A later session whose archs all run 30% slower than predicted: after refit, predictions of other archs are
+    30% higher (the session's drift factor), and the base scale/offset stay those of the build."""
+    before = LutPredictor.from_file(table_copy)
+    archs = [tiny.sample(seed=900 + i) for i in range(4)]
+    add_points(table_copy, [make_point(a, 1.3 * before.predict(a), "check", "2099-01-01T00:00:00") for a in archs])
+    assert LutPredictor.from_file(table_copy).predict(tiny.largest()) == before.predict(tiny.largest())  # not yet
+    table, fit = refit_table(table_copy)
+    assert fit is not None and fit.current == "2099-01-01T00:00:00" and fit.n == 10
+    assert fit.current_drift == pytest.approx(1.3, rel=0.05)
+    after = LutPredictor(table, tiny)
+    other = tiny.sample(seed=999)
+    assert after.predict(other) / before.predict(other) == pytest.approx(1.3, rel=0.03)
+
+
+def test_fit_points_pools_small_sessions_with_the_last_large_one():
+    raw = np.linspace(1, 10, 8)
+    measured = list(2 * raw + 1) + [1.2 * 11]          # one point 20% slow, in a session of its own
+    fit = fit_points(list(raw) + [5.0], measured, ["a"] * 8 + ["b"])
+    assert fit.current == "a" and fit.current_drift == 1.0   # a one-point session does not set the drift
+    assert fit.scale == pytest.approx(2, rel=0.1) and max(fit.residuals) == pytest.approx(0.2, abs=0.05)
+
+
+def test_validate_reports_repeatability_coverage_and_keeps_its_points(table_copy):
+    proc = run_nas("lut", "validate", "--device", "cpu", "--space", "tiny", "--lut", str(table_copy), "--n", "3",
+                   "--rounds", "2", "--json", "--no-progress")
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)
+    assert report["rounds"] == 2 and report["repeatability"]["n"] == 3
+    assert all(len(r["rounds_ms"]) == 2 for r in report["rows"])
+    assert 0 <= report["intervals"]["under_upper_bound"] <= 1
+    points = LatencyTable.load(table_copy).calibration
+    assert [p["source"] for p in points].count("validate") == 3
+    again = json.loads(run_nas("lut", "validate", "--device", "cpu", "--space", "tiny", "--lut", str(table_copy),
+                               "--n", "2", "--rounds", "1", "--json", "--no-progress").stdout)
+    assert again["seeds"] == "10003..10004" and "repeatability" not in again     # new archs, not the kept ones
+
+
+def test_check_says_whether_the_table_holds_and_refits(table_copy):
+    proc = run_nas("lut", "check", "--device", "cpu", "--space", "tiny", "--lut", str(table_copy), "--n", "3",
+                   "--refit", "--json", "--no-progress")
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)
+    assert isinstance(report["holds"], bool) and report["reference"]["ratio"] > 0
+    assert report["refit"]["points"] == 9
+    assert abs(report["refit"]["median_error_after"]) < abs(report["median_error"]) + 1e-9
+    table = LatencyTable.load(table_copy)
+    assert table.correction["drift_session"] == table.calibration[-1]["session"]
+    est = run_nas("lut", "check", "--device", "iphone12")
+    assert est.returncode == 2 and "estimated table" in est.stderr
+
+
+# ------------------------------------------------------------------------------------------------ adapt
+
+
+def test_adapt_writes_an_adapted_table_whose_scales_follow_the_measurements(built, tmp_path, tiny):
+    """Latencies 2x the source's on stem/down/mb4d and 3x on mb3d: the fitted kind scales recover them."""
+    source = LutPredictor.from_file(built)
+    archs = [tiny.sample(seed=30_000 + i) for i in range(12)]
+    entries = source.table.entries
+
+    def truth(arch):
+        from nas.latency.ops import arch_ops
+        return sum(entries[op.key]["median_ms"] * (3.0 if op.key.startswith("mb3d") else 2.0)
+                   for op in arch_ops(arch, tiny)) + 0.1
+
+    table, report = adapt_table("cpu-2t", built, 12, tmp_path / "cpu2t.json", progress=False,
+                                measured_ms=[truth(a) for a in archs])
+    assert table.header["kind"] == "adapted" and table.header["device"] == "cpu-2t"
+    assert report["scales"]["mb4d"] == pytest.approx(2.0, rel=0.05)
+    if any(a.n3d for a in archs):
+        assert report["scales"]["mb3d"] == pytest.approx(3.0, rel=0.1)
+    assert report["loo_mape"] < 2.0
+    adapted = LutPredictor.from_file(tmp_path / "cpu2t.json")
+    other = tiny.sample(seed=77)
+    assert adapted.predict(other) == pytest.approx(truth(other), rel=0.03)
+    assert adapted.residuals is not None and adapted.residuals.n == 12
+
+
+def test_adapt_command_measures_the_new_device(built, tmp_path):
+    proc = run_nas("lut", "adapt", "--device", "cpu-2t", "--from", str(built), "--n", "4", "--out",
+                   str(tmp_path / "a.json"), "--json", "--no-progress")
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)
+    assert report["n"] == 4 and report["from_device"] == "cpu" and set(report["scales"]) >= {"mb4d", "stem"}
+    assert LatencyTable.load(tmp_path / "a.json").header["adapted"]["n"] == 4
+    bad = run_nas("lut", "adapt", "--device", "cpu-2t", "--from", str(built), "--n", "2", "--out",
+                  str(tmp_path / "b.json"))
+    assert bad.returncode == 2 and "at least 3 archs" in bad.stderr
