@@ -38,6 +38,9 @@ def register(commands: Commands) -> None:
     build.add_argument("--resume", action="store_true", help="continue a table; measure only what it lacks")
     build.add_argument("--calibrate", type=non_negative_int, default=10,
                        help="random archs measured end to end to fit the correction (default 10)")
+    build.add_argument("--rounds", type=positive_int, default=1,
+                       help="passes over every op and arch, one after the other; entries are the median of the "
+                            "round medians (3 repeats ~3x better on a shared machine, at 3x the time; default 1)")
     build.add_argument("--ray-address", help="join this Ray cluster; tasks need the resource device:DEVICE")
     build.add_argument("--workers", type=non_negative_int, default=0,
                        help="start a local Ray with N concurrent measurements (0: measure serially here)")
@@ -149,7 +152,8 @@ def build_table(args: argparse.Namespace) -> int:
     if args.compute_units:
         raise UsageError(f"--compute-units is for Core ML devices; {args.device!r} is not one")
     table, out = build(args.device, args.space, args.out, resume=args.resume, calibrate=args.calibrate,
-                       ray_address=args.ray_address, workers=args.workers, progress=not args.no_progress)
+                       ray_address=args.ray_address, workers=args.workers, progress=not args.no_progress,
+                       rounds=args.rounds)
     summary = {"out": str(out), "entries": len(table.entries), "calibration_archs": len(table.calibration),
                "correction": table.correction, "device": args.device, "space": table.header["space"]}
 

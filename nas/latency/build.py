@@ -7,6 +7,7 @@ time per unit, and the driver writes results as they arrive.
 """
 from __future__ import annotations
 
+import statistics
 import sys
 import time
 from collections.abc import Callable, Iterable
@@ -96,10 +97,24 @@ def _on_ray(device: Device, jobs: list[tuple[str, str]], space_source: str, addr
 # ---------------------------------------------------------------------------------------------- the build
 
 
+def _merge_round(entry: dict[str, Any] | None, timing: dict[str, Any], stamp: str) -> dict[str, Any]:
+    """An entry with one more round: the median of its round medians, the widest p10..p90, all samples counted."""
+    if entry is None:
+        return {**timing, "rounds_ms": [timing["median_ms"]], "measured_at": stamp}
+    rounds = list(entry.get("rounds_ms", [entry["median_ms"]])) + [timing["median_ms"]]
+    return {"median_ms": statistics.median(rounds), "p10_ms": min(entry["p10_ms"], timing["p10_ms"]),
+            "p90_ms": max(entry["p90_ms"], timing["p90_ms"]), "n": entry["n"] + timing["n"], "rounds_ms": rounds,
+            "measured_at": stamp}
+
+
 def build_table(device_name: str, space_source: str = DEFAULT_SPACE, out: str | Path | None = None,
                 resume: bool = False, calibrate: int = 10, ray_address: str | None = None, workers: int = 0,
                 progress: bool = True, produced_by: str = "",
-                on_measured: Callable[[int], None] | None = None) -> tuple[LatencyTable, Path]:
+                on_measured: Callable[[int], None] | None = None, rounds: int = 1) -> tuple[LatencyTable, Path]:
+    """Measure every op of the space and ``calibrate`` random archs end to end, each ``rounds`` times in separate
+    passes (all of round 1, then all of round 2: interleaved in time, not back to back); an entry is the median of
+    its round medians (``benchmarks/timing_statistics.py``: on this shared machine that statistic repeats ~3x better
+    than one back-to-back measurement, and better than the minimum of round medians)."""
     device = get_device(device_name)
     ok, why = device.make_backend().available()
     if not ok:
@@ -108,7 +123,7 @@ def build_table(device_name: str, space_source: str = DEFAULT_SPACE, out: str | 
     out = Path(out) if out is not None else local_table_path(device.name, space.name)
     backend = device.make_backend()
     header = new_header(device, space, kind="measured", backend=backend.name, backend_version=backend.version,
-                        produced_by=produced_by or " ".join(["nas"] + sys.argv[1:]))
+                        produced_by=produced_by or " ".join(["nas"] + sys.argv[1:]), rounds=rounds)
     if out.exists():
         if not resume:
             raise UsageError(f"{out} exists; pass --resume to continue it, or choose another --out")
@@ -117,16 +132,20 @@ def build_table(device_name: str, space_source: str = DEFAULT_SPACE, out: str | 
             if table.header.get(f) != header[f]:
                 raise UsageError(f"cannot resume {out}: it was measured with {f} = {table.header.get(f)!r}, "
                                  f"this run has {header[f]!r}; use another --out")
+        table.header["rounds"] = max(rounds, table.header.get("rounds", 1))
     else:
         table = LatencyTable(header)
 
     ops = [op.key for op in space_ops(space)]
     calib = [space.sample(seed=CALIBRATION_SEED_BASE + i) for i in range(calibrate)]
-    done_archs = {c["arch_json"] for c in table.calibration}
-    jobs = [("op", k) for k in ops if k not in table.entries]
-    jobs += [("arch", a.to_json()) for a in calib if a.to_json() not in done_archs]
+    points = {c["arch_json"]: c for c in table.calibration}
+    done = {**{k: len(e.get("rounds_ms", [0])) for k, e in table.entries.items()},
+            **{k: len(c.get("rounds_ms", [0])) for k, c in points.items()}}
+    jobs = [(kind, key) for r in range(rounds)             # round-major: every op once, then every op again
+            for kind, key in [("op", k) for k in ops] + [("arch", a.to_json()) for a in calib]
+            if done.get(key, 0) <= r]
     session = new_session()
-    total = len(ops) + len(calib)
+    total = rounds * (len(ops) + len(calib))
 
     bar = None
     if progress:
@@ -152,10 +171,14 @@ def build_table(device_name: str, space_source: str = DEFAULT_SPACE, out: str | 
         for k, ((kind, payload), timing) in enumerate(results, start=1):
             stamp = time.strftime("%Y-%m-%dT%H:%M:%S")
             if kind == "op":
-                table.entries[payload] = {**timing, "measured_at": stamp}
+                table.entries[payload] = _merge_round(table.entries.get(payload), timing, stamp)
+            elif payload in points:
+                merged = _merge_round(points[payload].get("timing"), timing, stamp)
+                points[payload].update(timing=merged, measured_ms=merged["median_ms"])
             else:
-                table.calibration.append(make_point(Arch.from_json(payload, space), timing["median_ms"], "build",
-                                                    session, timing))
+                points[payload] = make_point(Arch.from_json(payload, space), timing["median_ms"], "build", session,
+                                             _merge_round(None, timing, stamp))
+                table.calibration.append(points[payload])
             if k % REFERENCE_EVERY == 0:
                 time_reference_now(k)
             table.save(out)

@@ -194,10 +194,11 @@ class Residuals:
         hi, hi_exact = self._order_stat(_ceil((self.n + 1) * (1 - tail)))
         return predicted_ms * (1 + lo), predicted_ms * (1 + hi), lo_exact and hi_exact
 
-    def describe(self, coverage: float) -> str:
-        need = _ceil(2 / (1 - coverage)) - 1
-        exact = "" if self.n >= need else f"; fewer than the {need} points a two-sided {coverage:.0%} interval " \
-                                          "needs: widest residuals used, coverage not guaranteed"
+    def describe(self, coverage: float, two_sided: bool = True) -> str:
+        need = _ceil((2 if two_sided else 1) / (1 - coverage)) - 1
+        what = f"a two-sided {coverage:.0%} interval" if two_sided else f"a {coverage:.0%} upper bound"
+        exact = "" if self.n >= need else f"; fewer than the {need} points {what} needs: widest residuals used, " \
+                                          "coverage not guaranteed"
         return f"{self.n} {self.source}{exact}"
 
 

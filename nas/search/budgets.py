@@ -39,7 +39,7 @@ class Budget:
         if self.guarantee is not None:
             res = self.predictor.residuals
             out.update(guarantee=self.guarantee, upper_factor=self.upper_factor, median_limit_ms=self.limit_ms,
-                       interval_source=res.describe(self.guarantee) if res else "none (no residuals)")
+                       interval_source=res.describe(self.guarantee, two_sided=False) if res else "none (no residuals)")
         return out
 
 

@@ -19,9 +19,9 @@ from tests.helpers import run_nas
 
 @pytest.fixture(scope="module")
 def built(tmp_path_factory, tiny):
-    """A measured table of the tiny space with 6 end-to-end points (copied by tests that change it)."""
+    """A measured table of the tiny space with 6 end-to-end points, 2 rounds (copied by tests that change it)."""
     path = tmp_path_factory.mktemp("trust") / "cpu-tiny.json"
-    build_table("cpu", "tiny", path, calibrate=6, progress=False)
+    build_table("cpu", "tiny", path, calibrate=6, progress=False, rounds=2)
     return path
 
 
@@ -83,6 +83,25 @@ def test_estimated_table_intervals_come_from_the_cost_models_cross_validation():
 
 
 # ------------------------------------------------------------------------------------------------ the loop
+
+
+def test_build_rounds_are_separate_passes_merged_by_their_median(built, tiny):
+    table = LatencyTable.load(built)
+    assert table.header["rounds"] == 2
+    for entry in [*table.entries.values(), *(c["timing"] for c in table.calibration)]:
+        assert len(entry["rounds_ms"]) == 2 and entry["median_ms"] == pytest.approx(np.median(entry["rounds_ms"]))
+        assert entry["p10_ms"] <= min(entry["rounds_ms"]) and entry["p90_ms"] >= max(entry["rounds_ms"])
+    assert all(c["measured_ms"] == c["timing"]["median_ms"] for c in table.calibration)
+
+
+def test_resume_with_more_rounds_measures_only_the_missing_round(tmp_path):
+    path = tmp_path / "one.json"
+    first, _ = build_table("cpu", "tiny", path, calibrate=0, progress=False)
+    calls = []
+    table, _ = build_table("cpu", "tiny", path, calibrate=0, progress=False, rounds=2, resume=True,
+                           on_measured=calls.append)
+    assert len(calls) == len(first.entries) and table.header["rounds"] == 2
+    assert all(len(e["rounds_ms"]) == 2 for e in table.entries.values())
 
 
 def test_build_times_the_reference_workload_into_the_header(built):
