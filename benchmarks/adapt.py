@@ -39,22 +39,29 @@ def main() -> None:
     p.add_argument("--n", default="5,10,20,40")
     p.add_argument("--held-out", type=int, default=30)
     p.add_argument("--out", default="bench_out/adapt.json")
+    p.add_argument("--reuse", action="store_true",
+                   help="reuse the held-out measurements and the full build (and its time) of an earlier run")
     args = p.parse_args()
 
     space = load_space(args.space)
     if not Path(args.source).exists():
         build_table(args.source_device, args.space, args.source, produced_by="benchmarks/adapt.py")
     archs = [space.sample(seed=HELD_OUT_SEED_BASE + i) for i in range(args.held_out)]
-    rounds = measure_rounds(args.device, archs, space, 2, desc="held-out")
+    cache = Path(args.out).with_name("adapt_held_out.json")
+    if args.reuse and cache.exists():
+        saved = json.loads(cache.read_text())
+        rounds, full_seconds = saved["rounds_ms"], saved["full_build_seconds"]
+    else:
+        rounds = measure_rounds(args.device, archs, space, 2, desc="held-out")
+        Path(args.full).unlink(missing_ok=True)
+        started = time.perf_counter()
+        build_table(args.device, args.space, args.full, produced_by="benchmarks/adapt.py")
+        full_seconds = time.perf_counter() - started
+        cache.write_text(json.dumps({"rounds_ms": rounds, "full_build_seconds": full_seconds}))
     truth = [statistics.median(r[i] for r in rounds) for i in range(len(archs))]
     floor = error_metrics(rounds[1], rounds[0])
 
     rows = []
-    full_seconds = None
-    if not Path(args.full).exists():
-        started = time.perf_counter()
-        build_table(args.device, args.space, args.full, produced_by="benchmarks/adapt.py")
-        full_seconds = time.perf_counter() - started
     full = LutPredictor.from_file(args.full)
     full_metrics = error_metrics([full.predict(a) for a in archs], truth)
     rows.append({"method": "full build", "n": len(full.table.entries), "seconds": full_seconds, **full_metrics})

@@ -7,10 +7,11 @@ kind (stem, downsampling, MB4D, MB3D, flat, head) and an offset,
 
     measured(arch) ~ offset + sum_k scale_k * (sum of the arch's kind-k entries in the source table),
 
-by non-negative least squares, shrunk toward one common scale (ridge, its strength chosen by leave-one-out error) so
-that a few archs cannot send one kind's scale astray. The new table holds the source's entries times their kind's
-scale, ``kind: adapted``, the N archs as calibration points, and the fit's leave-one-out error: its held-out error
-on those archs, which ``nas lut validate`` can confirm on others.
+by non-negative least squares, shrunk toward one common scale (ridge, its strength the largest whose leave-one-out
+error is within one standard error of the best) so that a few archs cannot send one kind's scale astray. The new
+table holds the source's entries times their kind's scale, ``kind: adapted``, the N archs as calibration points,
+and the fit's leave-one-out error: its held-out error on those archs, which ``nas lut validate`` can confirm on
+others.
 
 ``adapt_table`` is the Python entry for devices a user registered (``nas.latency.devices.register_device``).
 """
@@ -30,9 +31,14 @@ from nas.latency.correction import make_point, new_session
 from nas.latency.devices import get_device
 from nas.latency.ops import arch_ops
 from nas.latency.table import LatencyTable, new_header
+from nas.latency.timing import TimingPolicy
 from nas.space import Arch, SearchSpace, load_space
 
 ADAPT_SEED_BASE = 30_000
+# Few-shot means few seconds: one warm-up run and the median of 5, not the build's >= 20 (an arch of ~100 ms then
+# costs ~0.6 s). The fit averages the per-arch noise over N archs; its leave-one-out error shows what is left.
+QUICK_POLICY = TimingPolicy(warmup_seconds=0.0, min_warmup=1, round_size=5, min_repeats=5, max_repeats=5,
+                            max_seconds=0.5)
 RIDGE_GRID = (0.0, 0.01, 0.1, 1.0, 10.0, 100.0)    # x the mean squared feature: from free scales to one scale
 
 
@@ -75,6 +81,16 @@ def _loo_relative(x: np.ndarray, y: np.ndarray, ridge: float) -> np.ndarray:
     return out
 
 
+def one_standard_error_choice(loo: dict[float, np.ndarray]) -> float:
+    """The strongest shrinkage whose mean absolute leave-one-out error is within one standard error of the best
+    (the one-standard-error rule): with few noisy archs the minimum itself is noise, and picking it let 10 archs
+    zero out whole op kinds (benchmarks/adapt.py)."""
+    errors = {r: np.abs(v) for r, v in loo.items()}
+    best = min(errors, key=lambda r: (float(errors[r].mean()), -r))
+    limit = errors[best].mean() + errors[best].std(ddof=1) / np.sqrt(len(errors[best]))
+    return max(r for r, e in errors.items() if e.mean() <= limit)
+
+
 def adapt_table(device_name: str, source: str | Path, n: int, out: str | Path,
                 seed_base: int = ADAPT_SEED_BASE, progress: bool = True,
                 measured_ms: Sequence[float] | None = None) -> tuple[LatencyTable, dict[str, Any]]:
@@ -96,12 +112,12 @@ def adapt_table(device_name: str, source: str | Path, n: int, out: str | Path,
         ok, why = device.make_backend().available()
         if not ok:
             raise UsageError(f"device {device.name!r} cannot be measured here: {why}")
-        measured_ms = measure_rounds(device.name, archs, space, 1, progress, "adapt")[0]
+        measured_ms = measure_rounds(device.name, archs, space, 1, progress, "adapt", QUICK_POLICY)[0]
     y = np.asarray(measured_ms, float)
     kinds = sorted({_kind(k) for k in src.entries})
     x = kind_sums(src, archs, space, kinds)
     loo = {ridge: _loo_relative(x, y, ridge) for ridge in RIDGE_GRID}
-    ridge = min(RIDGE_GRID, key=lambda r: (float(np.mean(np.abs(loo[r]))), -r))
+    ridge = one_standard_error_choice(loo)
     scales, offset = _fit(x, y, ridge)
     by_kind = dict(zip(kinds, (float(s) for s in scales)))
 

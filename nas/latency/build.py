@@ -23,7 +23,7 @@ from nas.latency.loop import reference_op, reference_summary
 from nas.latency.ops import Op, space_ops
 from nas.latency.paths import local_table_path
 from nas.latency.table import CALIBRATION_SEED_BASE, LatencyTable, attach_correction, new_header
-from nas.latency.timing import Timing
+from nas.latency.timing import Timing, TimingPolicy
 from nas.space import DEFAULT_SPACE, Arch, SearchSpace, load_space
 
 REFERENCE_EVERY = 100      # jobs between two timings of the reference workload
@@ -40,13 +40,17 @@ def measure_op(device: Device, op_key: str) -> Timing:
     return device.make_backend().measure(module, x)
 
 
-def measure_arch(device: Device, arch: Arch, space: SearchSpace) -> Timing:
-    """End to end: the whole plain model of ``arch`` with the same backend as the ops."""
+def measure_arch(device: Device, arch: Arch, space: SearchSpace, policy: TimingPolicy | None = None) -> Timing:
+    """End to end: the whole plain model of ``arch`` with the same backend as the ops (and its timing policy,
+    unless ``policy`` says otherwise)."""
     from supernet.static import EfficientFormerNet
 
     model = EfficientFormerNet.from_arch(arch, space)
     x = torch.randn(device.batch, 3, space.input_size, space.input_size)
-    return device.make_backend().measure(model, x)
+    backend = device.make_backend()
+    if policy is not None:
+        backend.policy = policy
+    return backend.measure(model, x)
 
 
 def _run_job(device_name: str, job: tuple[str, str], space_source: str) -> tuple[tuple[str, str], dict]:

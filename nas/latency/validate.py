@@ -25,6 +25,7 @@ from nas.latency.correction import DEFAULT_COVERAGE, make_point, new_session
 from nas.latency.devices import get_device
 from nas.latency.predict import LutPredictor
 from nas.latency.table import VALIDATION_SEED_BASE
+from nas.latency.timing import TimingPolicy
 from nas.plots import plot_predicted_vs_measured
 from nas.space import Arch, SearchSpace
 
@@ -45,7 +46,8 @@ def error_metrics(predicted: Sequence[float], measured: Sequence[float]) -> dict
 
 
 def measure_rounds(device_name: str, archs: Sequence[Arch], space: SearchSpace, rounds: int,
-                   progress: bool = True, desc: str = "measure") -> list[list[float]]:
+                   progress: bool = True, desc: str = "measure",
+                   policy: TimingPolicy | None = None) -> list[list[float]]:
     """``[round][arch]`` median latencies: every arch once per round, the rounds one after another."""
     device = get_device(device_name)
     bar = None
@@ -59,7 +61,7 @@ def measure_rounds(device_name: str, archs: Sequence[Arch], space: SearchSpace, 
     for _ in range(rounds):
         row = []
         for arch in archs:
-            row.append(measure_arch(device, arch, space).median_ms)
+            row.append(measure_arch(device, arch, space, policy).median_ms)
             if bar:
                 bar.update(1)
         out.append(row)

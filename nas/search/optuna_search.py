@@ -21,7 +21,6 @@ from typing import Any, Literal
 
 import optuna
 from optuna.trial import TrialState
-from sqlalchemy.exc import SQLAlchemyError
 
 from nas.errors import UsageError
 from nas.search.budgets import Budgets
@@ -96,10 +95,14 @@ def _directions(settings: StudySettings) -> list[Literal["minimize", "maximize"]
 def open_study(settings: StudySettings) -> optuna.Study:
     """The stored study (created, or checked against the settings it was started with)."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    refused: tuple[type[BaseException], ...] = (ImportError, ValueError, OSError, optuna.exceptions.OptunaError)
+    if "://" in settings.storage:     # SQLAlchemy only for URLs: a journal file does not need its 0.3 s import
+        from sqlalchemy.exc import SQLAlchemyError
+        refused += (SQLAlchemyError,)
     try:
         study = optuna.create_study(study_name=settings.study_name, storage=make_storage(settings.storage),
                                     directions=_directions(settings), load_if_exists=True)
-    except (ImportError, ValueError, OSError, optuna.exceptions.OptunaError, SQLAlchemyError) as exc:
+    except refused as exc:
         raise UsageError(f"--storage {settings.storage!r}: {str(exc).splitlines()[0]}") from None
     stored = study.user_attrs.get(CONFIG_ATTR)
     if stored is None:

@@ -133,6 +133,16 @@ def test_fit_points_pools_small_sessions_with_the_last_large_one():
     assert fit.scale == pytest.approx(2, rel=0.1) and max(fit.residuals) == pytest.approx(0.2, abs=0.05)
 
 
+def test_the_correction_never_subtracts_time():
+    """Points that a line with a negative offset would fit best (noise on a narrow range) get offset 0 instead,
+    so the fastest archs, far below the points, are not predicted too fast; exact points keep their line."""
+    raw = np.array([100.0, 120.0, 140.0, 160.0])
+    steep = fit_points(raw, 2 * raw - 60, ["a"] * 4)
+    assert steep.offset_ms == 0 and 1.5 < steep.scale < 2
+    exact = fit_points(raw, 1.1 * raw + 0.2, ["a"] * 4)
+    assert (exact.scale, exact.offset_ms) == (pytest.approx(1.1), pytest.approx(0.2))
+
+
 def test_validate_reports_repeatability_coverage_and_keeps_its_points(table_copy):
     proc = run_nas("lut", "validate", "--device", "cpu", "--space", "tiny", "--lut", str(table_copy), "--n", "3",
                    "--rounds", "2", "--json", "--no-progress")
