@@ -116,7 +116,9 @@ def adapt_table(device_name: str, source: str | Path, n: int, out: str | Path,
     y = np.asarray(measured_ms, float)
     kinds = sorted({_kind(k) for k in src.entries})
     x = kind_sums(src, archs, space, kinds)
-    loo = {ridge: _loo_relative(x, y, ridge) for ridge in RIDGE_GRID}
+    # fewer than two archs per fitted parameter: the data cannot choose; keep the scales near the common one
+    grid = RIDGE_GRID if n >= 2 * (len(kinds) + 1) else tuple(r for r in RIDGE_GRID if r >= 10.0)
+    loo = {ridge: _loo_relative(x, y, ridge) for ridge in grid}
     ridge = one_standard_error_choice(loo)
     scales, offset = _fit(x, y, ridge)
     by_kind = dict(zip(kinds, (float(s) for s in scales)))
