@@ -22,6 +22,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 COMMAND = ["search", "--budget-ms", "1.6", "--device", "iphone12", "--no-progress", "--json"]
@@ -36,7 +37,7 @@ def timed(args: list[str], cwd: Path) -> tuple[float, str]:
     return time.perf_counter() - started, proc.stdout
 
 
-def measure(checkout: Path, scratch: Path, repeats: int) -> dict[str, object]:
+def measure(checkout: Path, scratch: Path, repeats: int) -> dict[str, Any]:
     imports, bare, full, best = [], [], [], None
     for i in range(repeats):
         imports.append(timed(["-c", IMPORTS], checkout)[0])
@@ -60,7 +61,7 @@ def main() -> None:
     p.add_argument("--out", default="bench_out/search_speed.json")
     args = p.parse_args()
 
-    results: dict[str, dict[str, object]] = {}
+    results: dict[str, list[dict[str, Any]]] = {}
     with tempfile.TemporaryDirectory() as tmp:
         scratch = Path(tmp)
         checkouts = {"now": ROOT}
@@ -75,15 +76,14 @@ def main() -> None:
             for _ in range(args.repeats):      # alternate: both see the same machine load
                 for name, checkout in checkouts.items():
                     one = measure(checkout, scratch / name / str(time.monotonic_ns()), 1)
-                    results.setdefault(name, {"samples": []})["samples"].append(one)  # type: ignore[union-attr]
+                    results.setdefault(name, []).append(one)
         finally:
             if args.before:
                 subprocess.run(["git", "worktree", "remove", "--force", str(scratch / "before")], cwd=ROOT,
                                capture_output=True)
     print(f"{'checkout':<22}{'wall s':>8}{'imports s':>11}{'trials s':>10}{'export s':>10}  best objective")
     summary = {}
-    for name, data in results.items():
-        samples = data["samples"]
+    for name, samples in results.items():
         row = {k: statistics.median(s[k] for s in samples) for k in ("wall_s", "imports_s", "trials_s", "export_s")}
         row["best"] = samples[-1]["best"]
         summary[name] = {**row, "samples": samples}
