@@ -19,9 +19,9 @@ import torch
 from nas.errors import UsageError
 from nas.latency.correction import make_point, new_session
 from nas.latency.devices import Device, get_device
-from nas.latency.loop import reference_op, reference_summary
 from nas.latency.ops import Op, space_ops
 from nas.latency.paths import local_table_path
+from nas.latency.reference import reference_op, reference_summary
 from nas.latency.table import CALIBRATION_SEED_BASE, LatencyTable, attach_correction, new_header
 from nas.latency.timing import Timing, TimingPolicy
 from nas.space import DEFAULT_SPACE, Arch, SearchSpace, load_space

@@ -138,9 +138,12 @@ def fit_points(raw_ms: Sequence[float], measured_ms: Sequence[float], sessions: 
 
 
 def raw_sums(table: Any, space: SearchSpace) -> list[float]:
-    from nas.latency.table import raw_sum_ms
+    """The op sum of each calibration point's arch (``KeyError`` names the first missing op)."""
+    from nas.latency.ops import arch_ops
 
-    return [raw_sum_ms(table, Arch.from_json(c["arch_json"], space), space) for c in table.calibration]
+    return [float(sum(table.entries[op.key]["median_ms"] for op in arch_ops(Arch.from_json(c["arch_json"], space),
+                                                                          space)))
+            for c in table.calibration]
 
 
 def refit(table: Any, space: SearchSpace, fitted_on: str) -> CorrectionFit | None:

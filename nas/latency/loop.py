@@ -8,24 +8,16 @@ from __future__ import annotations
 
 import statistics
 import time
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from nas.latency.correction import DEFAULT_COVERAGE, CorrectionFit, make_point, new_session, refit
-from nas.latency.table import LatencyTable
+from nas.latency.reference import reference_op
+from nas.latency.table import LatencyTable, add_points
 from nas.space import SearchSpace, load_space
 
 CHECK_SEED_BASE = 20_000     # archs `nas lut check` measures: seeds no build or validation uses
 CHECK_TOLERANCE = 0.05       # the table holds while the median error of the checked archs is within this
-
-
-def add_points(path: str | Path, points: Sequence[dict[str, Any]]) -> None:
-    """Append calibration points to the table at ``path`` (re-read first, written atomically); the correction is
-    unchanged until ``refit_table``."""
-    table = LatencyTable.load(path)
-    table.calibration.extend(points)
-    table.save(path)
 
 
 def refit_table(path: str | Path, space: SearchSpace | None = None) -> tuple[LatencyTable, CorrectionFit | None]:
@@ -41,30 +33,11 @@ def refit_table(path: str | Path, space: SearchSpace | None = None) -> tuple[Lat
     return table, fit
 
 
-# ------------------------------------------------------------------------------------------ the reference workload
-
-
-def reference_op(space: SearchSpace) -> str:
-    """The op a build times now and then, and ``check`` times again: the widest MB4D block of the space's third
-    stage (or last), a mid-sized op whose time moves with the machine's load, frequency and memory."""
-    from nas.latency.ops import mb4d_op
-
-    s = min(2, space.num_stages - 1)
-    return mb4d_op(space, s, max(space.stages[s].widths), max(space.mlp_ratios)).key
-
-
 def time_reference(device_name: str, space: SearchSpace) -> float:
     from nas.latency.build import measure_op
     from nas.latency.devices import get_device
 
     return measure_op(get_device(device_name), reference_op(space)).median_ms
-
-
-def reference_summary(samples: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    """What a build's header says of its reference timings: the median and how far they moved during the build."""
-    values = [s["median_ms"] for s in samples]
-    med = statistics.median(values)
-    return {"samples": list(samples), "median_ms": med, "spread_pct": 100 * (max(values) - min(values)) / med}
 
 
 # ---------------------------------------------------------------------------------------------------- check

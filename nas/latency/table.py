@@ -8,6 +8,7 @@ import json
 import math
 import platform
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -152,6 +153,14 @@ def extrapolation_note(header: dict[str, Any]) -> str | None:
 def raw_sum_ms(table: LatencyTable, arch: Arch, space: SearchSpace) -> float:
     """Sum of ``arch``'s op entries (``KeyError`` names the first missing op)."""
     return float(sum(table.entries[op.key]["median_ms"] for op in arch_ops(arch, space)))
+
+
+def add_points(path: str | Path, points: Sequence[dict[str, Any]]) -> None:
+    """Append end-to-end calibration points (``nas.latency.correction.make_point``) to the table at ``path``,
+    re-read first and written atomically; the correction is unchanged until it is refitted (``nas lut refit``)."""
+    table = LatencyTable.load(path)
+    table.calibration.extend(points)
+    table.save(path)
 
 
 def attach_correction(table: LatencyTable, space: SearchSpace, fitted_on: str) -> None:

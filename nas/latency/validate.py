@@ -24,7 +24,7 @@ from nas.latency.build import measure_arch
 from nas.latency.correction import DEFAULT_COVERAGE, make_point, new_session
 from nas.latency.devices import get_device
 from nas.latency.predict import LutPredictor
-from nas.latency.table import VALIDATION_SEED_BASE
+from nas.latency.table import VALIDATION_SEED_BASE, add_points
 from nas.latency.timing import TimingPolicy
 from nas.plots import plot_predicted_vs_measured
 from nas.space import Arch, SearchSpace
@@ -116,8 +116,6 @@ def validate_table(predictor: LutPredictor, device_name: str, n: int, plot: str 
                  f"tau {report['kendall_tau']:.2f} (n={n})")
         report["plot"] = str(plot_predicted_vs_measured(predicted, measured, plot, title))
     if keep and predictor.path and predictor.kind == "measured":
-        from nas.latency.loop import add_points
-
         add_points(predictor.path, [make_point(a, m, "validate", session) for a, m in zip(archs, measured)])
         report["kept_as_calibration_points"] = n
     return report

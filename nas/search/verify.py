@@ -58,7 +58,7 @@ def verify_winner(records: Sequence[TrialRecord], space: SearchSpace, budgets: B
 
 def _keep(predictor: Any, point: dict[str, Any]) -> None:
     """A measured winner joins its (measured) table's calibration points; a read-only table is left as it is."""
-    from nas.latency.loop import add_points
+    from nas.latency.table import add_points
 
     if predictor.kind == "measured" and predictor.path:
         try:

@@ -11,9 +11,9 @@ import pytest
 from nas.latency.adapt import adapt_table
 from nas.latency.build import build_table
 from nas.latency.correction import Residuals, fit_points, make_point, table_residuals
-from nas.latency.loop import add_points, refit_table
+from nas.latency.loop import refit_table
 from nas.latency.predict import LutPredictor
-from nas.latency.table import LatencyTable
+from nas.latency.table import LatencyTable, add_points
 from tests.helpers import run_nas
 
 
