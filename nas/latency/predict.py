@@ -177,11 +177,6 @@ class LutPredictor:
                    upper_exact=upper_exact, interval_source=res.describe(coverage))
         return out
 
-    def upper(self, arch: Arch, coverage: float) -> float:
-        """The one-sided upper bound at ``coverage`` (the prediction itself where the table has no residuals)."""
-        ms = self.predict(arch)
-        return self.residuals.upper(ms, coverage)[0] if self.residuals is not None else ms
-
     def upper_factor(self, coverage: float) -> float:
         """``upper(arch) / predict(arch)``: the same for every arch (relative residuals), so a vectorised search
         bounds a whole batch with one product."""

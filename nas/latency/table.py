@@ -15,8 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from nas.errors import UsageError
 from nas.fileio import write_json_atomic
-from nas.latency.ops import arch_ops
-from nas.space import Arch, SearchSpace
+from nas.space import SearchSpace
 
 if TYPE_CHECKING:
     from nas.latency.devices import Device
@@ -148,11 +147,6 @@ def extrapolation_note(header: dict[str, Any]) -> str | None:
         return None
     return (f"ops of mixer(s) {', '.join(mixers)} are extrapolated by the cost model (no published "
             f"{header['device']} latency of those papers' networks to calibrate on)")
-
-
-def raw_sum_ms(table: LatencyTable, arch: Arch, space: SearchSpace) -> float:
-    """Sum of ``arch``'s op entries (``KeyError`` names the first missing op)."""
-    return float(sum(table.entries[op.key]["median_ms"] for op in arch_ops(arch, space)))
 
 
 def add_points(path: str | Path, points: Sequence[dict[str, Any]]) -> None:
