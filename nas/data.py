@@ -31,9 +31,12 @@ def describe(data: str | Path, split: str) -> str:
     return str(root / split if (root / split).is_dir() else root)
 
 
-def dataset(data: str | Path, split: str, input_size: int, training: bool = False) -> torch.utils.data.Dataset:
+def dataset(data: str | Path, split: str, input_size: int, training: bool = False, auto_augment: str | None = None,
+            re_prob: float = 0.0) -> torch.utils.data.Dataset:
     """``split`` ('train' or 'val') of ``data`` as (image tensor, label) pairs; ``training`` adds the training
-    augmentation (random crops and flips for folders, small shifts for digits)."""
+    augmentation (random crops and flips for folders, small shifts for digits). ``auto_augment`` (a timm policy
+    such as ``rand-m9-mstd0.5-inc1``) and ``re_prob`` (random erasing) are timm's, for folders only: the
+    built-in digits are 8x8 scans upsampled, where they do not apply."""
     if split not in SPLITS:
         raise ValueError(f"split {split!r} not in {SPLITS}")
     text = str(data)
@@ -42,11 +45,15 @@ def dataset(data: str | Path, split: str, input_size: int, training: bool = Fals
         if name not in BUILTINS:
             raise UsageError(f"--data {text}: unknown built-in dataset; available: "
                              f"{', '.join(BUILTIN_PREFIX + b for b in BUILTINS)}")
+        if auto_augment or re_prob:
+            raise UsageError(f"--aa/--reprob apply to ImageFolder data, not {text} (8x8 scans, already shifted "
+                             "at random); drop them or use an ImageFolder tree")
         return DigitsDataset(split, input_size, training)
-    return _folder_dataset(Path(data), split, input_size, training)
+    return _folder_dataset(Path(data), split, input_size, training, auto_augment, re_prob)
 
 
-def _folder_dataset(root: Path, split: str, input_size: int, training: bool):
+def _folder_dataset(root: Path, split: str, input_size: int, training: bool, auto_augment: str | None = None,
+                    re_prob: float = 0.0):
     from timm.data import ImageDataset, create_transform
 
     if not root.is_dir():
@@ -57,7 +64,8 @@ def _folder_dataset(root: Path, split: str, input_size: int, training: bool):
     if not any(p.suffix.lower() in IMAGE_SUFFIXES for p in folder.rglob("*")):
         raise UsageError(f"--data {folder}: no images ({', '.join(IMAGE_SUFFIXES)}) under it; expected an "
                          "ImageFolder tree (DIR/<class>/<image>)")
-    transform = (create_transform(input_size, is_training=True, interpolation="bicubic") if training
+    transform = (create_transform(input_size, is_training=True, interpolation="bicubic", auto_augment=auto_augment,
+                                  re_prob=re_prob) if training
                  else create_transform(input_size, is_training=False, interpolation="bicubic", crop_pct=0.95))
     return ImageDataset(str(folder), transform=transform)
 

@@ -33,6 +33,18 @@ class TrainConfig:
     tau_start: float = 5.0         # Gumbel-softmax temperature, annealed exponentially from start to end
     tau_end: float = 0.5
     alpha_lr: float = 3e-3         # Adam learning rate of α (constant)
+    # timm's training pipeline (supernet.train): each default is off / today's recipe
+    opt: str = "adamw"             # timm.optim.create_optimizer_v2 name
+    mixup: float = 0.0             # timm.data.Mixup alphas for the largest subnet's labels (0: off)
+    cutmix: float = 0.0
+    auto_augment: str | None = None   # timm RandAugment policy for ImageFolder data, e.g. rand-m9-mstd0.5-inc1
+    reprob: float = 0.0            # timm random-erasing probability (ImageFolder data)
+    ema_decay: float = 0.0         # timm.utils.ModelEmaV3 of the supernet weights, evaluated and exported (0: off)
+    amp: str = "none"              # autocast: bf16 (CPU or CUDA) or fp16 (CUDA, with a grad scaler)
+    accum_steps: int = 1           # micro-batches per optimiser step (gradient accumulation)
+    sync_bn: bool = False          # BatchNorm statistics of the global batch on data-parallel workers
+    teacher: str | None = None     # timm model name for hard distillation of the largest subnet (DeiT-style)
+    teacher_weights: str | None = None   # its state dict (.safetensors / weights-only .pth); nothing is downloaded
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

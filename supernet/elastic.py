@@ -66,6 +66,10 @@ class ElasticBatchNorm2d(nn.BatchNorm2d):
     for the arch before evaluating it (as Once-for-All and BigNAS do).
     """
 
+    # Set by ``supernet.syncbn.enable_sync_batchnorm`` on data-parallel workers: training statistics are then
+    # those of the global batch (every worker's shard), not of this worker's shard.
+    sync_batch_stats: bool = False
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         c = x.shape[1]
         momentum = 0.0 if self.momentum is None else self.momentum
@@ -76,6 +80,11 @@ class ElasticBatchNorm2d(nn.BatchNorm2d):
             if self.momentum is None:   # cumulative moving average, used for BN recalibration
                 momentum = 1.0 / float(self.num_batches_tracked)
         use_batch_stats = self.training or not self.track_running_stats
+        if use_batch_stats and self.sync_batch_stats:
+            from supernet.syncbn import global_batch_norm
+
+            return global_batch_norm(x, self.running_mean[:c], self.running_var[:c], self.weight[:c],
+                                     self.bias[:c], momentum, self.eps)
         return F.batch_norm(x, self.running_mean[:c], self.running_var[:c], self.weight[:c], self.bias[:c],
                             use_batch_stats, momentum, self.eps)
 

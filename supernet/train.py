@@ -14,6 +14,18 @@ step keeps the small end of the space from being starved, which is what makes in
 search. BatchNorm statistics are shared across subnets while training and re-estimated per subnet before every
 evaluation (``supernet.batchnorm``).
 
+The pipeline is timm's where timm has the piece: ``create_optimizer_v2`` (AdamW by default), ``CosineLRScheduler``
+(linear warmup, then cosine, updated every step), ``Mixup`` (mixup/cutmix of the largest subnet's images and labels;
+the students still learn the largest's softened outputs), ``ModelEmaV3`` (an EMA of the supernet's weights, which
+evaluation and the checkpoint's weights then use), ``create_transform`` (RandAugment, random erasing) for folders;
+plus ``torch.autocast`` (bf16, or fp16 with a grad scaler on CUDA), gradient accumulation and channels_last on CUDA.
+
+Data parallel (``supernet.distributed``, on Ray Train): every worker builds the same trainer with its ``rank`` and
+``world``; each step's subnets are functions of (seed, step), so all workers train the same subnets; each worker
+takes its slice of the step's global batch, and the summed gradients of the step are averaged across workers in
+one all-reduce before the optimiser step (``sync_gradients``). With ``sync_bn`` BatchNorm uses the global batch's
+statistics, and N workers train what one process with the same global batch would.
+
 Resuming: the checkpoint holds the optimiser state and the step reached; the initial weights, batch order, each
 image's augmentation and the random subnets are functions of (seed, step), so a run killed and resumed gives the
 same weights as one that was not, with any number of loader workers.
@@ -21,10 +33,12 @@ Checkpoints are written atomically every ``save_every`` steps and at each epoch'
 """
 from __future__ import annotations
 
-import math
+import csv
+import io
 import random
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -43,14 +57,15 @@ from supernet.supernet import Supernet
 TRAINING_FORMAT = "nas-supernet-training/1"
 
 
-def load_state_dict_file(path: str | Path) -> dict[str, torch.Tensor]:
+def load_state_dict_file(path: str | Path, flag: str = "--init-timm",
+                         expected: str = "a timm EfficientFormer state dict") -> dict[str, torch.Tensor]:
     """Tensors of a ``.safetensors`` file or a weights-only torch file (a bare state dict, or one under 'model' /
     'state_dict' as training scripts save them); never unpickles code."""
     import pickle
 
     path = Path(path)
     if not path.is_file():
-        raise UsageError(f"--init-timm {path}: no such file (a timm EfficientFormer state dict, .safetensors or .pth)")
+        raise UsageError(f"{flag} {path}: no such file ({expected}, .safetensors or .pth)")
     try:
         if path.suffix == ".safetensors":
             from safetensors.torch import load_file
@@ -59,27 +74,45 @@ def load_state_dict_file(path: str | Path) -> dict[str, torch.Tensor]:
         sd = torch.load(path, map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise UsageError(f"--init-timm {path} is not a readable weights-only state dict ({first})") from None
+        raise UsageError(f"{flag} {path} is not a readable weights-only state dict ({first})") from None
     for key in ("model", "state_dict", "model_ema"):
         if isinstance(sd, dict) and isinstance(sd.get(key), dict):
             sd = sd[key]
             break
     if not isinstance(sd, dict) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
-        raise UsageError(f"--init-timm {path}: not a state dict of tensors")
+        raise UsageError(f"{flag} {path}: not a state dict of tensors")
     return sd
 
 
 def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
-    """AdamW with weight decay on weights only (not on norms, biases and layer scales). The architecture logits α
-    (``metapath.*``) are trained only with ``--gumbel``, in their own group: Adam at ``alpha_lr``, no decay, no
-    schedule (DARTS' and GDAS' practice: α's steps do not follow the weights' warmup and cosine)."""
+    """timm's ``create_optimizer_v2`` (``cfg.opt``, AdamW by default) with weight decay on weights only (not on
+    norms, biases and layer scales: timm's own filter). The architecture logits α (``metapath.*``) are trained only
+    with ``--gumbel``, in their own group: at ``alpha_lr``, no decay, no schedule (DARTS' and GDAS' practice: α's
+    steps do not follow the weights' warmup and cosine)."""
+    from timm.optim import create_optimizer_v2
+
     named = [(n, p) for n, p in model.named_parameters() if not n.startswith("metapath.")]
-    groups = [{"params": [p for _, p in named if p.ndim > 1], "weight_decay": cfg.weight_decay},
-              {"params": [p for _, p in named if p.ndim <= 1], "weight_decay": 0.0}]
+    groups: list[dict[str, Any]] = [
+        {"params": [p for _, p in named if p.ndim > 1], "weight_decay": cfg.weight_decay},
+        {"params": [p for _, p in named if p.ndim <= 1], "weight_decay": 0.0}]
     if cfg.gumbel:
         alphas = [p for n, p in model.named_parameters() if n.startswith("metapath.")]
         groups.append({"params": alphas, "weight_decay": 0.0, "lr": cfg.alpha_lr, "fixed_lr": True})
-    return torch.optim.AdamW(groups, lr=cfg.lr)
+    try:
+        return create_optimizer_v2(groups, opt=cfg.opt, lr=cfg.lr)
+    except (ValueError, AssertionError) as exc:
+        raise UsageError(f"--opt {cfg.opt}: not an optimizer timm knows ({exc}); e.g. adamw, sgd, lamb") from None
+
+
+def make_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig, steps_per_epoch: int, total_steps: int):
+    """timm's cosine schedule with a linear warmup of ``warmup_epochs``, stepped every optimiser step. It is a pure
+    function of the step (``step_update(step + 1)`` gives lr × (step + 1) / warmup, then the cosine to 0), which is
+    what makes resuming exact without scheduler state."""
+    from timm.scheduler import CosineLRScheduler
+
+    warmup = max(1, int(cfg.warmup_epochs * steps_per_epoch))
+    return CosineLRScheduler(optimizer, t_initial=max(1, total_steps - warmup), lr_min=0.0, warmup_t=warmup,
+                             warmup_lr_init=0.0, warmup_prefix=True, t_in_epochs=False)
 
 
 class _SeededItems(torch.utils.data.Dataset):
@@ -100,7 +133,7 @@ class _SeededItems(torch.utils.data.Dataset):
 
 
 class _StepBatches(torch.utils.data.Sampler):
-    """The batches of steps ``start`` .. the end of training, as lists of (index, seed) keys."""
+    """This worker's slices of the batches of steps ``start`` .. the end of training, as lists of (index, seed)."""
 
     def __init__(self, trainer: SupernetTrainer, start: int):
         self.trainer, self.start = trainer, start
@@ -110,28 +143,64 @@ class _StepBatches(torch.utils.data.Sampler):
 
     def __iter__(self):
         for step in range(self.start, self.trainer.total_steps):
-            yield self.trainer.batch_keys(step)
+            yield self.trainer.shard_keys(step)
 
 
 def _collate(items):
     return torch.stack([x for x, _ in items]), torch.tensor([y for _, y in items])
 
 
+def check_config(cfg: TrainConfig, device: str, world: int = 1) -> None:
+    """Refuse settings that cannot work together, in one line, before any work."""
+    per_worker, rest = divmod(cfg.batch_size, world)
+    if rest:
+        raise UsageError(f"--batch-size {cfg.batch_size} does not split over --num-workers {world}; use a multiple "
+                         f"of {world} (the batch size is the global one, whatever the number of workers)")
+    if per_worker % cfg.accum_steps:
+        raise UsageError(f"--accum-steps {cfg.accum_steps} does not divide the {per_worker} images per worker and "
+                         f"step; use a divisor of {per_worker}")
+    if (cfg.mixup or cfg.cutmix) and (per_worker // cfg.accum_steps) % 2:
+        raise UsageError(f"--mixup/--cutmix mix pairs within a micro-batch of {per_worker // cfg.accum_steps} "
+                         "images; make it even (--batch-size / --num-workers / --accum-steps)")
+    if cfg.amp not in AMP_DTYPES:
+        raise UsageError(f"--amp {cfg.amp}: not one of {', '.join(AMP_DTYPES)}")
+    if cfg.amp == "fp16" and device != "cuda":
+        raise UsageError("--amp fp16 needs --torch-device cuda (float16 matmuls on CPU are slow and need loss "
+                         "scaling); use --amp bf16 on CPU")
+    if bool(cfg.teacher) != bool(cfg.teacher_weights):
+        raise UsageError("--teacher and --teacher-weights go together: a timm model name and its weights file "
+                         "(nothing is downloaded)")
+
+
+AMP_DTYPES = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
 # ----------------------------------------------------------------------------------------------- training
 
 
 class SupernetTrainer:
-    def __init__(self, cfg: TrainConfig, device: str = "cpu"):
+    """One worker's share of supernet training: ``rank`` of ``world`` data-parallel workers (0 of 1 when alone)."""
+
+    def __init__(self, cfg: TrainConfig, device: str = "cpu", rank: int = 0, world: int = 1):
         from nas.data import dataset
 
-        self.cfg, self.device = cfg, device
+        check_config(cfg, device, world)
+        self.cfg, self.device, self.rank, self.world = cfg, device, rank, world
         torch.manual_seed(cfg.seed)   # the initial weights are part of what the seed reproduces
         self.net = Supernet(cfg.space)
         if cfg.init_timm is not None:
             self.net.load_timm(load_state_dict_file(cfg.init_timm))
+        if cfg.sync_bn and world > 1:
+            from supernet.syncbn import enable_sync_batchnorm
+
+            enable_sync_batchnorm(self.net)
+        self.channels_last = device == "cuda"
         self.net.to(device)
+        if self.channels_last:   # NHWC convolutions are faster on CUDA (timm's --channels-last)
+            self.net.to(memory_format=torch.channels_last)
         self.space = self.net.space
-        self.train_set = _SeededItems(dataset(cfg.data, "train", self.space.input_size, training=True))
+        self.train_set = _SeededItems(dataset(cfg.data, "train", self.space.input_size, training=True,
+                                              auto_augment=cfg.auto_augment, re_prob=cfg.reprob))
         n = len(self.train_set)
         if cfg.max_train_images is not None:
             n = min(n, cfg.max_train_images)
@@ -144,18 +213,46 @@ class SupernetTrainer:
                              f"use at most {n}")
         self.total_steps = self.steps_per_epoch * cfg.epochs
         self.optimizer = make_optimizer(self.net, cfg)
+        self.scheduler = make_scheduler(self.optimizer, cfg, self.steps_per_epoch, self.total_steps)
+        self.scaler = torch.amp.GradScaler("cuda") if cfg.amp == "fp16" else None
+        self.ema = None
+        if cfg.ema_decay:
+            from timm.utils import ModelEmaV3
+
+            self.ema = ModelEmaV3(self.net, decay=cfg.ema_decay)
+        self.mixup = None
+        if cfg.mixup or cfg.cutmix:
+            from timm.data import Mixup
+
+            self.mixup = Mixup(mixup_alpha=cfg.mixup, cutmix_alpha=cfg.cutmix, label_smoothing=cfg.label_smoothing,
+                               num_classes=self.space.num_classes)
+        self.teacher_model = self._load_teacher() if cfg.teacher else None
         self.step = 0
         self.history: list[dict[str, Any]] = []
         self.losses: list[float] = []   # this epoch's, for its mean loss
+        self.trained_world = world      # the number of workers the checkpoint's steps were trained with
+
+    def _load_teacher(self) -> nn.Module:
+        import timm
+
+        assert self.cfg.teacher and self.cfg.teacher_weights
+        try:
+            teacher = timm.create_model(self.cfg.teacher, pretrained=False, num_classes=self.space.num_classes)
+        except RuntimeError as exc:   # timm: "Unknown model (...)"
+            raise UsageError(f"--teacher {self.cfg.teacher}: {exc}; see timm.list_models()") from None
+        weights = load_state_dict_file(self.cfg.teacher_weights, "--teacher-weights", f"{self.cfg.teacher}'s weights")
+        missing, unexpected = teacher.load_state_dict(weights, strict=False)
+        if missing or unexpected:
+            raise UsageError(f"--teacher-weights {self.cfg.teacher_weights} does not fit {self.cfg.teacher} with "
+                             f"{self.space.num_classes} classes (e.g. {(missing or unexpected)[0]})")
+        return teacher.to(self.device).eval().requires_grad_(False)
 
     # -- schedule and sampling: pure functions of (seed, step), which is what makes resuming exact
 
     def lr_at(self, step: int) -> float:
-        warmup = max(1, int(self.cfg.warmup_epochs * self.steps_per_epoch))
-        if step < warmup:
-            return self.cfg.lr * (step + 1) / warmup
-        progress = (step - warmup) / max(1, self.total_steps - warmup)
-        return 0.5 * self.cfg.lr * (1.0 + math.cos(math.pi * progress))
+        """The weights' learning rate at ``step``, from the scheduler itself (``_get_lr`` is how every timm scheduler
+        computes it; ``step_update`` would also set it)."""
+        return float(self.scheduler._get_lr(step + 1)[0])
 
     def sandwich_mixer(self, step: int) -> str:
         """The token mixer of ``step``'s largest and smallest subnets: the space's mixers in turn, so that every
@@ -179,50 +276,125 @@ class SupernetTrainer:
         return self._order[1]
 
     def batch_keys(self, step: int) -> list[tuple[int, int]]:
-        """(image index, augmentation seed) of each image of ``step``'s batch."""
+        """(image index, augmentation seed) of each image of ``step``'s global batch."""
         epoch, b = divmod(step, self.steps_per_epoch)
         indices = self.epoch_order(epoch)[b * self.cfg.batch_size:(b + 1) * self.cfg.batch_size].tolist()
         base = (self.cfg.seed * 1_000_003 + step) * 4096
         return [(i, base + j) for j, i in enumerate(indices)]
 
+    def shard_keys(self, step: int) -> list[tuple[int, int]]:
+        """This worker's contiguous slice of ``step``'s global batch."""
+        per = self.cfg.batch_size // self.world
+        return self.batch_keys(step)[self.rank * per:(self.rank + 1) * per]
+
     def batch(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
-        return _collate([self.train_set[key] for key in self.batch_keys(step)])
+        return _collate([self.train_set[key] for key in self.shard_keys(step)])
 
     def loader(self, workers: int = 0) -> torch.utils.data.DataLoader:
-        """The batches from the current step to the end, read by ``workers`` processes (0: this one)."""
+        """This worker's batches from the current step to the end, read by ``workers`` processes (0: this one)."""
         return torch.utils.data.DataLoader(self.train_set, batch_sampler=_StepBatches(self, self.step),
                                            num_workers=workers, collate_fn=_collate)
 
     # -- one step of the sandwich rule
 
-    def train_step(self, images: torch.Tensor | None = None, labels: torch.Tensor | None = None) -> float:
+    def autocast(self):
+        dtype = AMP_DTYPES[self.cfg.amp]
+        return torch.autocast(device_type=self.device, dtype=dtype, enabled=dtype is not None)
+
+    def _backward(self, loss: torch.Tensor) -> None:
+        (self.scaler.scale(loss) if self.scaler is not None else loss).backward()
+
+    def _micro_step(self, images: torch.Tensor, labels: torch.Tensor, micro: int) -> float:
+        """The sandwich rule on one micro-batch; its gradients (scaled by 1 / accum_steps) add to the step's."""
         cfg, net = self.cfg, self.net
-        net.train()
-        if images is None or labels is None:
-            images, labels = self.batch(self.step)
-        images, labels = images.to(self.device), labels.to(self.device)
-        for group in self.optimizer.param_groups:
-            if not group.get("fixed_lr"):
-                group["lr"] = self.lr_at(self.step)
-        self.optimizer.zero_grad(set_to_none=True)
+        weight = 1.0 / cfg.accum_steps
+        if self.mixup is not None:
+            # the mixing draws (numpy and torch) are functions of (seed, step, worker, micro-batch)
+            np_seed = (cfg.seed * 1_000_003 + self.step) * 64 + self.rank * cfg.accum_steps + micro
+            import numpy as np
+
+            np.random.seed(np_seed % 2**32)
+            torch.manual_seed(np_seed)
+            images, targets = self.mixup(images, labels)
         net.set_active(self.teacher(self.step))
-        logits = net(images)
-        loss = F.cross_entropy(logits, labels, label_smoothing=cfg.label_smoothing)
-        loss.backward()
-        teacher = logits.detach().softmax(dim=-1)
+        with self.autocast():
+            logits = net(images).float()
+        if self.mixup is not None:
+            loss = torch.sum(-targets * logits.log_softmax(dim=-1), dim=-1).mean()   # timm's SoftTargetCrossEntropy
+        else:
+            loss = F.cross_entropy(logits, labels, label_smoothing=cfg.label_smoothing)
+        if self.teacher_model is not None:   # DeiT's hard distillation: half labels, half the teacher's top class
+            with torch.no_grad(), self.autocast():
+                hard = self.teacher_model(images).argmax(dim=-1)
+            loss = 0.5 * loss + 0.5 * F.cross_entropy(logits, hard)
+        self._backward(loss * weight)
+        soft_targets = logits.detach().softmax(dim=-1)
         total = float(loss.detach())
         for arch in self.students(self.step):
             net.set_active(arch)
-            kd = F.kl_div(net(images).log_softmax(dim=-1), teacher, reduction="batchmean")
-            kd.backward()
+            with self.autocast():
+                student = net(images).float()
+            kd = F.kl_div(student.log_softmax(dim=-1), soft_targets, reduction="batchmean")
+            self._backward(kd * weight)
             total += float(kd.detach())
+        return total * weight
+
+    def train_step(self, images: torch.Tensor | None = None, labels: torch.Tensor | None = None) -> float:
+        """One optimiser step on this worker's slice of the step's batch; returns the step's loss (the mean over
+        workers: CE of the largest + KL of the students [+ the Gumbel draw's CE])."""
+        cfg = self.cfg
+        self.net.train()
+        if images is None or labels is None:
+            images, labels = self.batch(self.step)
+        images, labels = images.to(self.device), labels.to(self.device)
+        if self.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        self.scheduler.step_update(self.step + 1)
+        for group in self.optimizer.param_groups:
+            if group.get("fixed_lr"):
+                group["lr"] = cfg.alpha_lr
+        self.optimizer.zero_grad(set_to_none=True)
+        total = sum(self._micro_step(x, y, i) for i, (x, y) in
+                    enumerate(zip(images.chunk(cfg.accum_steps), labels.chunk(cfg.accum_steps))))
         if cfg.gumbel:
             total += self.gumbel_step(images, labels)
-        nn.utils.clip_grad_norm_(net.parameters(), 5.0)
-        self.optimizer.step()
-        net.set_active(self.space.largest())
+        total = self.sync_gradients(total)
+        if self.scaler is not None:
+            self.scaler.unscale_(self.optimizer)
+        nn.utils.clip_grad_norm_(self.net.parameters(), 5.0)
+        if self.scaler is not None:
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            self.optimizer.step()
+        if self.ema is not None:
+            self.ema.update(self.net, step=self.step)
+        self.net.set_active(self.space.largest())
         self.step += 1
         return total
+
+    def sync_gradients(self, loss: float) -> float:
+        """Average the step's gradients (and its loss, for the log) over the workers, in one all-reduce.
+
+        torch's DDP reducer syncs during each backward and expects one forward/backward over a fixed graph per step;
+        a sandwich step runs 2 + num_random forward/backward passes over different subnets, so the gradients are
+        summed locally and reduced once here, as DDP's ``no_sync`` accumulation would. Every worker trains the same
+        subnets, so the same parameters have gradients on every worker, in the same order."""
+        if self.world == 1:
+            return loss
+        import torch.distributed as dist
+
+        params = [p for p in self.net.parameters() if p.grad is not None]
+        flat = torch.cat([p.grad.reshape(-1) for p in params]   # type: ignore[union-attr]   # filtered above
+                         + [torch.tensor([loss], dtype=params[0].dtype, device=params[0].device)])
+        dist.all_reduce(flat)
+        flat /= self.world
+        offset = 0
+        for p in params:
+            n = p.numel()
+            p.grad.copy_(flat[offset:offset + n].view_as(p))   # type: ignore[union-attr]
+            offset += n
+        return float(flat[-1])
 
     def tau(self, step: int) -> float:
         return tau_at(step, self.total_steps, self.cfg.tau_start, self.cfg.tau_end)
@@ -233,14 +405,20 @@ class SupernetTrainer:
         (seed, step), like everything else a resume must repeat."""
         g = torch.Generator().manual_seed(self.cfg.seed * 1_000_003 + self.step + 7_777_777)
         draws = sample_paths(self.net.metapath, self.tau(self.step), g)
-        loss = F.cross_entropy(forward_sampled(self.net, images, draws), labels,
-                               label_smoothing=self.cfg.label_smoothing)
-        loss.backward()
+        with self.autocast():
+            logits = forward_sampled(self.net, images, draws).float()
+        loss = F.cross_entropy(logits, labels, label_smoothing=self.cfg.label_smoothing)
+        self._backward(loss)
         return float(loss.detach())
+
+    @property
+    def eval_net(self) -> Supernet:
+        """The weights evaluation and the checkpoint use: the EMA's when on."""
+        return self.ema.module if self.ema is not None else self.net
 
     def evaluate(self) -> dict[str, float]:
         cfg = self.cfg
-        return {name: evaluate_subnet(self.net, arch, cfg.data, cfg.val_images, cfg.bn_images, self.device)
+        return {name: evaluate_subnet(self.eval_net, arch, cfg.data, cfg.val_images, cfg.bn_images, self.device)
                 for name, arch in ends_of_space(self.space).items()}
 
     # -- checkpoints
@@ -248,10 +426,14 @@ class SupernetTrainer:
     def save(self, path: Path) -> None:
         from supernet.checkpoint import save_supernet
 
-        state = {"format": TRAINING_FORMAT, "config": self.cfg.to_dict(), "step": self.step,
-                 "optimizer": self.optimizer.state_dict(), "history": self.history,
-                 "epoch_losses": self.losses}
-        save_supernet(self.net, path, meta=self.summary(), training_state=state)
+        state: dict[str, Any] = {"format": TRAINING_FORMAT, "config": self.cfg.to_dict(), "step": self.step,
+                                 "optimizer": self.optimizer.state_dict(), "history": self.history,
+                                 "epoch_losses": self.losses, "world": self.trained_world}
+        if self.ema is not None:   # the checkpoint's weights are the EMA's; training continues from the raw ones
+            state["raw_state_dict"] = {k: v.detach().cpu() for k, v in self.net.state_dict().items()}
+        if self.scaler is not None:
+            state["grad_scaler"] = self.scaler.state_dict()
+        save_supernet(self.eval_net, path, meta=self.summary(), training_state=state)
 
     def restore(self, path: Path) -> None:
         from supernet.checkpoint import load_checkpoint_payload
@@ -268,22 +450,42 @@ class SupernetTrainer:
             if mine != theirs:
                 raise UsageError(f"--resume: {path} was trained with {key}={theirs!r}, this run asks for {mine!r}; "
                                  f"rerun with the same setting or choose a new --out")
-        missing, unexpected = self.net.load_state_dict(payload["state_dict"], strict=False)
-        if [k for k in missing if not k.startswith("metapath.")] or unexpected:   # α: absent before --gumbel existed
-            raise UsageError(f"--resume: {path} does not fit space {self.space.name!r}")
+        weights = state.get("raw_state_dict", payload["state_dict"])
+        self._load_weights(self.net, weights, path)
+        if self.ema is not None:
+            self._load_weights(self.ema.module, payload["state_dict"], path)
         self.optimizer.load_state_dict(state["optimizer"])
+        if self.scaler is not None and "grad_scaler" in state:
+            self.scaler.load_state_dict(state["grad_scaler"])
         self.step = int(state["step"])
         self.history = list(state.get("history", []))
         self.losses = [float(v) for v in state.get("epoch_losses", [])]
+        self.trained_world = int(state.get("world", 1))
+
+    def _load_weights(self, net: nn.Module, weights: dict[str, torch.Tensor], path: Path) -> None:
+        missing, unexpected = net.load_state_dict(weights, strict=False)
+        if [k for k in missing if not k.startswith("metapath.")] or unexpected:   # α: absent before --gumbel existed
+            raise UsageError(f"--resume: {path} does not fit space {self.space.name!r}")
+
+    def resume_note(self) -> str | None:
+        """What changes when a run resumes on another number of workers (None when nothing does)."""
+        if self.trained_world == self.world or self.cfg.sync_bn:
+            return None
+        return (f"resuming on {self.world} worker(s) a run trained on {self.trained_world}: BatchNorm statistics are "
+                f"per worker's slice of the batch, so the rest of the run differs from one that kept "
+                f"{self.trained_world} (train with --sync-bn for results that do not depend on the worker count)")
 
     def summary(self) -> dict[str, Any]:
         last = self.history[-1] if self.history else {}
+        recipe = "sandwich rule + in-place distillation" + (" + Gumbel MetaPath importance" if self.cfg.gumbel else "")
         return {"trained": {"data": self.cfg.data, "epochs": self.cfg.epochs,
                             "epochs_done": self.step // self.steps_per_epoch, "steps": self.step,
-                            "steps_total": self.total_steps,
-                            "recipe": "sandwich rule + in-place distillation"
-                                      + (" + Gumbel MetaPath importance" if self.cfg.gumbel else ""),
+                            "steps_total": self.total_steps, "recipe": recipe, "workers": self.trained_world,
+                            "weights": "EMA" if self.ema is not None else "last step",
                             "config": self.cfg.to_dict(), "top1": last.get("top1", {})}}
+
+
+# ----------------------------------------------------------------------------------------------- the loop
 
 
 def history_plot_path(out: str | Path) -> Path:
@@ -291,44 +493,150 @@ def history_plot_path(out: str | Path) -> Path:
     return out.with_name(out.stem + ".training.png")
 
 
-def train_supernet(cfg: TrainConfig, out: str | Path, resume: bool = False, device: str = "cpu",
-                   save_every: int = 100, progress: bool = True, workers: int = 0) -> dict[str, Any]:
-    """Train (or resume training) the supernet of ``cfg.space`` on ``cfg.data``; writes ``out`` and returns a
-    summary with each epoch's loss and the top-1 of the subnets at the ends of the space (``ends_of_space``)."""
+def metrics_csv_path(out: str | Path) -> Path:
+    out = Path(out)
+    return out.with_name(out.stem + ".metrics.csv")
+
+
+METRIC_COLUMNS = ("epoch", "step", "loss", "lr", "images_per_s")
+
+
+def write_metrics_csv(history: list[dict[str, Any]], path: Path) -> None:
+    """One row per epoch: loss, learning rate, images/s and the top-1 of each evaluated subnet (atomic rewrite)."""
+    from nas.fileio import atomic_output
+
+    names = list(history[-1]["top1"]) if history else []
+    buf = io.StringIO()
+    writer = csv.writer(buf)
+    writer.writerow([*METRIC_COLUMNS, *(f"top1_{n}" for n in names)])
+    for h in history:
+        writer.writerow([h.get(c, "") for c in METRIC_COLUMNS] + [h["top1"].get(n, "") for n in names])
+    with atomic_output(path) as staging:
+        staging.write_text(buf.getvalue())
+
+
+class TrainingLog:
+    """Where a run's metrics go besides the checkpoint: the CSV and plot next to ``out``, TensorBoard when asked
+    (``log_dir``; torch's writer when the ``tensorboard`` package is installed, else tensorboardX's)."""
+
+    def __init__(self, out: Path, log_dir: str | None = None):
+        self.out, self.writer = out, None
+        if log_dir:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+            except ImportError:
+                try:
+                    from tensorboardX import SummaryWriter  # type: ignore[no-redef]
+                except ImportError:
+                    raise UsageError("--log-dir needs TensorBoard: pip install tensorboard") from None
+            self.writer = SummaryWriter(log_dir)
+
+    def step(self, step: int, loss: float, lr: float) -> None:
+        if self.writer is not None:
+            self.writer.add_scalar("train/loss", loss, step)
+            self.writer.add_scalar("train/lr", lr, step)
+
+    def epoch(self, history: list[dict[str, Any]], title: str) -> None:
+        entry = history[-1]
+        write_metrics_csv(history, metrics_csv_path(self.out))
+        plot_history(history, history_plot_path(self.out), title)
+        if self.writer is not None:
+            for key in ("loss", "lr", "images_per_s"):
+                self.writer.add_scalar(f"epoch/{key}", entry[key], entry["epoch"])
+            for name, top1 in entry["top1"].items():
+                self.writer.add_scalar(f"top1/{name}", top1, entry["epoch"])
+            self.writer.flush()
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+
+
+def run_steps(trainer: SupernetTrainer, out: Path, save_every: int = 100, progress: bool = True, workers: int = 0,
+              log_dir: str | None = None, on_save: Callable[[], None] | None = None, bar_factory: Any = None,
+              after_step: Callable[[int], None] | None = None) -> None:
+    """Train from ``trainer.step`` to the end. Rank 0 evaluates after every epoch and writes the metrics CSV, the
+    plot and TensorBoard. At each save point rank 0 writes the checkpoint to ``out``, or, when given, every rank
+    calls ``on_save`` instead (Ray Train's report is a collective: every worker calls it)."""
     from tqdm import tqdm
 
-    out = Path(out)
+    cfg, lead = trainer.cfg, trainer.rank == 0
+    log = TrainingLog(out, log_dir) if lead else None
+    bar = (bar_factory or tqdm)(total=trainer.total_steps, initial=trainer.step, desc="supernet", unit="step",
+                                disable=not (progress and lead), dynamic_ncols=True)
+    epoch_clock, epoch_steps = time.perf_counter(), 0
+    try:
+        for images, labels in trainer.loader(workers):
+            loss = trainer.train_step(images, labels)
+            trainer.losses.append(loss)
+            epoch_steps += 1
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss:.3f}", epoch=trainer.step // trainer.steps_per_epoch)
+            if log is not None:
+                log.step(trainer.step, loss, trainer.lr_at(trainer.step - 1))
+            epoch_done = trainer.step % trainer.steps_per_epoch == 0
+            if epoch_done:
+                images_per_s = epoch_steps * cfg.batch_size / (time.perf_counter() - epoch_clock)
+                if lead:
+                    trainer.history.append({"epoch": trainer.step // trainer.steps_per_epoch, "step": trainer.step,
+                                            "loss": sum(trainer.losses) / len(trainer.losses),
+                                            "lr": trainer.lr_at(trainer.step - 1), "images_per_s": images_per_s,
+                                            "top1": trainer.evaluate()})
+                    h = trainer.history[-1]
+                    print(f"epoch {h['epoch']}/{cfg.epochs}: loss {h['loss']:.3f}, {images_per_s:.0f} images/s, "
+                          + ", ".join(f"top-1 {k} {v:.1f}%" for k, v in h["top1"].items()),
+                          file=sys.stderr)   # stdout carries only the result (--json contract)
+                    assert log is not None
+                    log.epoch(trainer.history, f"supernet of {trainer.space.name} on {cfg.data} "
+                                               f"({trainer.step} steps)")
+                trainer.losses = []
+                epoch_clock, epoch_steps = time.perf_counter(), 0
+            if epoch_done or trainer.step % save_every == 0:
+                if on_save is not None:
+                    on_save()
+                elif lead:
+                    trainer.save(out)
+            if after_step is not None:
+                after_step(trainer.step)
+    finally:
+        bar.close()
+        if log is not None:
+            log.close()
+
+
+def check_out(out: Path, resume: bool) -> None:
     if out.exists() and not resume:
         raise UsageError(f"--out {out} exists; pass --resume to continue that training, or choose another --out")
+
+
+def train_supernet(cfg: TrainConfig, out: str | Path, resume: bool = False, device: str = "cpu",
+                   save_every: int = 100, progress: bool = True, workers: int = 0,
+                   log_dir: str | None = None) -> dict[str, Any]:
+    """Train (or resume training) the supernet of ``cfg.space`` on ``cfg.data`` in this process; writes ``out`` and
+    returns a summary with each epoch's loss and the top-1 of the subnets at the ends of the space
+    (``ends_of_space``). ``supernet.distributed.train_on_ray`` is the same on Ray Train workers."""
+    out = Path(out)
+    check_out(out, resume)
+    check_config(cfg, device)
     trainer = SupernetTrainer(cfg, device)
     start_step = 0
     if resume and out.exists():
         trainer.restore(out)
         start_step = trainer.step
+        note = trainer.resume_note()
+        if note:
+            print(f"nas: note: {note}", file=sys.stderr)
+        trainer.trained_world = 1
     started = time.perf_counter()
-    bar = tqdm(total=trainer.total_steps, initial=trainer.step, desc="supernet", unit="step", disable=not progress,
-               dynamic_ncols=True)
-    try:
-        for images, labels in trainer.loader(workers):
-            trainer.losses.append(trainer.train_step(images, labels))
-            bar.update(1)
-            bar.set_postfix(loss=f"{trainer.losses[-1]:.3f}", epoch=trainer.step // trainer.steps_per_epoch)
-            epoch_done = trainer.step % trainer.steps_per_epoch == 0
-            if epoch_done:
-                trainer.history.append({"epoch": trainer.step // trainer.steps_per_epoch,
-                                        "loss": sum(trainer.losses) / len(trainer.losses), "top1": trainer.evaluate()})
-                trainer.losses = []
-                bar.write(f"epoch {trainer.history[-1]['epoch']}/{cfg.epochs}: loss {trainer.history[-1]['loss']:.3f}, "
-                          + ", ".join(f"top-1 {k} {v:.1f}%" for k, v in trainer.history[-1]["top1"].items()),
-                          file=sys.stderr)   # stdout carries only the result (--json contract)
-                plot_history(trainer.history, history_plot_path(out),
-                             f"supernet of {trainer.space.name} on {cfg.data} ({trainer.step} steps)")
-            if epoch_done or trainer.step % save_every == 0:
-                trainer.save(out)
-    finally:
-        bar.close()
-    return {"out": str(out), "plot": str(history_plot_path(out)), "space": trainer.space.name, "data": cfg.data,
-            "epochs": cfg.epochs,
-            "steps": trainer.step, "resumed_from_step": start_step if resume else None,
-            "steps_this_run": trainer.step - start_step, "wall_s": time.perf_counter() - started,
-            "history": trainer.history, "top1": trainer.history[-1]["top1"] if trainer.history else {}}
+    run_steps(trainer, out, save_every, progress, workers, log_dir)
+    return result_summary(trainer.history, trainer.step, cfg, out, trainer.space.name,
+                          start_step if resume else None, trainer.step - start_step, time.perf_counter() - started,
+                          workers=1)
+
+
+def result_summary(history: list[dict[str, Any]], steps: int, cfg: TrainConfig, out: Path, space: str,
+                   resumed_from: int | None, steps_this_run: int, wall_s: float, workers: int) -> dict[str, Any]:
+    return {"out": str(out), "plot": str(history_plot_path(out)), "metrics": str(metrics_csv_path(out)),
+            "space": space, "data": cfg.data, "epochs": cfg.epochs, "steps": steps, "resumed_from_step": resumed_from,
+            "steps_this_run": steps_this_run, "wall_s": wall_s, "workers": workers, "history": history,
+            "top1": history[-1]["top1"] if history else {}}

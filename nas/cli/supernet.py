@@ -81,10 +81,52 @@ def register(commands: Commands) -> None:
     train.add_argument("--alpha-lr", type=positive_float, default=d("alpha_lr"),
                        help=f"Adam learning rate of the importances (default {d('alpha_lr'):g})")
     train.add_argument("--workers", type=non_negative_int, default=0,
-                       help="data-loading processes (default 0: the training process); results do not depend on it")
+                       help="data-loading processes per trainer (default 0: the training process); results do not "
+                            "depend on it")
     _add_torch_device(train)
     train.add_argument("--save-every", type=positive_int, default=100,
                        help="also checkpoint every N steps, besides each epoch's end (default 100)")
+    recipe = train.add_argument_group("timm's training pipeline (each off by default)")
+    recipe.add_argument("--opt", default=d("opt"), help=f"optimizer, any name timm.optim.create_optimizer_v2 "
+                                                        f"knows (default {d('opt')})")
+    recipe.add_argument("--mixup", type=non_negative_float, default=d("mixup"),
+                        help="mixup alpha of the largest subnet's images and labels (timm.data.Mixup; 0: off)")
+    recipe.add_argument("--cutmix", type=non_negative_float, default=d("cutmix"), help="cutmix alpha (0: off)")
+    recipe.add_argument("--aa", dest="auto_augment", default=d("auto_augment"), metavar="POLICY",
+                        help="timm RandAugment policy for ImageFolder data, e.g. rand-m9-mstd0.5-inc1")
+    recipe.add_argument("--reprob", type=fraction, default=d("reprob"),
+                        help="random-erasing probability for ImageFolder data (timm; 0: off)")
+    recipe.add_argument("--ema-decay", type=fraction, default=d("ema_decay"),
+                        help="keep an EMA of the supernet weights (timm ModelEmaV3) with this decay, e.g. 0.9998; "
+                             "evaluation and the checkpoint then use it (0: off)")
+    recipe.add_argument("--amp", choices=("none", "bf16", "fp16"), default=d("amp"),
+                        help="mixed precision with torch.autocast: bf16 (CPU or CUDA) or fp16 (CUDA, with a grad "
+                             "scaler); default none")
+    recipe.add_argument("--accum-steps", type=positive_int, default=d("accum_steps"),
+                        help="split each step's batch into this many micro-batches (gradient accumulation; the "
+                             "optimiser still steps once per --batch-size images)")
+    recipe.add_argument("--teacher", default=d("teacher"), metavar="TIMM_MODEL",
+                        help="hard distillation of the largest subnet from this timm model (DeiT-style: half the "
+                             "loss on its top class), e.g. regnety_160; needs --teacher-weights")
+    recipe.add_argument("--teacher-weights", default=d("teacher_weights"), metavar="FILE",
+                        help="the teacher's state dict (.safetensors or weights-only .pth); nothing is downloaded")
+    recipe.add_argument("--log-dir", default=None, metavar="DIR",
+                        help="also write TensorBoard scalars here (loss and lr per step; per epoch loss, lr, "
+                             "images/s, top-1); the per-epoch CSV next to --out is always written")
+    scale = train.add_argument_group("data parallel on Ray Train")
+    scale.add_argument("--num-workers", type=positive_int, default=None,
+                       help="train on this many Ray Train workers (DDP-style: each takes its slice of every batch; "
+                            "--batch-size stays the global batch). Default: one local process")
+    scale.add_argument("--ray-address", default=None, metavar="ADDR",
+                       help="join this Ray cluster (e.g. ray://head:10001 or auto) instead of starting a local Ray")
+    scale.add_argument("--ray-storage", default=None, metavar="PATH_OR_URI",
+                       help="where Ray Train keeps the run's checkpoints (default: OUT.ray next to --out; a shared "
+                            "folder or s3:// URI on a multi-node cluster)")
+    scale.add_argument("--max-failures", type=non_negative_int, default=0,
+                       help="restart the workers from the last checkpoint this many times when one dies")
+    scale.add_argument("--sync-bn", action="store_true",
+                       help="BatchNorm statistics over the global batch (all workers), so the result does not depend "
+                            "on --num-workers")
     add_output_args(train)
     train.set_defaults(func=train_supernet)
 
@@ -140,20 +182,38 @@ def train_supernet(args: argparse.Namespace) -> int:
                       num_random=args.num_random, label_smoothing=args.label_smoothing,
                       max_train_images=args.max_train_images, val_images=args.val_images,
                       bn_images=args.bn_images, seed=args.seed, init_timm=args.init_timm, gumbel=args.gumbel,
-                      tau_start=args.tau_start, tau_end=args.tau_end, alpha_lr=args.alpha_lr)
+                      tau_start=args.tau_start, tau_end=args.tau_end, alpha_lr=args.alpha_lr, opt=args.opt,
+                      mixup=args.mixup, cutmix=args.cutmix, auto_augment=args.auto_augment, reprob=args.reprob,
+                      ema_decay=args.ema_decay, amp=args.amp, accum_steps=args.accum_steps, sync_bn=args.sync_bn,
+                      teacher=args.teacher, teacher_weights=args.teacher_weights)
+    if (args.ray_address or args.ray_storage or args.max_failures) and not args.num_workers:
+        raise UsageError("--ray-address, --ray-storage and --max-failures are settings of --num-workers (Ray Train); "
+                         "add --num-workers N or drop them")
     if not args.gumbel and any(getattr(args, k) != d for k, d in (("tau_start", TrainConfig.default("tau_start")),
                                                                    ("tau_end", TrainConfig.default("tau_end")),
                                                                    ("alpha_lr", TrainConfig.default("alpha_lr")))):
         raise UsageError("--tau-start, --tau-end and --alpha-lr are settings of --gumbel; add --gumbel or drop them")
-    result = train(cfg, args.out, resume=args.resume, device=device, save_every=args.save_every,
-                   progress=not args.no_progress, workers=args.workers)
+    if args.num_workers:
+        from pathlib import Path
+
+        from supernet.distributed import train_on_ray
+
+        result = train_on_ray(cfg, Path(args.out), args.num_workers, resume=args.resume, device=device,
+                              save_every=args.save_every, progress=not args.no_progress, workers=args.workers,
+                              address=args.ray_address, max_failures=args.max_failures, log_dir=args.log_dir,
+                              storage=args.ray_storage)
+    else:
+        result = train(cfg, args.out, resume=args.resume, device=device, save_every=args.save_every,
+                       progress=not args.no_progress, workers=args.workers, log_dir=args.log_dir)
 
     def text() -> None:
         top1 = ", ".join(f"{k} {v:.1f}%" for k, v in result["top1"].items())
         resumed = f" (resumed at step {result['resumed_from_step']})" if result["resumed_from_step"] else ""
         print(f"supernet of space {space.name!r} trained on {args.data}: {result['steps']} steps, {args.epochs} "
               f"epochs{resumed}; top-1 of the subnets at the ends of the space: {top1 or 'not evaluated'}")
-        print(f"checkpoint {result['out']} ({result['wall_s']:.1f} s this run); use it with "
+        on = f" on {result['workers']} Ray workers" if args.num_workers else ""
+        print(f"checkpoint {result['out']} ({result['wall_s']:.1f} s this run{on}; per-epoch metrics "
+              f"{result['metrics']}); use it with "
               f"nas search --supernet {result['out']} --data {args.data}"
               + (f" --strategy slim (importance-guided); see its importances with nas supernet importance "
                  f"{result['out']}" if args.gumbel else ""))
