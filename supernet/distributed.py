@@ -62,6 +62,8 @@ def _worker_loop(config: dict[str, Any]) -> None:
 
     from supernet.train import SupernetTrainer, run_steps
 
+    if Path(config["cwd"]).is_dir():   # relative --data / --log-dir paths mean what they mean to the driver
+        os.chdir(config["cwd"])
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     device = config["device"]
@@ -141,14 +143,14 @@ def train_on_ray(cfg: TrainConfig, out: Path, num_workers: int, *, resume: bool 
         resume_from = ray.train.Checkpoint.from_directory(str(staging))
     fault = os.environ.get(FAULT_ENV, "").split(":") if os.environ.get(FAULT_ENV) else None
     config = {"cfg": cfg.to_dict(), "out": str(out), "device": device, "save_every": save_every,
-              "progress": progress, "workers": workers, "log_dir": log_dir, "fault": fault}
+              "progress": progress, "workers": workers, "log_dir": log_dir, "fault": fault, "cwd": os.getcwd()}
     started_ray = _connect(ray, address, num_workers)
     started = time.perf_counter()
     try:
         trainer = TorchTrainer(
             _worker_loop, train_loop_config=config,
             scaling_config=ray.train.ScalingConfig(num_workers=num_workers, use_gpu=device == "cuda"),
-            run_config=ray.train.RunConfig(
+            run_config=ray.train.RunConfig(  # type: ignore[call-arg]   # mypy sees Ray Train v1 types
                 # a new run name each launch: Ray Train would otherwise restore an older run of the same name
                 name=f"{out.stem}-{time.strftime('%Y%m%d-%H%M%S')}",
                 storage_path=storage or str(out.parent / f"{out.stem}.ray"),
@@ -159,10 +161,12 @@ def train_on_ray(cfg: TrainConfig, out: Path, num_workers: int, *, resume: bool 
         try:
             result = trainer.fit()
         except ray.train.TrainingFailedError as exc:
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise RuntimeError(f"training failed on Ray after {max_failures} restart(s): {first}; the last "
-                               f"checkpoint is in {out} (continue with --resume; --max-failures allows restarts)"
-                               ) from None
+            lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+            cause = lines[-1] if lines else type(exc).__name__   # the workers' own error ends Ray's message
+            saved = (f"the last checkpoint is in {out} (continue with --resume)" if out.exists()
+                     else "no checkpoint was written")
+            raise RuntimeError(f"training failed on Ray Train after {max_failures} restart(s) (--max-failures): "
+                               f"{cause}; {saved}") from None
         if result.checkpoint is not None:
             from nas.fileio import atomic_output
 

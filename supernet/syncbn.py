@@ -31,6 +31,8 @@ def global_batch_norm(x: torch.Tensor, running_mean: torch.Tensor, running_var: 
                       weight: torch.Tensor, bias: torch.Tensor, momentum: float, eps: float) -> torch.Tensor:
     """Training-mode BatchNorm of ``x`` ([B, C, ...]) with the statistics of every worker's ``x`` together; the
     running statistics (views into the module's buffers) are updated in place as ``F.batch_norm`` would."""
+    import warnings
+
     import torch.distributed as dist
     from torch.distributed.nn.functional import all_reduce
 
@@ -39,7 +41,11 @@ def global_batch_norm(x: torch.Tensor, running_mean: torch.Tensor, running_var: 
     x64 = x.double()
     local = torch.cat([x64.sum(dims), (x64 * x64).sum(dims),
                        torch.tensor([x.numel() / c], dtype=torch.float64, device=x.device)])
-    total = all_reduce(local) if dist.is_available() and dist.is_initialized() else local
+    total = local
+    if dist.is_available() and dist.is_initialized():
+        with warnings.catch_warnings():   # deprecated for a private module (_functional_collectives); still works
+            warnings.simplefilter("ignore", FutureWarning)
+            total = all_reduce(local)
     count = total[-1]
     mean = total[:c] / count
     var = (total[c:2 * c] / count - mean * mean).clamp_min(0)

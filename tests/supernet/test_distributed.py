@@ -252,3 +252,17 @@ def test_training_options_that_cannot_work_are_refused_in_one_line(tmp_path, fla
     assert result.returncode == 2, result.stderr
     assert words in result.stderr and len(result.stderr.strip().splitlines()) == 1, result.stderr
     assert not (tmp_path / "x.pt").exists()
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU on this machine")
+def test_cuda_training_with_fp16_grad_scaler_and_channels_last(tmp_path):
+    trainer = SupernetTrainer(TrainConfig(**{**BASE, "amp": "fp16", "opt": "adamw", "lr": 1e-3}), device="cuda")
+    dtypes: set[torch.dtype] = set()
+    trainer.net.head.register_forward_hook(lambda m, i, o: dtypes.add(o.dtype))
+    losses = [trainer.train_step() for _ in range(3)]
+    assert dtypes == {torch.float16} and trainer.scaler is not None and all(map(torch.isfinite, map(torch.tensor,
+                                                                                                   losses)))
+    assert trainer.net.stem.conv1.weight.is_contiguous(memory_format=torch.channels_last)
+    trainer.save(tmp_path / "gpu.pt")
+    assert "grad_scaler" in load_checkpoint_payload(tmp_path / "gpu.pt")["training"]
