@@ -115,7 +115,8 @@ def _connect(ray: Any, address: str | None, num_workers: int) -> bool:
     if address:
         ray.init(address=address, log_to_driver=True)
     else:
-        ray.init(num_cpus=max(num_workers, os.cpu_count() or 1), include_dashboard=False, log_to_driver=True)
+        # with the dashboard: Ray Train's placement-group cleaner polls its state API, and logs every failed poll
+        ray.init(num_cpus=max(num_workers, os.cpu_count() or 1), log_to_driver=True)
     return True
 
 

@@ -38,7 +38,8 @@ def test_builtin_digits_are_real_images_with_disjoint_splits(tiny):
 def trained(tmp_path_factory):
     """One 3-epoch training run, shared by the tests that only read its checkpoint."""
     out = tmp_path_factory.mktemp("trained") / "supernet.pt"
-    result = run_nas("supernet", "train", *SMALL, "--epochs", "3", "--out", str(out), "--json")
+    result = run_nas("supernet", "train", *SMALL, "--epochs", "3", "--out", str(out), "--json",
+                     "--log-dir", str(out.with_name("tb")))
     assert result.returncode == 0, result.stderr
     return out, json.loads(result.stdout)
 
@@ -55,6 +56,13 @@ def test_training_learns_both_ends_of_the_space(trained):
     assert net.space.name == "tiny"
     plot = out.with_name("supernet.training.png")          # training curves, next to the checkpoint
     assert report["plot"] == str(plot) and plot.stat().st_size > 10_000
+    import csv
+
+    rows = list(csv.DictReader(out.with_name("supernet.metrics.csv").open()))   # one row per epoch
+    assert [int(r["epoch"]) for r in rows] == [1, 2, 3] and float(rows[-1]["top1_largest"]) > 40
+    assert float(rows[0]["images_per_s"]) > 0 and float(rows[0]["lr"]) > float(rows[-1]["lr"]) >= 0   # cosine
+    events = list(out.with_name("tb").glob("events.out.tfevents.*"))          # TensorBoard, with --log-dir
+    assert events and events[0].stat().st_size > 500
 
 
 def test_eval_reports_the_top1_of_the_archs_asked_for(trained, tmp_path, tiny):
