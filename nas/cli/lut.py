@@ -183,7 +183,8 @@ def _build_packages(args: argparse.Namespace) -> int:
         device = dataclasses.replace(device, compute_units=args.compute_units)
     space = load_space(args.space)
     out = Path(args.out) if args.out else default_package_dir(device, space)
-    manifest = build_packages(device, space, out, resume=args.resume, progress=not args.no_progress)
+    manifest = build_packages(device, space, out, resume=args.resume, progress=not args.no_progress,
+                              calibrate=args.calibrate)
     packages = load_manifest(manifest)["packages"]
     summary: dict[str, Any] = {"manifest": str(manifest), "packages": len(packages), "device": device.name,
                "space": space.name,

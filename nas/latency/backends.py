@@ -44,6 +44,7 @@ class CpuBackend(Backend):
     name = "torch-cpu"
 
     def measure(self, module: nn.Module, x: torch.Tensor) -> Timing:
+        threads = torch.get_num_threads()
         torch.set_num_threads(self.threads)
         torch.set_flush_denormal(True)   # denormals would make timings depend on the random weights
         module = module.eval()
@@ -53,8 +54,12 @@ class CpuBackend(Backend):
             module(x)
             return time.perf_counter() - t
 
-        with torch.inference_mode():
-            return time_until_stable(run, self.policy)
+        try:
+            with torch.inference_mode():
+                return time_until_stable(run, self.policy)
+        finally:   # the process's own settings back (a caller may train next; torch has no getter for the other)
+            torch.set_num_threads(threads)
+            torch.set_flush_denormal(False)
 
 
 class CudaBackend(Backend):

@@ -28,10 +28,10 @@ def default_package_dir(device: Device, space: SearchSpace) -> Path:
     return Path(f"coreml_packages/{device.name}" + ("" if space.name == DEFAULT_SPACE else f"-{space.name}"))
 
 
-def _jobs(space: SearchSpace) -> list[dict[str, Any]]:
+def _jobs(space: SearchSpace, calibrate: int = CALIBRATION_ARCHS) -> list[dict[str, Any]]:
     jobs: list[dict[str, Any]] = [{"id": f"op-{i:04d}", "kind": "op", "op": op.key}
                                   for i, op in enumerate(space_ops(space))]
-    for k in range(CALIBRATION_ARCHS):
+    for k in range(calibrate):
         arch = space.sample(CALIBRATION_SEED_BASE + k)
         jobs.append({"id": f"arch-{k:02d}", "kind": "arch", "arch": arch.to_dict()})
     return jobs
@@ -59,8 +59,9 @@ _MANIFEST_MUST_MATCH = ("device", "space", "input_size", "batch", "compute_units
 
 
 def build_packages(device: Device, space: SearchSpace, out_dir: str | Path, resume: bool = False,
-                   progress: bool = True, limit: int | None = None) -> Path:
-    """Convert every op (and the calibration archs) of ``space``; returns the manifest path."""
+                   progress: bool = True, limit: int | None = None, calibrate: int = CALIBRATION_ARCHS) -> Path:
+    """Convert every op of ``space`` and ``calibrate`` calibration archs (``nas lut build --calibrate``, the same
+    seeds as a measured build's); returns the manifest path."""
     from tqdm import tqdm
 
     out_dir = Path(out_dir)
@@ -75,7 +76,7 @@ def build_packages(device: Device, space: SearchSpace, out_dir: str | Path, resu
         if clash:
             raise UsageError(f"cannot resume {manifest_path}: its {', '.join(clash)} differ from this build's")
         done = {p["id"]: p for p in old["packages"] if (out_dir / p["package"]).is_dir()}
-    jobs = _jobs(space)[:limit]
+    jobs = _jobs(space, calibrate)[:limit]
     packages: list[dict[str, Any]] = [done[j["id"]] for j in jobs if j["id"] in done]
     todo = [j for j in jobs if j["id"] not in done]
     (out_dir / "packages").mkdir(parents=True, exist_ok=True)
