@@ -241,10 +241,15 @@ class SupernetTrainer:
         except RuntimeError as exc:   # timm: "Unknown model (...)"
             raise UsageError(f"--teacher {self.cfg.teacher}: {exc}; see timm.list_models()") from None
         weights = load_state_dict_file(self.cfg.teacher_weights, "--teacher-weights", f"{self.cfg.teacher}'s weights")
-        missing, unexpected = teacher.load_state_dict(weights, strict=False)
+        fits = f"--teacher-weights {self.cfg.teacher_weights} does not fit {self.cfg.teacher} with " \
+               f"{self.space.num_classes} classes"
+        try:
+            missing, unexpected = teacher.load_state_dict(weights, strict=False)
+        except RuntimeError as exc:   # a tensor of another shape
+            detail = next((line.strip() for line in str(exc).splitlines() if "size mismatch" in line), "")
+            raise UsageError(f"{fits} ({detail or 'tensor shapes differ'})") from None
         if missing or unexpected:
-            raise UsageError(f"--teacher-weights {self.cfg.teacher_weights} does not fit {self.cfg.teacher} with "
-                             f"{self.space.num_classes} classes (e.g. {(missing or unexpected)[0]})")
+            raise UsageError(f"{fits} (e.g. {(missing or unexpected)[0]})")
         return teacher.to(self.device).eval().requires_grad_(False)
 
     # -- schedule and sampling: pure functions of (seed, step), which is what makes resuming exact

@@ -18,6 +18,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from nas.errors import UsageError
 from supernet.checkpoint import load_checkpoint_payload
 from supernet.config import TrainConfig
 from supernet.distributed import train_on_ray
@@ -230,6 +231,27 @@ def test_bf16_autocast_runs_the_forward_in_bfloat16(plain_step):
     assert all(v.dtype == torch.float32 for v in trainer.net.parameters())   # weights and optimiser stay fp32
     diff = max_difference(_params(trainer), plain_step)
     assert 0 < diff < 0.05
+
+
+def test_teacher_hard_distillation_uses_the_timm_model_it_names(plain_step, tmp_path):
+    """--teacher test_resnet (a small timm model) with a weights file: its top class enters the largest subnet's
+    loss, so the weights move differently; nothing is downloaded."""
+    import timm
+    from safetensors.torch import save_file
+
+    weights = tmp_path / "teacher.safetensors"
+    save_file(timm.create_model("test_resnet", num_classes=10).state_dict(), str(weights))
+    trainer = _trainer(teacher="test_resnet", teacher_weights=str(weights))
+    calls: list[int] = []
+    trainer.teacher_model.register_forward_hook(lambda m, i, o: calls.append(o.shape[0]))
+    trainer.train_step()
+    trainer.train_step()
+    assert calls == [16, 16] and not trainer.teacher_model.training
+    assert max_difference(_params(trainer), plain_step) > 1e-4
+    wrong = tmp_path / "wrong.safetensors"
+    save_file(timm.create_model("test_resnet", num_classes=3).state_dict(), str(wrong))
+    with pytest.raises(UsageError, match="does not fit test_resnet"):
+        _trainer(teacher="test_resnet", teacher_weights=str(wrong))
 
 
 def test_gradient_accumulation_runs_micro_batches():
