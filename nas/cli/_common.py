@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -47,6 +48,8 @@ def float_where(ok: Callable[[float], bool], accepted: str) -> Callable[[str], f
             value = float(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"{text!r} is not a number; expected {accepted}") from None
+        if not math.isfinite(value):   # inf and nan pass float() and most comparisons' negations
+            raise argparse.ArgumentTypeError(f"{text!r} is not finite; expected {accepted}")
         if not ok(value):
             raise argparse.ArgumentTypeError(f"{value} is not allowed; expected {accepted}")
         return value

@@ -244,7 +244,13 @@ def load_predictor(device: str, space: str = DEFAULT_SPACE, lut: str | Path | No
     if not path.exists() and not lut:
         raise UsageError(f"no latency table for device {device!r} and space {space!r} at {path}; "
                          f"build one with: nas lut build --device {device}{space_flag(space)}")
-    return LutPredictor.from_file(path)
+    predictor = LutPredictor.from_file(path)
+    built_for = predictor.table.header.get("device")
+    if lut and built_for and built_for != device:   # its numbers would be printed as another device's
+        raise UsageError(f"--lut {path} is a table of device {built_for!r} (space {predictor.space.name!r}), not "
+                         f"of {device!r}; use --device {built_for}, or a table of {device} (nas lut build --device "
+                         f"{device})")
+    return predictor
 
 
 def estimate_notice(predictor: LutPredictor) -> str | None:

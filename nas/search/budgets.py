@@ -4,6 +4,7 @@ table (the same predictor as ``nas predict``), and optionally size limits (``--m
 capacity proxy (``nas.search.capacity``)."""
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -64,10 +65,10 @@ class Budgets:
         if len(set(devices)) != len(devices):
             raise UsageError(f"--device {', '.join(devices)}: a device appears twice; one budget per device")
         for ms in budget_ms:
-            if not ms > 0:
-                raise UsageError(f"--budget-ms {ms}: expected a positive number of milliseconds")
+            if not (ms > 0 and math.isfinite(ms)):
+                raise UsageError(f"--budget-ms {ms}: expected a positive, finite number of milliseconds")
         for key, value in (("params_m", max_params_m), ("gmacs", max_gmacs)):
-            if value is not None and not value > 0:
+            if value is not None and not (value > 0 and math.isfinite(value)):
                 flag, unit = SIZE_LIMITS[key]
                 raise UsageError(f"{flag} {value}: expected a positive number of {unit}")
         if guarantee is not None and not 0.5 <= guarantee < 1:
