@@ -22,6 +22,11 @@ def read_json(path: str | Path, what: str, missing_hint: str = "") -> Any:
         raise UsageError(f"{what} {path} does not exist{missing_hint}") from None
     except json.JSONDecodeError as exc:
         raise UsageError(f"{what} {path} is not valid JSON: {exc.msg} at line {exc.lineno}") from None
+    except UnicodeDecodeError:   # binary, or UTF-16 from a Windows editor
+        raise UsageError(f"{what} {path} is not UTF-8 text (binary, or another encoding); expected a JSON file"
+                         ) from None
+    except IsADirectoryError:
+        raise UsageError(f"{what} {path} is a folder; expected a JSON file") from None
 
 
 def write_json_atomic(path: str | Path, data: Any, indent: int | None = 1) -> None:

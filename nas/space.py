@@ -582,7 +582,12 @@ def resolve_arch(value: str, space_name: str, flag: str = "--arch") -> Arch:
                             "nas search, an arch JSON file or a preset name")
         path = path / "best_arch.json"
     if path.is_file():
-        return Arch.from_json(path.read_text())
+        try:
+            text = path.read_text()
+        except UnicodeDecodeError:
+            raise ArchError(f"{flag} {value!r} is not UTF-8 text (binary, or another encoding); expected an arch "
+                            "JSON file, a run directory or a preset name") from None
+        return Arch.from_json(text)
     if value in space.presets:
         return space.preset(value)
     raise ArchError(f"{flag} {value!r} is neither a preset of space {space.name!r} "

@@ -38,6 +38,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UsageError as exc:
         print(f"nas: error: {exc}", file=sys.stderr)
         return 2
+    except UnicodeDecodeError as exc:   # a last resort: the readers name the file where they can
+        print(f"nas: error: a file given is not UTF-8 text ({exc.reason} at byte {exc.start}); expected JSON, YAML "
+              "or CSV text", file=sys.stderr)
+        return 2
+    except IsADirectoryError as exc:
+        print(f"nas: error: {exc.filename} is a folder; expected a file", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("nas: interrupted", file=sys.stderr)
         return 130

@@ -72,6 +72,9 @@ class LatencyTable:
             raise TableError(f"latency table {path} does not exist") from None
         except OSError as exc:
             raise TableError(f"latency table {path} cannot be read: {exc.strerror}") from None
+        except UnicodeDecodeError:
+            raise TableError(f"latency table {path} is not UTF-8 text (binary, or another encoding); expected the "
+                             "JSON of nas lut build / estimate / ingest") from None
         try:
             data = json.loads(text)
         except json.JSONDecodeError as exc:

@@ -304,6 +304,19 @@ def test_coreml_build_resumes_after_kill_then_ingests_a_measured_table(tiny, tmp
     partial = run_nas("lut", "ingest", str(manifest), str(tmp_path / "partial.json"), "--out", str(tmp_path / "x.json"))
     assert partial.returncode == 2 and "nas lut measure" in partial.stderr and "--resume" in partial.stderr
 
+    # timings that are not positive and finite, or of packages this manifest does not have, are refused
+    whole = json.loads((tmp_path / "timings.json").read_text())
+    first = packages[0]["id"]
+    for name, change, words in (("inf", {first: {"median_ms": float("inf")}}, "median_ms inf"),
+                                ("zero", {first: {"median_ms": 0.0}}, "median_ms 0.0"),
+                                ("stranger", {"op-9999": {"median_ms": 1.0}}, "ids that are not in")):
+        bad = {**whole, "timings": {**whole["timings"], **change}}
+        (tmp_path / f"{name}.json").write_text(json.dumps(bad))
+        refused = run_nas("lut", "ingest", str(manifest), str(tmp_path / f"{name}.json"), "--out",
+                          str(tmp_path / "x.json"))
+        assert refused.returncode == 2 and words in refused.stderr, (name, refused.stderr)
+        assert len(refused.stderr.strip().splitlines()) == 1
+
     if platform.system() != "Darwin":   # the runner itself needs macOS: refused in one line elsewhere
         measured = run_nas("lut", "measure", str(manifest), "--out", str(tmp_path / "m.json"))
         assert measured.returncode == 2 and "macOS" in measured.stderr

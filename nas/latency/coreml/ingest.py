@@ -3,6 +3,7 @@ the end-to-end correction fitted on the whole-arch timings exactly as ``nas lut 
 from __future__ import annotations
 
 import csv
+import math
 from pathlib import Path
 from typing import Any
 
@@ -53,10 +54,19 @@ def ingest(manifest_path: str | Path, timings_path: str | Path, out: str | Path)
         raise UsageError(f"timings {timings_path} lack {len(missing)} of the manifest's packages "
                          f"(first: {', '.join(missing[:3])}); finish them with: nas lut measure {manifest_path} "
                          f"--out {timings_path} --resume")
+    known = {p["id"] for p in manifest["packages"]}
+    strangers = [pid for pid in timings if pid not in known]
+    if strangers:   # timings of another manifest (or another build of it) would be priced as this one's
+        raise UsageError(f"timings {timings_path} hold {len(strangers)} ids that are not in {manifest_path} "
+                         f"(first: {', '.join(map(str, strangers[:3]))}); measure this manifest's packages")
     for pid, t in timings.items():
-        v = t.get("median_ms") if isinstance(t, dict) else None
-        if not isinstance(v, (int, float)) or not v >= 0:
-            raise UsageError(f"timings {timings_path}: {pid} has median_ms {v!r}; expected a non-negative number")
+        for key in ("median_ms", "p10_ms", "p90_ms"):
+            v = t.get(key) if isinstance(t, dict) else None
+            if (v is None and key != "median_ms") or (isinstance(v, (int, float)) and not isinstance(v, bool)
+                                                       and math.isfinite(v) and v > 0):
+                continue
+            raise UsageError(f"timings {timings_path}: {pid} has {key} {v!r}; expected a positive, finite number "
+                             "of milliseconds")
     mh = manifest["header"]
     space = load_space(mh.get("space_source", mh["space"]))
     header = new_header(
