@@ -315,7 +315,7 @@ class SupernetTrainer:
         weight = 1.0 / cfg.accum_steps
         if self.mixup is not None:
             # the mixing draws (numpy and torch) are functions of (seed, step, worker, micro-batch)
-            np_seed = (cfg.seed * 1_000_003 + self.step) * 64 + self.rank * cfg.accum_steps + micro
+            np_seed = (cfg.seed * 1_000_003 + self.step) * 1_000_003 + self.rank * cfg.accum_steps + micro
             import numpy as np
 
             np.random.seed(np_seed % 2**32)
@@ -325,7 +325,9 @@ class SupernetTrainer:
         with self.autocast():
             logits = net(images).float()
         if self.mixup is not None:
-            loss = torch.sum(-targets * logits.log_softmax(dim=-1), dim=-1).mean()   # timm's SoftTargetCrossEntropy
+            from timm.loss import SoftTargetCrossEntropy
+
+            loss = SoftTargetCrossEntropy()(logits, targets)
         else:
             loss = F.cross_entropy(logits, labels, label_smoothing=cfg.label_smoothing)
         if self.teacher_model is not None:   # DeiT's hard distillation: half labels, half the teacher's top class
