@@ -66,7 +66,8 @@ class Budgets:
             raise UsageError(f"--device {', '.join(devices)}: a device appears twice; one budget per device")
         for ms in budget_ms:
             if not (ms > 0 and math.isfinite(ms)):
-                raise UsageError(f"--budget-ms {ms}: expected a positive, finite number of milliseconds")
+                finite = "" if math.isfinite(ms) else " (a finite one)"
+                raise UsageError(f"--budget-ms {ms}: expected a positive number of milliseconds{finite}")
         for key, value in (("params_m", max_params_m), ("gmacs", max_gmacs)):
             if value is not None and not (value > 0 and math.isfinite(value)):
                 flag, unit = SIZE_LIMITS[key]

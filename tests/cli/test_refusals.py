@@ -12,7 +12,8 @@ SHIPPED_IPHONE12 = Path(__file__).resolve().parents[2] / "latency_luts" / "iphon
 
 
 @pytest.mark.parametrize("args, words", [
-    (["search", "--budget-ms", "inf", "--device", "iphone12"], "--budget-ms inf: expected a positive, finite"),
+    (["search", "--budget-ms", "inf", "--device", "iphone12"],
+     "--budget-ms inf: expected a positive number of milliseconds (a finite one)"),
     (["search", "--budget-ms", "1.6", "--device", "iphone12", "--max-params", "nan"], "expected a positive"),
     (["supernet", "train", "--space", "tiny", "--data", "builtin:digits", "--epochs", "1", "--lr", "inf"],
      "'inf' is not finite"),
