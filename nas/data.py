@@ -64,6 +64,12 @@ def _folder_dataset(root: Path, split: str, input_size: int, training: bool, aut
     if not any(p.suffix.lower() in IMAGE_SUFFIXES for p in folder.rglob("*")):
         raise UsageError(f"--data {folder}: no images ({', '.join(IMAGE_SUFFIXES)}) under it; expected an "
                          "ImageFolder tree (DIR/<class>/<image>)")
+    if training and auto_augment:
+        try:
+            create_transform(input_size, is_training=True, auto_augment=auto_augment)
+        except (AssertionError, ValueError, KeyError, IndexError):   # timm asserts on an unknown policy
+            raise UsageError(f"--aa {auto_augment}: not a timm augmentation policy; e.g. rand-m9-mstd0.5-inc1 "
+                             "(RandAugment), augmix-m5-w4-d2, original, v0") from None
     transform = (create_transform(input_size, is_training=True, interpolation="bicubic", auto_augment=auto_augment,
                                   re_prob=re_prob) if training
                  else create_transform(input_size, is_training=False, interpolation="bicubic", crop_pct=0.95))

@@ -167,7 +167,8 @@ def test_trained_supernet_drives_search_and_export(trained, tmp_path, tiny):
 
 
 def test_trains_on_an_imagefolder_tree(tmp_path):
-    """timm's training transforms on a folder with train/ and val/ (random images, 2 classes)."""
+    """timm's training transforms on a folder with train/ and val/ (random images, 2 classes), with RandAugment and
+    random erasing; an unknown augmentation policy is refused in one line."""
     from PIL import Image
 
     g = torch.Generator().manual_seed(0)
@@ -180,11 +181,15 @@ def test_trains_on_an_imagefolder_tree(tmp_path):
                 Image.fromarray(pixels).save(folder / f"{i}.png")
     out = tmp_path / "folder.pt"
     result = run_nas("supernet", "train", "--space", "tiny", "--data", str(tmp_path / "data"), "--epochs", "1",
-                     "--batch-size", "8", "--bn-images", "8", "--out", str(out), "--no-progress", "--json")
+                     "--batch-size", "8", "--bn-images", "8", "--out", str(out), "--no-progress", "--json",
+                     "--aa", "rand-m9-mstd0.5-inc1", "--reprob", "0.25")
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
     assert report["steps"] == 3 and set(report["top1"]) == {"largest", "smallest"}
     assert all(0 <= v <= 100 for v in report["top1"].values())
+    bogus = run_nas("supernet", "train", "--space", "tiny", "--data", str(tmp_path / "data"), "--epochs", "1",
+                    "--aa", "bogus", "--out", str(tmp_path / "bogus.pt"), "--no-progress")
+    assert bogus.returncode == 2 and "--aa bogus" in bogus.stderr and len(bogus.stderr.strip().splitlines()) == 1
 
 
 @pytest.mark.parametrize("suffix", [".safetensors", ".pth"])
