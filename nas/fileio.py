@@ -67,6 +67,31 @@ def atomic_output(path: str | Path) -> Iterator[Path]:
         raise
 
 
+# What ``check_output`` writes (and removes) to prove a folder takes data: big enough that a full disk refuses it.
+_PROBE_BYTES = 64 * 1024
+
+
+def check_output(path: str | Path, flag: str) -> None:
+    """Refuse, before any work, an output location that cannot be written: a parent that is a file (bad input,
+    ``UsageError``), or a folder that is read-only or full (``EnvironmentFailure``). Folders that do not exist yet
+    are fine; they are made when the output is written."""
+    from nas.errors import EnvironmentFailure, UsageError
+
+    path = Path(path).expanduser()
+    existing = path.parent if not path.exists() else (path if path.is_dir() else path.parent)
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise UsageError(f"{flag} {path}: {existing} is a file, not a folder; give a path under a folder")
+    try:
+        with tempfile.TemporaryFile(dir=existing) as probe:
+            probe.write(b"\0" * _PROBE_BYTES)
+            probe.flush()
+            os.fsync(probe.fileno())
+    except OSError as exc:
+        raise EnvironmentFailure(f"{flag} {path}: cannot write in {existing}: {exc.strerror or exc}") from None
+
+
 def _remove(path: Path) -> None:
     if path.is_dir() and not path.is_symlink():
         shutil.rmtree(path)

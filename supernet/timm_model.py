@@ -39,7 +39,9 @@ def nas_efficientformer(pretrained: bool = False, **kwargs: Any) -> EfficientFor
     # the input size is the arch's, not the registry default's (models of the `tiny` space take 64x64)
     img_size = kwargs.get("img_size", 224)
     img_size = img_size if isinstance(img_size, int) else int(img_size[0])   # saved configs hold (h, w)
-    overlay = {"input_size": (3, img_size, img_size), "num_classes": kwargs.get("num_classes", 1000),
-               **(kwargs.pop("pretrained_cfg_overlay", None) or {})}
+    # num_classes stays the saved weights' (the pretrained_cfg read from the export's config.json): when a caller
+    # asks for another count, timm sees the difference, drops the saved heads and initialises new ones
+    overlay = {"input_size": (3, img_size, img_size), **(kwargs.pop("pretrained_cfg_overlay", None) or {})}
+    out_indices = kwargs.pop("out_indices", 4)
     return build_model_with_cfg(EfficientFormerNet, MODEL_NAME, pretrained, pretrained_cfg_overlay=overlay,
-                                feature_cfg=dict(flatten_sequential=True), **kwargs)
+                                feature_cfg=dict(out_indices=out_indices, feature_cls="getter"), **kwargs)

@@ -9,15 +9,21 @@ function and hands the result to ``emit``.
 from __future__ import annotations
 
 import argparse
+import errno
 import sys
 from collections.abc import Sequence
 
 from nas import __version__
 from nas.cli import export, lut, predict, search, space, supernet
 from nas.cli._common import Handler, Parser
-from nas.errors import UsageError
+from nas.errors import EnvironmentFailure, UsageError
 
 GROUPS = (space, predict, lut, supernet, search, export)   # each has register(commands)
+# Options that name where a command writes: checked before the command starts, so no hour of work ends in
+# "Permission denied" (a command's own rules, e.g. --out must not exist without --resume, stay with it).
+OUTPUT_OPTIONS = {"out": "--out", "plot": "--plot", "log_dir": "--log-dir"}
+# errno values that mean the machine, not the input: one line and exit 1, like EnvironmentFailure
+_ENVIRONMENT_ERRNOS = {errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EPERM, errno.EDQUOT}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -33,11 +39,22 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
+        check_outputs(args)
         handler: Handler = args.func
         return handler(args)
     except UsageError as exc:
         print(f"nas: error: {exc}", file=sys.stderr)
         return 2
+    except EnvironmentFailure as exc:
+        print(f"nas: error: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        if exc.errno not in _ENVIRONMENT_ERRNOS:
+            raise
+        where = f" {exc.filename}" if exc.filename else ""
+        print(f"nas: error: cannot write{where}: {exc.strerror}; nothing finished before this was lost",
+              file=sys.stderr)
+        return 1
     except UnicodeDecodeError as exc:   # a last resort: the readers name the file where they can
         print(f"nas: error: a file given is not UTF-8 text ({exc.reason} at byte {exc.start}); expected JSON, YAML "
               "or CSV text", file=sys.stderr)
@@ -50,6 +67,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     except BrokenPipeError:   # e.g. `nas space sample --n 1000 | head`
         return 0
+
+
+def check_outputs(args: argparse.Namespace) -> None:
+    from nas.fileio import check_output
+
+    for dest, flag in OUTPUT_OPTIONS.items():
+        value = getattr(args, dest, None)
+        if isinstance(value, str) and "://" not in value:
+            check_output(value, flag)
 
 
 if __name__ == "__main__":  # pragma: no cover

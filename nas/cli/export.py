@@ -15,9 +15,11 @@ def register(commands: Commands) -> None:
     p = commands.add_parser("export", help="write an arch (or a search's winner) as PyTorch, timm, TorchScript, "
                                            "ONNX and Core ML, each checked against PyTorch, with a model card")
     p.add_argument("arch", metavar="ARCH_OR_RUN", help="preset name, arch JSON file, or run directory of nas search")
-    p.add_argument("--format", default=",".join(FORMATS),
-                   help=f"comma-separated formats among {', '.join(FORMATS)} (default: all)")
-    p.add_argument("--out", required=True, help="output folder (files are replaced whole)")
+    p.add_argument("--format", default=None,
+                   help=f"comma-separated formats among {', '.join(FORMATS)} (default: every format whose extra is "
+                        "installed; a format named here without its extra is an error)")
+    p.add_argument("--out", required=True, help="output folder: new, empty, or an earlier export, which is replaced "
+                                                "whole at the end")
     p.add_argument("--supernet", metavar="CKPT", help="supernet checkpoint to inherit weights from "
                                                     "(default: freshly initialised weights)")
     p.add_argument("--data", metavar="DIR", help="ImageFolder tree (its train/ split if it has one) or "
@@ -30,13 +32,19 @@ def register(commands: Commands) -> None:
 
 def export(args: argparse.Namespace) -> int:
     from nas.export.card import run_notes
-    from nas.export.exporter import export_subnet
-    from nas.export.formats import parse_formats, require_packages
+    from nas.export.exporter import check_export_folder, export_subnet
+    from nas.export.formats import default_formats, parse_formats, require_packages
     from nas.export.subnet import build_subnet
     from nas.space import resolve_arch
 
-    formats = parse_formats(args.format)
-    require_packages(formats)
+    if args.format is None:
+        formats, note = default_formats()
+        if note:
+            print(f"nas: note: {note}", file=sys.stderr)
+    else:
+        formats = parse_formats(args.format)
+        require_packages(formats)
+    check_export_folder(args.out)
     if args.bn_images is not None and args.data is None:
         raise UsageError("--bn-images goes with --data (the images to recalibrate BatchNorm on)")
     arch = resolve_arch(args.arch, args.space, flag="ARCH_OR_RUN")

@@ -20,7 +20,7 @@ def run_notes(arch_or_run: str | Path) -> dict[str, Any]:
     budgets = ", ".join(f"{b['budget_ms']} ms on {b['device']}"
                         + (f" (guaranteed: upper bound at {b['guarantee']:.0%} coverage, {b['interval_source']})"
                            if b.get("guarantee") is not None else "") for b in run.get("budgets", []))
-    notes = {"search": f"winner of `nas search` run `{arch_or_run}` (strategy {run.get('strategy')}, "
+    notes = {"search": f"winner of `nas search` run `{Path(arch_or_run).name}` (strategy {run.get('strategy')}, "
                        f"budget {budgets or 'unknown'})"}
     if "objective" in best:
         notes["search_objective"] = f"{best.get('objective_name', 'objective')} = {best['objective']:.4g}"
@@ -83,7 +83,7 @@ def model_card(report: dict[str, Any]) -> str:
               "(traced, BatchNorm folded into the convolutions as deployed)",
               f"- Weights: {report['weights']['source']}"]
     if "supernet" in report["weights"]:
-        lines.append(f"  - checkpoint `{report['weights']['supernet']}` "
+        lines.append(f"  - checkpoint `{Path(report['weights']['supernet']).name}` "
                      f"(sha256 {report['weights']['supernet_sha256'][:16]}...)")
     if "batchnorm" in report["weights"]:
         bn = report["weights"]["batchnorm"]
@@ -99,7 +99,7 @@ def model_card(report: dict[str, Any]) -> str:
             lines.append(f"| {device} | - | no table (build one: `nas lut build --device {device}"
                          f"{space_flag(arch['space'])}`) |")
         else:
-            lines.append(f"| {device} | {info['latency_ms']:.3f} | {info['kind']}: `{info['table']}` |")
+            lines.append(f"| {device} | {info['latency_ms']:.3f} | {info['kind']}: `{Path(info['table']).name}` |")
     lines += ["", "## Files and checks", "",
               f"Each format was reloaded from disk and run on the same random input (shape "
               f"{report['check_input']['shape']}, seed {report['check_input']['seed']}) as the PyTorch model.", "",
@@ -107,24 +107,46 @@ def model_card(report: dict[str, Any]) -> str:
     for fmt in report["formats"]:
         lines.append(f"| {fmt} | {', '.join(f'`{f}`' for f in report['files'][fmt]) or '-'} | "
                      f"{_check_text(report['checks'][fmt])} |")
-    size = report["input_size"]
-    lines += ["", "## Loading", "", "```python", "import json, torch",
-              "# PyTorch (pip install nas)", "from supernet import EfficientFormerNet",
-              "model = EfficientFormerNet(**json.load(open('model_config.json')))",
-              "model.load_state_dict(torch.load('model.pt', weights_only=True)); model.eval()", "",
-              "# timm (needs `nas` installed for the architecture)", "import timm, supernet.timm_model  # registers "
-              "nas_efficientformer", "model = timm.create_model('local-dir:timm', pretrained=True).eval()", "",
-              "# TorchScript (torch only)", "model = torch.jit.load('model.torchscript.pt')", "",
-              "# ONNX Runtime", "import onnxruntime as ort, numpy as np",
-              "session = ort.InferenceSession('model.onnx')",
-              f"logits = session.run(None, {{'x': np.zeros((1, 3, {size}, {size}), np.float32)}})[0]", "",
-              "# Core ML (macOS)", "import coremltools as ct", "mlmodel = ct.models.MLModel('model.mlpackage')",
-              f"out = mlmodel.predict({{'x': np.zeros((1, 3, {size}, {size}), np.float32)}})", "```", "",
+    lines += ["", "## Loading", "", "```python", *_loading_snippets(report), "```", "",
               "Inputs are RGB images normalised with the ImageNet mean and std, as timm's eval transform does; "
               "outputs are class logits.", ""]
     lines.append(f"Versions: {', '.join(f'{k} {v}' for k, v in report['versions'].items())}; exported "
                  f"{report['date']}.")
     return "\n".join(lines) + "\n"
+
+
+# How to install this project for the snippets that need its code (the PyPI package named ``nas`` is another one).
+INSTALL_HINT = "needs this project's code: pip install -e <its clone>  (PyPI's `nas` is an unrelated package)"
+
+
+def _loading_snippets(report: dict[str, Any]) -> list[str]:
+    """Python that reloads each written format, from the export folder; only the formats this export holds."""
+    size = report["input_size"]
+    zeros = f"np.zeros((1, 3, {size}, {size}), np.float32)"
+    snippets = {
+        "pt": [f"# PyTorch ({INSTALL_HINT})", "import json, torch", "from supernet import EfficientFormerNet",
+               "model = EfficientFormerNet(**json.load(open('model_config.json')))",
+               "model.load_state_dict(torch.load('model.pt', weights_only=True)); model.eval()"],
+        "timm": [f"# timm ({INSTALL_HINT})", "import timm, supernet.timm_model  # registers nas_efficientformer",
+                 "model = timm.create_model('local-dir:timm', pretrained=True).eval()",
+                 "# fine-tune on N classes: new class and distillation heads, every other tensor kept",
+                 "model = timm.create_model('local-dir:timm', pretrained=True, num_classes=N)",
+                 "# a backbone: one feature map per stage (stride 4, 8, 16, 32)",
+                 "features = timm.create_model('local-dir:timm', pretrained=True, features_only=True)",
+                 "config = timm.data.resolve_data_config({}, model=model)   # the eval transform's settings"],
+        "torchscript": ["# TorchScript (torch only)", "import torch",
+                        "model = torch.jit.load('model.torchscript.pt')"],
+        "onnx": ["# ONNX Runtime", "import onnxruntime as ort, numpy as np",
+                 "session = ort.InferenceSession('model.onnx')",
+                 f"logits = session.run(None, {{'x': {zeros}}})[0]"],
+        "coreml": ["# Core ML (predictions on macOS)", "import coremltools as ct, numpy as np",
+                   "mlmodel = ct.models.MLModel('model.mlpackage')",
+                   f"out = mlmodel.predict({{'x': {zeros}}})"],
+    }
+    lines: list[str] = []
+    for fmt in report["formats"]:
+        lines += [*snippets.get(fmt, [f"# {fmt}: see export_check.json"]), ""]
+    return lines[:-1]
 
 
 def _arch_name(arch: dict[str, Any]) -> str:

@@ -23,12 +23,26 @@ def parse_formats(text: str) -> list[str]:
     return [f for f in FORMATS if f in wanted]     # a fixed order: pt first, the slow Core ML last
 
 
-def require_packages(formats: list[str]) -> None:
-    """Refuse up front, in one line, a format whose packages are missing (before minutes of other exports)."""
+def missing_modules(fmt: str) -> list[str]:
     from importlib.util import find_spec
 
+    return [m for m in FORMATS[fmt][0] if find_spec(m) is None]
+
+
+def default_formats() -> tuple[list[str], str]:
+    """Every format whose packages are installed, and a note naming the extras that would add the others ("" when
+    none is missing): what ``nas export`` writes without ``--format``."""
+    available = [fmt for fmt in FORMATS if not missing_modules(fmt)]
+    skipped = [fmt for fmt in FORMATS if fmt not in available]
+    if not skipped:
+        return available, ""
+    extras = " ".join(f"'{FORMATS[fmt][1]}'" for fmt in skipped)
+    return available, f"not writing {', '.join(skipped)} (not installed); pip install {extras} adds them"
+
+
+def require_packages(formats: list[str]) -> None:
+    """Refuse up front, in one line, a format whose packages are missing (before minutes of other exports)."""
     for fmt in formats:
-        modules, extra = FORMATS[fmt]
-        missing = [m for m in modules if find_spec(m) is None]
+        missing = missing_modules(fmt)
         if missing:
-            raise UsageError(f"--format {fmt} needs {', '.join(missing)}: pip install '{extra}'")
+            raise UsageError(f"--format {fmt} needs {', '.join(missing)}: pip install '{FORMATS[fmt][1]}'")

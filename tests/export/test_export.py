@@ -2,12 +2,24 @@
 from __future__ import annotations
 
 import json
+import sys
 
 import numpy as np
 import pytest
 import torch
 
-from nas.export import FORMATS, OUTPUT_NAME, TOLERANCE, WRITERS, build_subnet, check_input, export_subnet, parse_formats
+from nas.errors import UsageError
+from nas.export import (
+    FORMATS,
+    OUTPUT_NAME,
+    TOLERANCE,
+    WRITERS,
+    build_subnet,
+    check_input,
+    export_subnet,
+    parse_formats,
+    require_packages,
+)
 from nas.export import compare as _compare
 from nas.fileio import atomic_output
 from supernet import EfficientFormerNet, Supernet
@@ -117,6 +129,9 @@ def test_cli_exports_every_format_of_an_arch_with_every_mixer(cli_export, tiny_h
     for row in ("| mhsa | 4 | 8 |", "| cga | 2 | 16 |", "| ssa | - | - |"):   # each block's mixer is named
         assert row in card
     assert "Mixers used: 1x mhsa, 1x cga, 1x ssa" in card
+    # portable and truthful: no path of this machine, how to get this project (not PyPI's `nas`), a snippet per format
+    assert "/tmp" not in card and str(out.parent) not in card and "pip install nas" not in card
+    assert "pip install -e <its clone>" in card and "num_classes=N" in card and "features_only=True" in card
 
 
 @pytest.mark.slow
@@ -216,6 +231,7 @@ def test_export_of_a_run_directory_reads_its_winner_and_summary(tmp_path, tiny):
     assert tiny.arch_from_dict(report["arch"]) == arch
     card = (tmp_path / "out" / "README.md").read_text()
     assert "2.0 ms on cpu" in card and "proxy = 0.5" in card
+    assert "model.pt" in card and "InferenceSession" not in card and "timm.create_model" not in card   # pt only
 
 
 @pytest.mark.parametrize("args, message", [
@@ -256,3 +272,125 @@ def test_timm_registration_builds_the_same_network(tiny):
     x = torch.randn(2, 3, tiny.input_size, tiny.input_size)
     assert torch.equal(_logits(model, x), _logits(net, x))
     assert "nas_efficientformer" in timm.list_models("nas_*")
+
+
+def _digits_image_folder(root, classes: int, per_class: int):
+    """scikit-learn's real digit scans written as PNGs in an ImageFolder of ``classes`` classes: what a user
+    fine-tuning an export on their own images has."""
+    from PIL import Image
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    for label in range(classes):
+        (root / f"class_{label}").mkdir(parents=True)
+        for i, image in enumerate(digits.images[digits.target == label][:per_class]):
+            Image.fromarray((image * 255 / 16).astype(np.uint8)).convert("RGB").save(
+                root / f"class_{label}" / f"{i}.png")
+    return root
+
+
+@pytest.mark.slow
+def test_timm_export_fine_tunes_on_a_new_class_count_through_timm_api_only(cli_export, tiny_hybrid, tmp_path,
+                                                                          caplog):
+    """What a timm user does with an export: create_model(..., pretrained=True, num_classes=N) re-initialises the
+    class and distillation heads (timm's log line says so) and keeps every other tensor; timm's data config,
+    loader, optimizer and scheduler then fine-tune it on digits 0..2; the loss falls
+    (from chance, ln 3, by a fifth or more in 40 steps)."""
+    import logging
+
+    import timm
+    from timm.data import create_dataset, create_loader, resolve_data_config
+    from timm.optim import create_optimizer_v2
+
+    import supernet.timm_model  # noqa: F401 - registers nas_efficientformer, as the model card says
+
+    _, out, _ = cli_export
+    source = timm.create_model(f"local-dir:{out / 'timm'}", pretrained=True)
+    with caplog.at_level(logging.INFO, logger="timm"):
+        model = timm.create_model(f"local-dir:{out / 'timm'}", pretrained=True, num_classes=3, drop_rate=0.1,
+                                  drop_path_rate=0.05)
+    assert "Missing keys (head.weight, head.bias, head_dist.weight, head_dist.bias)" in caplog.text
+    kept = {k: v for k, v in source.state_dict().items() if not k.startswith("head")}
+    assert all(torch.equal(model.state_dict()[k], v) for k, v in kept.items())
+    assert model.num_classes == 3 and model.get_classifier()[0].out_features == 3
+
+    config = resolve_data_config({}, model=model)
+    side = tiny_hybrid.input_size
+    assert config["input_size"] == (3, side, side) and config["interpolation"] == "bicubic"
+    assert config["mean"] == model.pretrained_cfg["mean"] and config["crop_pct"] == model.pretrained_cfg["crop_pct"]
+    dataset = create_dataset("", root=str(_digits_image_folder(tmp_path / "digits", classes=3, per_class=40)))
+    torch.manual_seed(0)
+    loader = create_loader(dataset, input_size=config["input_size"], batch_size=24, is_training=True,
+                           interpolation=config["interpolation"], mean=config["mean"], std=config["std"],
+                           crop_pct=config["crop_pct"], num_workers=0, use_prefetcher=False)
+    optimizer = create_optimizer_v2(model, opt="adamw", lr=3e-3, weight_decay=0.05)
+    losses = []
+    model.train()
+    for _ in range(8):
+        for images, labels in loader:
+            loss = torch.nn.functional.cross_entropy(model(images), labels)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            losses.append(loss.item())
+    assert len(losses) == 40 and np.mean(losses[-10:]) < 0.85 * np.mean(losses[:10]), losses
+
+    model.reset_classifier(0)            # a feature extractor: pooled features, then token maps per stage
+    assert model.eval()(images).shape == (len(images), model.num_features)
+    assert model.forward_head(model.forward_features(images), pre_logits=True).shape[-1] == model.num_features
+
+
+def test_timm_export_gives_features_only_maps_with_feature_info(cli_export, tiny_hybrid):
+    import timm
+
+    import supernet.timm_model  # noqa: F401
+
+    arch, out, _ = cli_export
+    features = timm.create_model(f"local-dir:{out / 'timm'}", pretrained=True, features_only=True).eval()
+    assert features.feature_info.channels() == list(arch.widths)
+    assert features.feature_info.reduction() == [4, 8, 16, 32]
+    side = tiny_hybrid.input_size
+    maps = features(torch.randn(2, 3, side, side))
+    assert [tuple(m.shape) for m in maps] == [(2, w, -(-side // r), -(-side // r))
+                                              for w, r in zip(arch.widths, [4, 8, 16, 32])]
+    last_two = timm.create_model(f"local-dir:{out / 'timm'}", pretrained=True, features_only=True,
+                                 out_indices=(2, 3)).eval()
+    assert last_two.feature_info.channels() == list(arch.widths[2:])
+    x = torch.randn(1, 3, side, side)
+    assert all(torch.allclose(a, b, atol=1e-5) for a, b in zip(last_two(x), features(x)[2:]))
+
+
+def test_re_export_into_an_earlier_export_leaves_one_consistent_model(tmp_path, tiny):
+    """An export with more formats, then one with fewer into the same folder: only the second model's files are
+    left, every one of them belongs to it, and a folder of someone else's files is refused, untouched."""
+    out = tmp_path / "export"
+    first = export_subnet(build_subnet(tiny.preset("large")), out, ["pt", "torchscript"], progress=False)
+    assert first["ok"] and (out / "model.torchscript.pt").is_file()
+    second = export_subnet(build_subnet(tiny.preset("small")), out, ["pt"], progress=False)
+    assert second["ok"] and second["out"] == str(out)
+    assert sorted(p.name for p in out.iterdir()) == ["README.md", "arch.json", "export_check.json", "model.pt",
+                                                     "model_config.json"]
+    assert tiny.arch_from_dict(json.loads((out / "arch.json").read_text())) == tiny.preset("small")
+    assert json.loads((out / "model_config.json").read_text())["widths"] == list(tiny.preset("small").widths)
+    assert "model.torchscript.pt" not in (out / "README.md").read_text()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["export"]          # no staging folder left behind
+    assert all(oct(p.stat().st_mode & 0o777) == oct(0o644) for p in out.iterdir() if p.is_file())
+
+    other = tmp_path / "holiday-photos"
+    other.mkdir()
+    (other / "beach.jpg").write_text("precious")
+    with pytest.raises(UsageError, match="holds files that are not an export"):
+        export_subnet(build_subnet(tiny.preset("small")), other, ["pt"], progress=False)
+    assert (other / "beach.jpg").read_text() == "precious"
+
+
+def test_default_formats_are_those_whose_extras_are_installed(monkeypatch):
+    from nas.export.formats import default_formats
+
+    assert default_formats() == (list(FORMATS), "")        # the test install has every extra
+    monkeypatch.setitem(sys.modules, "coremltools", None)    # as if nas[coreml] were not installed
+    formats, note = default_formats()
+    assert formats == ["pt", "timm", "torchscript", "onnx"]
+    assert note == "not writing coreml (not installed); pip install 'nas[coreml]' adds them"
+    with pytest.raises(UsageError, match=r"--format coreml needs coremltools: pip install 'nas\[coreml\]'"):
+        require_packages(["pt", "coreml"])
