@@ -187,6 +187,13 @@ class Budgets:
         return ", ".join([f"{b.budget_ms:g} ms on {b.device}{sure}" for b in self.items]
                          + [f"{SIZE_LIMITS[k][0]} {v:g}" for k, v in self.size_limits.items()])
 
+    def tables_config(self) -> dict[str, str]:
+        """sha256 of each device's latency table: a resume priced by another table is another study."""
+        import hashlib
+
+        return {b.device: hashlib.sha256(Path(b.predictor.path).read_bytes()).hexdigest()[:16]
+                if b.predictor.path else "built-in" for b in self.items}
+
     def config(self) -> list[list[Any]]:
         """What a resumed search must match: each budget, then each size limit."""
         out = [[b.device, b.budget_ms] for b in self.items] + [[k, v] for k, v in self.size_limits.items()]

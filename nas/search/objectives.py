@@ -46,6 +46,10 @@ class Objective(abc.ABC):
     def flush(self) -> None:  # noqa: B027 - a hook whose default is to do nothing
         """Persist caches (called when a worker finishes an evaluation and when the search ends)."""
 
+    def config(self) -> dict[str, Any]:
+        """What a resumed study must match for its trials to be comparable (the name, and the inputs scored)."""
+        return {"name": self.name}
+
 
 class CapacityProxy(Objective):
     name = "capacity"
@@ -90,6 +94,14 @@ class SupernetAccuracy(Objective):
 
     def __getstate__(self) -> dict[str, Any]:
         return {**self.__dict__, "_net": None}
+
+    def config(self) -> dict[str, Any]:
+        from nas.data import BUILTIN_PREFIX
+        from supernet.checkpoint import file_digest
+
+        assert self.checkpoint is not None
+        data = str(self.data) if str(self.data).startswith(BUILTIN_PREFIX) else str(Path(self.data).resolve())
+        return {"name": self.name, "supernet_sha256": file_digest(self.checkpoint), "data": data}
 
     def __call__(self, arch: Arch) -> float:
         from supernet.checkpoint import load_supernet

@@ -14,12 +14,16 @@ trial is lost or repeated (the one in flight is drawn again).
 """
 from __future__ import annotations
 
+import threading
+import time
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
 import optuna
+from optuna.storages._heartbeat import BaseHeartbeat
+from optuna.study._constrained_optimization import _CONSTRAINTS_KEY
 from optuna.trial import TrialState
 
 from nas.errors import UsageError
@@ -27,6 +31,7 @@ from nas.search.budgets import Budgets
 from nas.search.encoding import arch_params, suggest_arch
 from nas.search.objectives import Objective
 from nas.search.records import TrialRecord
+from nas.search.storage import GRACE_PERIOD_S, make_storage, mask_url
 from nas.search.strategy import SAMPLERS, SearchContext, Strategy
 from nas.search.workers import Evaluator
 from nas.space import SearchSpace
@@ -60,32 +65,12 @@ class StudySettings:
     trials: int
 
     def config(self) -> dict[str, Any]:
-        return {"space": self.space.name, "objective": self.objective.name, "sampler": self.sampler,
-                "seed": self.seed, "budgets": self.budgets.config()}
-
-
-def make_storage(url: str) -> optuna.storages.BaseStorage:
-    """A journal file storage for a path (no ``://``), else an Optuna RDB storage; SQLite files run in WAL mode
-    with synchronous=NORMAL, which keeps every committed trial across a kill -9 of this process (only an OS crash
-    could lose the last commits) and makes the many small commits of a study ~1.6x faster than SQLite's default
-    rollback journal."""
-    if "://" not in url:
-        from optuna.storages.journal import JournalFileBackend
-
-        return optuna.storages.JournalStorage(JournalFileBackend(url))
-    storage = optuna.storages.RDBStorage(url)
-    if url.startswith("sqlite"):
-        from sqlalchemy import event
-
-        def on_connect(connection: Any, _record: Any) -> None:
-            cursor = connection.cursor()
-            cursor.execute("PRAGMA journal_mode=WAL")
-            cursor.execute("PRAGMA synchronous=NORMAL")
-            cursor.close()
-
-        event.listen(storage.engine, "connect", on_connect)
-        storage.engine.dispose()       # connections opened while creating the schema predate the listener
-    return storage
+        """Every setting that changes a trial's result: a resumed (or shared) study must match it."""
+        if not hasattr(self, "_config"):
+            self._config = {"space": self.space.name, "objective": self.objective.config(), "sampler": self.sampler,
+                            "seed": self.seed, "budgets": self.budgets.config(),
+                            "tables": self.budgets.tables_config()}
+        return self._config
 
 
 def _directions(settings: StudySettings) -> list[Literal["minimize", "maximize"]]:
@@ -99,80 +84,181 @@ def open_study(settings: StudySettings) -> optuna.Study:
     if "://" in settings.storage:     # SQLAlchemy only for URLs: a journal file does not need its 0.3 s import
         from sqlalchemy.exc import SQLAlchemyError
         refused += (SQLAlchemyError,)
+    shown = mask_url(settings.storage)
     try:
         study = optuna.create_study(study_name=settings.study_name, storage=make_storage(settings.storage),
                                     directions=_directions(settings), load_if_exists=True)
     except refused as exc:
-        raise UsageError(f"--storage {settings.storage!r}: {str(exc).splitlines()[0]}") from None
+        raise UsageError(f"--storage {shown!r}: {str(exc).splitlines()[0].replace(settings.storage, shown)}"
+                         ) from None
+    config = settings.config()
     stored = study.user_attrs.get(CONFIG_ATTR)
     if stored is None:
-        study.set_user_attr(CONFIG_ATTR, settings.config())
-    elif stored != settings.config():
-        diff = {k: stored.get(k) for k in settings.config() if stored.get(k) != settings.config()[k]}
-        raise UsageError(f"study {settings.study_name!r} in {settings.storage} was started with {diff}; resume it "
-                         "with the same settings, or start another with --study NAME")
+        study.set_user_attr(CONFIG_ATTR, config)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            study.set_metric_names(_metric_names(settings))    # what optuna-dashboard labels the objectives with
+    elif stored != config:
+        diff = {k: stored.get(k) for k in config if stored.get(k) != config[k]}
+        now = {k: config[k] for k in diff}
+        raise UsageError(f"study {settings.study_name!r} in {shown} was started with {diff}, this run has {now}: "
+                         "trials scored differently must not share a study; resume it with the same settings, or "
+                         "start another with --study NAME")
     return study
 
 
+def _metric_names(settings: StudySettings) -> list[str]:
+    names = [settings.objective.name]
+    return names + [f"latency_ms_{settings.budgets.primary.device}"] if settings.sampler == "nsga2" else names
+
+
 _FINISHED = (TrialState.COMPLETE, TrialState.FAIL, TrialState.PRUNED)
+POLL_S = 0.5      # how often a process whose remaining trials are all running elsewhere looks again
 
 
-def working_copy(settings: StudySettings, stored: optuna.Study) -> optuna.Study:
-    """An in-memory study holding the stored study's finished trials, with the sampler: trials are drawn here and
-    each finished one is written to ``stored`` (``run_study``). Trials a killed run of an older nas left RUNNING
-    in the storage are marked failed, so the stored numbering stays that of the working copy."""
-    for t in stored.get_trials(deepcopy=False, states=(TrialState.RUNNING, TrialState.WAITING)):
-        stored._storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
+def working_copy(settings: StudySettings, stored: optuna.Study) -> tuple[optuna.Study, set[int]]:
+    """An in-memory study holding the stored study's finished trials, with the sampler: trials are drawn here, and
+    each is also created in ``stored`` (``run_study``). Returns it with the stored ids it already holds."""
     work = optuna.create_study(directions=_directions(settings), sampler=make_sampler(settings.sampler,
                                                                                      settings.seed))
     finished = stored.get_trials(deepcopy=False, states=_FINISHED)
     work.add_trials(finished)
-    if not finished:
+    if not stored.get_trials(deepcopy=False):
         seed_arch = settings.budgets.feasible_seed(settings.space)
         if seed_arch is not None:          # trial 0: the fastest arch, so the study always has a feasible trial
             work.enqueue_trial(arch_params(seed_arch, settings.space))
-    return work
+    return work, {t._trial_id for t in finished}
+
+
+class _Heartbeats:
+    """Optuna's heartbeat for the stored trials this process is running, from one thread, while they run."""
+
+    def __init__(self, stored: optuna.Study, trial_ids: list[int]):
+        self.storage, self.trial_ids = stored._storage, trial_ids
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._beat, daemon=True)
+
+    def _beat(self) -> None:
+        storage = self.storage
+        if not isinstance(storage, BaseHeartbeat):
+            return
+        interval = storage.get_heartbeat_interval()
+        while interval:
+            for trial_id in self.trial_ids:
+                storage.record_heartbeat(trial_id)
+            if self.stop.wait(interval):
+                return
+
+    def __enter__(self) -> _Heartbeats:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        self.thread.join()
+
+
+def _describe_trial(trial: optuna.Trial, arch: Any, budgets: Budgets, objective: Objective) -> None:
+    """What the stored trial says of itself before it runs: its constraints, where Optuna's feasibility logic and
+    optuna-dashboard both read them (``system_attrs["constraints"]``, one value per ``constraint_names``, feasible
+    when all are <= 0), and sortable user attributes (latency per device, feasibility), next to the full record."""
+    latencies, sizes = budgets.latencies(arch), budgets.limited_sizes(arch)
+    violations = budgets.violations(latencies, sizes)
+    trial.storage.set_trial_system_attr(trial._trial_id, _CONSTRAINTS_KEY, violations)
+    feasible = budgets.feasible(latencies, sizes)
+    for device, ms in latencies.items():
+        trial.set_user_attr(f"latency_ms_{device}", ms)
+    for key, value in sizes.items():
+        trial.set_user_attr(key, value)
+    trial.set_user_attr("feasible", feasible)
+    trial.set_user_attr("eval", {"arch": arch.to_dict(), "latency_ms": latencies, "feasible": feasible,
+                                 "details": {**objective.details(arch), **sizes}})
+
+
+def _rank(trials: list[optuna.trial.FrozenTrial], number: int) -> int:
+    """How many trials that count towards --trials (complete, or running somewhere) come before or at ``number``:
+    trial numbers are handed out in one order to every process, so all agree on which reservations fit."""
+    return sum(1 for t in trials if t.number <= number and t.state in (TrialState.RUNNING, TrialState.COMPLETE))
 
 
 def run_study(settings: StudySettings, evaluator: Evaluator,
-              on_trial: Callable[[optuna.trial.FrozenTrial], None] | None = None) -> optuna.Study:
-    """Run the study to ``settings.trials`` trials; returns the in-memory study holding all of them."""
+              on_trial: Callable[[optuna.trial.FrozenTrial], None] | None = None
+              ) -> list[optuna.trial.FrozenTrial]:
+    """Run the stored study to ``settings.trials`` complete trials, sharing it with any other process running the
+    same study; returns its complete trials (stored numbering)."""
     stored = open_study(settings)
-    study = working_copy(settings, stored)
+    study, synced = working_copy(settings, stored)
     space, budgets, objective = settings.space, settings.budgets, settings.objective
-    done = len(study.get_trials(deepcopy=False, states=_FINISHED))
-    if on_trial:
-        for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
-            on_trial(t)
-    while done < settings.trials:
-        batch = [study.ask() for _ in range(min(evaluator.workers, settings.trials - done))]
+    reported: set[int] = set()
+
+    def report(trial: optuna.trial.FrozenTrial) -> None:
+        if trial.state == TrialState.COMPLETE and trial._trial_id not in reported:
+            reported.add(trial._trial_id)
+            if on_trial:
+                on_trial(trial)
+
+    while True:
+        with warnings.catch_warnings():          # experimental since Optuna 2.9, and what its own optimize() calls
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            optuna.storages.fail_stale_trials(stored)    # trials whose process died (no heartbeat for a while)
+        trials = stored.get_trials(deepcopy=False)
+        for t in trials:
+            if t.state in _FINISHED and t._trial_id not in synced:   # another process's, or a stale one
+                study.add_trial(t)
+                synced.add(t._trial_id)
+            report(t)
+        complete = sum(t.state == TrialState.COMPLETE for t in trials)
+        room = settings.trials - complete - sum(t.state == TrialState.RUNNING for t in trials)
+        if complete >= settings.trials:
+            break
+        if room <= 0:                  # the remaining trials are running in other processes
+            time.sleep(POLL_S)
+            continue
+        batch = [study.ask() for _ in range(min(evaluator.workers, room))]
         archs = [suggest_arch(trial, space) for trial in batch]
         for trial, arch in zip(batch, archs):
-            latencies, sizes = budgets.latencies(arch), budgets.limited_sizes(arch)
-            for name, violation in zip(budgets.constraint_names(), budgets.violations(latencies, sizes)):
-                trial.set_constraint(name, violation)     # feasible when every one is <= 0
-            trial.set_user_attr("eval", {"arch": arch.to_dict(), "latency_ms": latencies,
-                                         "feasible": budgets.feasible(latencies, sizes),
-                                         "details": {**objective.details(arch), **sizes}})
+            _describe_trial(trial, arch, budgets, objective)
+        # one write per trial: the drawn trial, RUNNING, with its parameters and attributes
+        ids = [stored._storage.create_new_trial(stored._study_id, template_trial=study._storage.get_trial(
+            trial._trial_id)) for trial in batch]
+        synced.update(ids)
+        now = stored.get_trials(deepcopy=False)
+        numbers = {t._trial_id: t.number for t in now}
+        runs = []
+        for trial, arch, trial_id in zip(batch, archs, ids):
+            if _rank(now, numbers[trial_id]) > settings.trials:   # another process took the last places first
+                stored._storage.set_trial_user_attr(trial_id, "not_run", "another process reached --trials first")
+                stored._storage.set_trial_state_values(trial_id, TrialState.FAIL)
+                study.tell(trial, state=TrialState.FAIL)
+            else:
+                runs.append((trial, arch, trial_id))
+        if not runs:
+            continue
         try:
-            results = evaluator.map(archs)
+            with _Heartbeats(stored, [trial_id for *_, trial_id in runs]):
+                results = evaluator.map([arch for _, arch, _ in runs])
         except Exception as exc:
             # the objective itself failed (a worker's death is retried inside the evaluator): the trials are
             # recorded as failed, so a resumed study does not repeat them, and the error surfaces
-            for trial in batch:
-                trial.set_user_attr("error", f"{type(exc).__name__}: {exc}")
-                stored.add_trial(study.tell(trial, state=TrialState.FAIL))
+            for trial, _, trial_id in runs:
+                stored._storage.set_trial_user_attr(trial_id, "error", f"{type(exc).__name__}: {exc}")
+                stored._storage.set_trial_state_values(trial_id, TrialState.FAIL)
+                study.tell(trial, state=TrialState.FAIL)
             raise
-        for trial, arch, (value, pid) in zip(batch, archs, results):
-            trial.set_user_attr("worker_pid", pid)
+        for (trial, arch, trial_id), (value, pid) in zip(runs, results):
             values = [value, budgets.latencies(arch)[budgets.primary.device]] if settings.sampler == "nsga2" \
                 else [value]
-            frozen = study.tell(trial, values)
-            stored.add_trial(frozen)          # one append: the finished trial is on disk before the next is drawn
-            done += 1
-            if on_trial:
-                on_trial(frozen)
-    return study
+            study.tell(trial, values)
+            stored._storage.set_trial_user_attr(trial_id, "worker_pid", pid)
+            try:
+                stored._storage.set_trial_state_values(trial_id, TrialState.COMPLETE, values)
+            except optuna.exceptions.UpdateFinishedTrialError:
+                # silent past the grace period, so another process failed it; its place is drawn again
+                warnings.warn(f"trial {numbers[trial_id]} was taken for dead by another process (no heartbeat "
+                              f"for {GRACE_PERIOD_S} s) and is not counted", stacklevel=1)
+                continue
+            report(stored._storage.get_trial(trial_id))
+    return stored.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
 
 
 def record_of(trial: optuna.trial.FrozenTrial) -> TrialRecord:
@@ -189,5 +275,5 @@ class OptunaStrategy(Strategy):
         settings = StudySettings(ctx.space, ctx.objective, ctx.budgets, ctx.sampler, ctx.seed, ctx.storage,
                                  ctx.study_name, ctx.trials)
         on_record = ctx.on_record
-        study = run_study(settings, ctx.evaluator, (lambda t: on_record(record_of(t))) if on_record else None)
-        return [record_of(t) for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))]
+        trials = run_study(settings, ctx.evaluator, (lambda t: on_record(record_of(t))) if on_record else None)
+        return [record_of(t) for t in trials]

@@ -73,6 +73,8 @@ class SearchResult:
     wall_s: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
+        from nas.search.storage import mask_url
+
         req, best, optuna = self.request, self.best, self.strategy.uses_optuna_settings
         primary = req.budgets.primary.device
         result: dict[str, Any] = {
@@ -86,7 +88,7 @@ class SearchResult:
                         if req.budgets.guarantee is not None else {})},
             "out": str(self.out), "strategy": req.strategy, "sampler": req.sampler if optuna else None,
             "seed": req.seed, "space": req.space.name, "study": self.study if optuna else None,
-            "storage": self.storage if optuna else None,
+            "storage": mask_url(self.storage) if optuna else None,     # never a database password
             "budgets": [b.to_dict() for b in req.budgets.items], "trials": len(self.records),
             **({"size_limits": req.budgets.size_limits} if req.budgets.size_limits else {}),
             "feasible": sum(r.feasible for r in self.records), "pareto_size": len(self.front),

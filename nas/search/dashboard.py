@@ -1,0 +1,85 @@
+"""optuna-dashboard over a search's study, telling the truth about budgets.
+
+optuna-dashboard picks its "best trial" (and Pareto front) from every complete trial, ignoring constraints
+(optuna/optuna-dashboard#772; Optuna's own ``Study.best_trial`` has honoured them since 4.0), so on a study of
+ours it would name as best an arch over the latency budget. ``serve`` runs the dashboard with both choices made
+among the feasible trials only, as Optuna does, so it names the winner ``run.json`` names. Everything else is the
+dashboard as it is: the trials' constraints, their sortable ``latency_ms_<device>`` and ``feasible`` attributes,
+and the objective names the search set.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from optuna.storages import BaseStorage
+from optuna.study import StudyDirection
+from optuna.study._constrained_optimization import _get_feasible_trials
+from optuna.trial import FrozenTrial, TrialState
+
+from nas.errors import UsageError
+from nas.fileio import read_json
+
+
+def resolve_storage(target: str) -> str:
+    """The storage of ``target``: a run directory of ``nas search`` (its ``run.json`` names it), a journal file,
+    or a database URL."""
+    path = Path(target)
+    if path.is_dir():
+        if (path / "run.json").is_file():
+            storage = read_json(path / "run.json", "run summary").get("storage")
+            if storage and "***" in storage:
+                raise UsageError(f"{target}: its study is in {storage}, whose password run.json does not keep; "
+                                 "give that URL, with its password, instead of the run directory")
+            if storage:
+                return str(storage)
+        if (path / "study.log").is_file():
+            return str(path / "study.log")
+        raise UsageError(f"{target} is a folder with neither run.json nor study.log; expected a run directory of "
+                         "nas search, a study journal file, or a database URL")
+    if "://" not in target and not path.is_file():
+        raise UsageError(f"{target} does not exist; expected a run directory of nas search, a study journal file, "
+                         "or a database URL (sqlite:///..., postgresql://...)")
+    return target
+
+
+def feasible_best(storage: BaseStorage) -> BaseStorage:
+    """``storage`` whose ``get_best_trial`` (what the dashboard asks) chooses among feasible trials only."""
+    everything = storage.get_best_trial
+
+    def get_best_trial(study_id: int) -> FrozenTrial:
+        trials = storage.get_all_trials(study_id, deepcopy=False, states=(TrialState.COMPLETE,))
+        feasible = _get_feasible_trials(trials)
+        if not feasible:          # nothing meets the budget: the dashboard still needs a trial to show
+            return everything(study_id)
+        pick = max if storage.get_study_directions(study_id)[0] == StudyDirection.MAXIMIZE else min
+        return pick(feasible, key=lambda t: float(t.values[0]))
+
+    storage.get_best_trial = get_best_trial      # type: ignore[method-assign]
+    return storage
+
+
+def _feasible_front(front: Any) -> Any:
+    def get_pareto_front_trials(trials: Sequence[FrozenTrial], directions: Sequence[StudyDirection]) -> Any:
+        feasible = _get_feasible_trials([t for t in trials if t.state == TrialState.COMPLETE])
+        return front(trials=feasible or trials, directions=directions)
+
+    return get_pareto_front_trials
+
+
+def serve(target: str, host: str = "127.0.0.1", port: int = 8080) -> None:
+    """Run optuna-dashboard on ``host:port`` over ``target``'s study until interrupted."""
+    try:
+        import optuna_dashboard
+        from optuna_dashboard import _app
+    except ImportError:
+        raise UsageError("nas dashboard needs optuna-dashboard: pip install 'nas[dashboard]'") from None
+    from nas.search.storage import make_storage, mask_url
+
+    storage_url = resolve_storage(target)
+    _app.get_pareto_front_trials = _feasible_front(_app.get_pareto_front_trials)   # multi-objective studies
+    storage = feasible_best(make_storage(storage_url))
+    print(f"optuna-dashboard on http://{host}:{port}/ over {mask_url(storage_url)} (best trials: feasible ones "
+          "only); Ctrl-C stops it", flush=True)
+    optuna_dashboard.run_server(storage, host=host, port=port)
