@@ -88,6 +88,8 @@ def open_study(settings: StudySettings) -> optuna.Study:
     try:
         study = optuna.create_study(study_name=settings.study_name, storage=make_storage(settings.storage),
                                     directions=_directions(settings), load_if_exists=True)
+    except UsageError:
+        raise
     except refused as exc:
         raise UsageError(f"--storage {shown!r}: {str(exc).splitlines()[0].replace(settings.storage, shown)}"
                          ) from None

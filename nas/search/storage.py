@@ -25,8 +25,10 @@ HEARTBEAT_INTERVAL_S = 2     # how often a process running a trial says it is al
 GRACE_PERIOD_S = 12          # silence after which a RUNNING trial's process is taken for dead
 _BEAT_ATTR = "nas:heartbeat"
 
-# URL scheme -> (the module SQLAlchemy imports for it, the pip requirement that provides it)
-DRIVERS = {"postgresql": ("psycopg2", "nas[postgres]"), "mysql": ("pymysql", "pymysql")}
+# SQLAlchemy driver name -> (the module it imports, what to pip install for it)
+DRIVERS = {"psycopg": ("psycopg", "nas[postgres]"), "psycopg2": ("psycopg2", "psycopg2-binary"),
+           "pg8000": ("pg8000", "pg8000"), "asyncpg": ("asyncpg", "asyncpg"), "pymysql": ("pymysql", "pymysql"),
+           "mysqldb": ("MySQLdb", "mysqlclient"), "pysqlite": ("sqlite3", "")}
 
 
 class HeartbeatJournalStorage(JournalStorage, BaseHeartbeat):
@@ -73,19 +75,22 @@ def mask_url(url: str) -> str:
 
 
 def require_driver(url: str) -> None:
-    """Refuse in one line a database URL whose driver is not installed, naming what to install."""
+    """Refuse in one line a database URL whose driver is not installed, naming what to install (SQLAlchemy's own
+    error says only "Failed to import DB access module")."""
     from importlib.util import find_spec
 
-    scheme = url.split("://", 1)[0].lower()
-    dialect, _, driver = scheme.partition("+")
-    module, requirement = DRIVERS.get(dialect, ("", ""))
-    if driver:          # postgresql+psycopg, mysql+mysqldb, ...: the driver named in the URL
-        module = {"psycopg": "psycopg", "psycopg2": "psycopg2", "pg8000": "pg8000", "asyncpg": "asyncpg",
-                  "mysqldb": "MySQLdb", "pymysql": "pymysql"}.get(driver, driver)
-        requirement = module if module != "psycopg2" else requirement
-    if module and find_spec(module) is None:
-        raise UsageError(f"--storage {mask_url(url)}: the {dialect} driver {module} is not installed; "
-                         f"pip install '{requirement}'")
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError, NoSuchModuleError
+
+    try:
+        parsed = make_url(url)
+        driver = parsed.get_dialect().driver        # the default one when the URL names none (psycopg for PostgreSQL)
+    except (ArgumentError, NoSuchModuleError, ValueError):
+        return                                      # not a URL SQLAlchemy knows: Optuna's own message says so
+    module, requirement = DRIVERS.get(driver, (driver, driver))
+    if find_spec(module) is None:
+        raise UsageError(f"--storage {mask_url(url)}: the {parsed.get_backend_name()} driver {module} is not "
+                         f"installed; pip install '{requirement}'")
 
 
 def make_storage(url: str, heartbeat_interval: int = HEARTBEAT_INTERVAL_S,

@@ -447,3 +447,84 @@ def test_dashboard_names_the_feasible_winner_that_run_json_names(tmp_path, tiny_
     assert any(a["feasible"] == "False" and float(t["values"][0]) > summary["best"]["objective"]
                for t, a in zip(trials, attrs))           # what the plain dashboard would have named best
     assert {"key": "latency_ms_iphone12", "sortable": True} in detail["union_user_attrs"]
+
+
+def test_a_resume_with_other_inputs_is_refused_naming_them(tmp_path, tiny_luts, tiny):
+    """Trials scored against another supernet, other data or another latency table must not join a study: the
+    stored settings hold the checkpoint's and the tables' digests and the data's location."""
+    from nas.errors import UsageError
+    from nas.search.objectives import make_objective
+    from nas.search.optuna_search import StudySettings, open_study
+    from supernet import Supernet
+    from supernet.checkpoint import save_supernet
+
+    for seed in (1, 2):
+        save_supernet(randomize_(Supernet(tiny), seed=seed), tmp_path / f"supernet{seed}.pt")
+    other_table = tmp_path / "iphone12-other.json"
+    table = json.loads(Path(tiny_luts["iphone12"]).read_text())
+    entry = next(iter(table["entries"].values()))
+    entry["median_ms"] *= 1.5
+    other_table.write_text(json.dumps(table) + "\n")             # the same device and space, other timings
+
+    def settings(checkpoint: str, data: str, lut: Path) -> StudySettings:
+        budgets = Budgets.load(tiny, [1e6], ["iphone12"], {"iphone12": str(lut)})
+        return StudySettings(tiny, make_objective(tiny, checkpoint, data), budgets, "tpe", 0,
+                             str(tmp_path / "study.log"), "s", 5)
+
+    first = str(tmp_path / "supernet1.pt")
+    open_study(settings(first, "builtin:digits", tiny_luts["iphone12"]))
+    open_study(settings(first, "builtin:digits", tiny_luts["iphone12"]))          # the same inputs: resumed
+    for changed, what in ((settings(str(tmp_path / "supernet2.pt"), "builtin:digits", tiny_luts["iphone12"]),
+                           "supernet_sha256"),
+                          (settings(first, str(tmp_path), tiny_luts["iphone12"]), "'data'"),
+                          (settings(first, "builtin:digits", other_table), "'tables'")):
+        with pytest.raises(UsageError, match=f"was started with .*{what}.*must not share a study"):
+            open_study(changed)
+
+
+@pytest.fixture(scope="module")
+def postgres_url():
+    from tests.postgres import postgres_server, server_binaries
+
+    if server_binaries() is None:
+        pytest.skip("PostgreSQL's server (initdb, pg_ctl) is not installed here; .ci/run installs Debian's "
+                    "postgresql package")
+    with postgres_server() as url:
+        yield url
+
+
+@pytest.mark.slow
+def test_postgres_search_survives_sigkill_with_exactly_n_trials_and_never_shows_the_password(
+        tmp_path, tiny_luts, tiny, postgres_url):
+    """A real PostgreSQL server on 127.0.0.1: search, SIGKILL, resume; the study ends with exactly --trials
+    complete trials and none RUNNING, and the password is in no output (run.json, --json, messages)."""
+    from tests.postgres import PASSWORD
+
+    run, total = tmp_path / "run", 40
+    args = _tiny_args(tiny_luts, _middle_budget(tiny, tiny_luts), "--trials", str(total), "--study", "pg",
+                      "--storage", postgres_url, "--out", str(run), "--export", "none")
+    proc = subprocess.Popen([sys.executable, "-m", "nas", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+
+    def complete() -> int:
+        try:
+            study = optuna.load_study(study_name="pg", storage=postgres_url)
+        except KeyError:          # not created yet
+            return 0
+        return len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
+
+    deadline = time.time() + 120
+    while complete() < 10 and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+    os.kill(proc.pid, signal.SIGKILL)
+    _, killed_err = proc.communicate()
+    assert 10 <= complete() < total
+    resumed = run_nas(*args, "--json")
+    assert resumed.returncode == 0, resumed.stderr
+    trials = optuna.load_study(study_name="pg", storage=postgres_url).get_trials(deepcopy=False)
+    assert len([t for t in trials if t.state == TrialState.COMPLETE]) == total
+    assert not [t for t in trials if t.state == TrialState.RUNNING]
+    summary = json.loads(resumed.stdout)
+    assert summary["trials"] == total and summary["storage"].startswith("postgresql://nas:***@127.0.0.1")
+    for text in (resumed.stdout, resumed.stderr, killed_err, (run / "run.json").read_text()):
+        assert PASSWORD not in text
