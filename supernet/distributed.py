@@ -113,7 +113,8 @@ def _connect(ray: Any, address: str | None, num_workers: int) -> bool:
     if ray.is_initialized():
         return False
     if address:
-        ray.init(address=address, log_to_driver=True)
+        from nas.ray_cluster import join
+        join(ray, address, log_to_driver=True)
     else:
         # with the dashboard: Ray Train's placement-group cleaner polls its state API, and logs every failed poll
         ray.init(num_cpus=max(num_workers, os.cpu_count() or 1), log_to_driver=True)

@@ -80,7 +80,8 @@ def _on_ray(device: Device, jobs: list[tuple[str, str]], space_source: str, addr
     started_here = not ray.is_initialized()
     if started_here:
         if address:
-            ray.init(address=address, log_to_driver=False)
+            from nas.ray_cluster import join
+            join(ray, address, log_to_driver=False)
         else:   # a local Ray whose `workers` units of the device resource allow that many measurements at once
             ray.init(num_cpus=workers, resources={resource: workers}, include_dashboard=False, log_to_driver=False,
                      _node_ip_address="127.0.0.1")

@@ -60,7 +60,8 @@ class RayEvaluator(Evaluator):
         self._started = not ray.is_initialized()
         if self._started:
             if address:
-                ray.init(address=address, log_to_driver=False)
+                from nas.ray_cluster import join
+                join(ray, address, log_to_driver=False)
             else:
                 ray.init(num_cpus=workers, include_dashboard=False, log_to_driver=False,
                          runtime_env={"env_vars": {"OMP_NUM_THREADS": "1"}})
