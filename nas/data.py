@@ -64,6 +64,11 @@ def _folder_dataset(root: Path, split: str, input_size: int, training: bool, aut
     if not any(p.suffix.lower() in IMAGE_SUFFIXES for p in folder.rglob("*")):
         raise UsageError(f"--data {folder}: no images ({', '.join(IMAGE_SUFFIXES)}) under it; expected an "
                          "ImageFolder tree (DIR/<class>/<image>)")
+    classes = sorted(d.name for d in folder.iterdir() if d.is_dir())
+    if len(classes) < 2:
+        found = f"one class ({classes[0]})" if classes else "no class folders"
+        raise UsageError(f"--data {folder}: {found}; expected an ImageFolder tree with at least two classes "
+                         "(DIR/<class>/<image>)")
     if training and auto_augment:
         try:
             create_transform(input_size, is_training=True, auto_augment=auto_augment)

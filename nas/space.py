@@ -478,6 +478,9 @@ def _load_file(path: str) -> SearchSpace:
         raw = yaml.safe_load(Path(path).read_text())
     except OSError as exc:
         raise SpaceError(f"cannot read search space {path}: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise SpaceError(f"search space {path} is not UTF-8 text (binary, or another encoding); expected a YAML "
+                         "file") from None
     except yaml.YAMLError as exc:   # one line: the problem and where, not PyYAML's multi-line excerpt
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1} column {mark.column + 1}" if mark else ""
@@ -587,7 +590,10 @@ def resolve_arch(value: str, space_name: str, flag: str = "--arch") -> Arch:
         except UnicodeDecodeError:
             raise ArchError(f"{flag} {value!r} is not UTF-8 text (binary, or another encoding); expected an arch "
                             "JSON file, a run directory or a preset name") from None
-        return Arch.from_json(text)
+        try:
+            return Arch.from_json(text)
+        except ArchError as exc:     # name the file: "arch is not valid JSON" alone does not say which
+            raise ArchError(f"{flag} {str(path)!r}: {exc}") from None
     if value in space.presets:
         return space.preset(value)
     raise ArchError(f"{flag} {value!r} is neither a preset of space {space.name!r} "

@@ -66,13 +66,15 @@ def load_state_dict_file(path: str | Path, flag: str = "--init-timm",
     path = Path(path)
     if not path.is_file():
         raise UsageError(f"{flag} {path}: no such file ({expected}, .safetensors or .pth)")
+    from safetensors import SafetensorError
+
     try:
         if path.suffix == ".safetensors":
             from safetensors.torch import load_file
 
             return load_file(str(path))
         sd = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError) as exc:
+    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError, SafetensorError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise UsageError(f"{flag} {path} is not a readable weights-only state dict ({first})") from None
     for key in ("model", "state_dict", "model_ema"):

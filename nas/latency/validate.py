@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from nas.errors import UsageError
 from nas.latency.build import measure_arch
 from nas.latency.correction import DEFAULT_COVERAGE, make_point, new_session
 from nas.latency.devices import get_device
@@ -50,6 +51,9 @@ def measure_rounds(device_name: str, archs: Sequence[Arch], space: SearchSpace, 
                    policy: TimingPolicy | None = None) -> list[list[float]]:
     """``[round][arch]`` median latencies: every arch once per round, the rounds one after another."""
     device = get_device(device_name)
+    ok, why = device.make_backend().available()
+    if not ok:          # before the progress bar: a refusal is the one line printed
+        raise UsageError(f"--device {device.name} cannot be measured here: {why}")
     bar = None
     if progress:
         import sys

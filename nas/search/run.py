@@ -20,6 +20,7 @@ from nas.search.records import TrialRecord, best_record, pareto_front, pareto_fr
 from nas.search.slim import SlimSettings
 from nas.search.strategy import SearchContext, Strategy, get_strategy
 from nas.search.verify import verify_winner
+from nas.search.workers import Evaluator
 from nas.space import SearchSpace
 
 
@@ -119,9 +120,16 @@ def run_search(req: SearchRequest) -> SearchResult:
     req.budgets.require_reachable(req.space)
     name = req.study_name()
     out = Path(req.out) if req.out else Path("runs") / name
+    if req.storage and strategy.uses_optuna_settings:
+        from nas.search.storage import check_storage
+
+        check_storage(req.storage)
+    from nas.search.workers import make_evaluator
+
+    evaluator = make_evaluator(req.objective, req.workers, req.ray_address)   # joins Ray: refused before any file
     out.mkdir(parents=True, exist_ok=True)
     storage = req.storage or str((out / "study.log").resolve())   # an Optuna journal file
-    records, workers = _run_strategy(req, strategy, out, name, storage)
+    records, workers = _run_strategy(req, strategy, out, name, storage, evaluator)
     best = best_record(records)
     if best is None:
         raise RuntimeError(f"no trial met every budget ({req.budgets.describe()}) in {len(records)} trials")
@@ -140,21 +148,22 @@ def run_search(req: SearchRequest) -> SearchResult:
     return result
 
 
-def _run_strategy(req: SearchRequest, strategy: Strategy, out: Path, study: str,
-                  storage: str) -> tuple[list[TrialRecord], int]:
+def _run_strategy(req: SearchRequest, strategy: Strategy, out: Path, study: str, storage: str,
+                  evaluator: Evaluator) -> tuple[list[TrialRecord], int]:
     """The strategy's records, with a progress bar showing the best feasible record so far; and how many Ray
     workers evaluated them (0: this process)."""
     from tqdm import tqdm
 
-    from nas.search.workers import make_evaluator
-
     primary = req.budgets.primary.device
     desc = f"search ({req.sampler})" if strategy.uses_optuna_settings else "slimming"
-    bar = tqdm(total=req.trials if strategy.uses_optuna_settings else None, desc=desc, unit=strategy.unit,
-               disable=not req.progress)
+    bars: list[Any] = []          # made at the first record: a refusal before any trial prints no bar
     best_seen: list[TrialRecord] = []
 
     def on_record(record: TrialRecord) -> None:
+        if not bars:
+            bars.append(tqdm(total=req.trials if strategy.uses_optuna_settings else None, desc=desc,
+                             unit=strategy.unit, disable=not req.progress))
+        bar = bars[0]
         bar.update(1)
         if record.feasible and (not best_seen or record.objective > best_seen[0].objective):
             best_seen[:] = [record]
@@ -162,13 +171,13 @@ def _run_strategy(req: SearchRequest, strategy: Strategy, out: Path, study: str,
             bar.set_postfix_str(f"best {best_seen[0].objective:.4g} at {best_seen[0].latency_ms[primary]:.3f} ms "
                                 f"on {primary}")
 
-    evaluator = make_evaluator(req.objective, req.workers, req.ray_address)
     try:
         ctx = SearchContext(req.space, req.objective, req.budgets, evaluator, out, study, storage, req.sampler,
                             req.trials, req.seed, on_record, req.slim)
         return strategy.run(ctx), (evaluator.workers if req.workers or req.ray_address else 0)
     finally:
-        bar.close()
+        for bar in bars:
+            bar.close()
         evaluator.close()
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import time
 import warnings
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import optuna
@@ -91,6 +92,25 @@ def require_driver(url: str) -> None:
     if find_spec(module) is None:
         raise UsageError(f"--storage {mask_url(url)}: the {parsed.get_backend_name()} driver {module} is not "
                          f"installed; pip install '{requirement}'")
+
+
+def check_storage(url: str) -> None:
+    """Refuse, before anything is written, a ``--storage`` that cannot hold a study: a folder given as the journal
+    file, a database URL with a typo in its scheme or without its driver."""
+    if "://" not in url:
+        if Path(url).is_dir():
+            raise UsageError(f"--storage {url} is a folder; expected a journal file (made if missing) or a database "
+                             "URL (sqlite:///study.db, postgresql://user:password@host/db)")
+        return
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError, NoSuchModuleError
+
+    try:
+        make_url(url).get_dialect()
+    except (ArgumentError, NoSuchModuleError, ValueError):
+        raise UsageError(f"--storage {mask_url(url)!r}: not a database URL SQLAlchemy knows; expected a journal file "
+                         "path, sqlite:///FILE, postgresql://USER:PASSWORD@HOST/DB or mysql://...") from None
+    require_driver(url)
 
 
 def make_storage(url: str, heartbeat_interval: int = HEARTBEAT_INTERVAL_S,

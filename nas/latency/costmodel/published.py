@@ -72,9 +72,13 @@ def load_published(path: str | Path, protocol: str | None = None) -> list[Publis
     if protocol is not None and protocol not in PROTOCOLS:
         raise UsageError(f"--protocol {protocol!r} is not known; allowed: {', '.join(PROTOCOLS)}")
     try:
-        rows = list(csv.DictReader(path.open()))
+        rows = list(csv.DictReader(path.open(encoding="utf-8")))
     except FileNotFoundError:
         raise UsageError(f"calibration file {path} does not exist") from None
+    except IsADirectoryError:
+        raise UsageError(f"calibration file {path} is a folder; expected a CSV file") from None
+    except (UnicodeDecodeError, csv.Error):
+        raise UsageError(f"calibration file {path} is not CSV text (binary, or another encoding)") from None
     need = ("model", "timm_name", "input_size", "latency_ms", "protocol", "kind", "source")
     if not rows or any(c not in rows[0] for c in need):
         raise UsageError(f"calibration file {path} must have the columns {', '.join(need)}")
