@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import tempfile
@@ -29,13 +30,37 @@ def read_json(path: str | Path, what: str, missing_hint: str = "") -> Any:
         raise UsageError(f"{what} {path} is a folder; expected a JSON file") from None
 
 
+def finite_json(data: Any) -> Any:
+    """``data`` with every non-finite float (inf, nan) as ``None``: JSON has no such numbers, and Python's
+    ``Infinity``/``NaN`` tokens break every other JSON reader."""
+    if isinstance(data, float):
+        return data if math.isfinite(data) else None
+    if isinstance(data, dict):
+        return {k: finite_json(v) for k, v in data.items()}
+    if isinstance(data, (list, tuple)):
+        return [finite_json(v) for v in data]
+    return data
+
+
+def json_text(data: Any, indent: int | None = None) -> str:
+    """Strict JSON of ``data`` (non-finite numbers written as null)."""
+    return json.dumps(finite_json(data), indent=indent, allow_nan=False, default=_fallback)
+
+
+def _fallback(value: Any) -> Any:
+    """numpy scalars and paths, which results carry now and then, as plain JSON values."""
+    if hasattr(value, "item"):
+        return finite_json(value.item())
+    return str(value)
+
+
 def write_json_atomic(path: str | Path, data: Any, indent: int | None = 1) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "w") as f:
-            json.dump(data, f, indent=indent)
+            f.write(json_text(data, indent))
             f.flush()
             os.fsync(f.fileno())
         umask = os.umask(0)

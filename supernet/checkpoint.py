@@ -35,6 +35,12 @@ def load_supernet(path: str | Path) -> tuple[Supernet, dict[str, Any]]:
     """The supernet stored at ``path`` and its metadata; anything else is refused in one line."""
     payload = load_checkpoint_payload(path)
     net = Supernet(payload["space"])
+    own = net.state_dict()
+    for key, tensor in payload["state_dict"].items():     # torch's size-mismatch error is many lines
+        if key in own and (not isinstance(tensor, torch.Tensor) or tensor.shape != own[key].shape):
+            shape = tuple(tensor.shape) if isinstance(tensor, torch.Tensor) else type(tensor).__name__
+            raise UsageError(f"--supernet {path} does not fit space {net.space.name!r}: tensor {key!r} is "
+                             f"{shape}, the space's is {tuple(own[key].shape)}")
     missing, unexpected = net.load_state_dict(payload["state_dict"], strict=False)
     # checkpoints from before Gumbel training existed hold no α: it stays uniform (no importance)
     missing = [k for k in missing if not k.startswith("metapath.")]

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import sys
 from collections.abc import Callable
 from typing import Any
 
 from nas.errors import UsageError
+from nas.fileio import json_text
 from nas.space import DEFAULT_SPACE
 
 
@@ -80,6 +80,6 @@ def add_output_args(p: argparse.ArgumentParser, progress: bool = True) -> None:
 def emit(args: argparse.Namespace, result: Any, text: Callable[[], None]) -> None:
     """The one way a command reports: the result as one JSON line with ``--json``, else ``text()`` prints it."""
     if getattr(args, "json", False):
-        sys.stdout.write(json.dumps(result) + "\n")
+        sys.stdout.write(json_text(result) + "\n")
     else:
         text()

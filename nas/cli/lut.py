@@ -29,7 +29,7 @@ def register(commands: Commands) -> None:
 
     build = sub.add_parser("build", help="measure every op of a space on a device (Core ML devices: convert "
                                         "them to packages to measure on a Mac)")
-    build.add_argument("--device", required=True)
+    build.add_argument("--device", required=True, help="latency device: a name `nas devices` lists")
     add_space_arg(build)
     build.add_argument("--out", help="table file (default: ~/.cache/nas/latency_luts/DEVICE.json, or $NAS_LUT_DIR); "
                                      "Core ML devices: package folder (default: coreml_packages/DEVICE)")
@@ -48,10 +48,11 @@ def register(commands: Commands) -> None:
     build.set_defaults(func=build_table)
 
     validate = sub.add_parser("validate", help="measure N random archs end to end vs the prediction")
-    validate.add_argument("--device", required=True)
+    validate.add_argument("--device", required=True, help="the device to measure on (measurable here)")
     add_space_arg(validate)
     validate.add_argument("--lut", help="latency table file (default: the device's table)")
-    validate.add_argument("--n", type=positive_int, default=30)
+    validate.add_argument("--n", type=positive_int, default=30,
+                          help="random archs (held-out seeds) measured end to end (default 30)")
     validate.add_argument("--plot", help="PNG path (default: next to the table)")
     validate.add_argument("--rounds", type=positive_int, default=2,
                           help="passes over the archs, one after another; 2 or more also report the measurement's "
@@ -74,7 +75,7 @@ def register(commands: Commands) -> None:
 
     refit = sub.add_parser("refit", help="refit a measured table's end-to-end correction from all its calibration "
                                         "points (build, --verify winners, validate, check): seconds, no op measured")
-    refit.add_argument("--device", required=True)
+    refit.add_argument("--device", required=True, help="latency device: a name `nas devices` lists")
     add_space_arg(refit)
     refit.add_argument("--lut", help="latency table file (default: the device's table)")
     add_output_args(refit, progress=False)
@@ -82,7 +83,7 @@ def register(commands: Commands) -> None:
 
     check = sub.add_parser("check", help="does the table still hold here today? time the reference workload and N "
                                         "new archs against their predictions (kept as calibration points)")
-    check.add_argument("--device", required=True)
+    check.add_argument("--device", required=True, help="the device whose table is checked (measurable here)")
     add_space_arg(check)
     check.add_argument("--lut", help="latency table file (default: the device's table)")
     check.add_argument("--n", type=positive_int, default=5, help="archs measured end to end (default 5)")
@@ -105,15 +106,15 @@ def register(commands: Commands) -> None:
 
     ingest = sub.add_parser("ingest", help="a measured table from a manifest and its timings (JSON, or CSV "
                                           "id,median_ms from Xcode's performance report)")
-    ingest.add_argument("manifest")
-    ingest.add_argument("timings")
+    ingest.add_argument("manifest", help="manifest.json written by nas lut build for a Core ML device")
+    ingest.add_argument("timings", help="what nas lut measure wrote (JSON), or a CSV of package,median_ms")
     ingest.add_argument("--out", help="table file (default: ~/.cache/nas/latency_luts/DEVICE.json, which takes "
                                       "precedence over a shipped estimate)")
     add_output_args(ingest, progress=False)
     ingest.set_defaults(func=ingest_timings)
 
     estimate = sub.add_parser("estimate", help="a table estimated by the device's cost model (kind: estimated)")
-    estimate.add_argument("--device", required=True)
+    estimate.add_argument("--device", required=True, help="a device with a cost model (iphone12)")
     add_space_arg(estimate)
     estimate.add_argument("--cost-model", help="cost model JSON (default: the device's)")
     estimate.add_argument("--out", help="table file (default: ~/.cache/nas/latency_luts/DEVICE.json)")
@@ -122,7 +123,7 @@ def register(commands: Commands) -> None:
 
     calibrate = sub.add_parser("calibrate", help="fit a device's cost model to published latencies and report "
                                                 "its cross-validated error beside a MACs-linear baseline")
-    calibrate.add_argument("--device", required=True)
+    calibrate.add_argument("--device", required=True, help="the device whose cost model is fitted (iphone12)")
     calibrate.add_argument("--csv", help="published latencies (default: the device's shipped calibration CSV)")
     calibrate.add_argument("--protocol", default="P2", help="rows of this protocol only (P1 or P2; default P2)")
     calibrate.add_argument("--out", help="cost model JSON (default: ~/.cache/nas/latency_luts/DEVICE.costmodel.json)")
@@ -131,7 +132,7 @@ def register(commands: Commands) -> None:
     calibrate.set_defaults(func=calibrate_cost_model)
 
     show = sub.add_parser("show", help="inspect a latency table")
-    show.add_argument("file")
+    show.add_argument("file", help="a latency table JSON file")
     add_output_args(show, progress=False)
     show.set_defaults(func=show_table)
 

@@ -48,24 +48,30 @@ def register(commands: Commands) -> None:
     train.add_argument("--data", required=True,
                        help="ImageFolder tree (DIR/train and DIR/val, or DIR/<class>/<image>) or builtin:digits "
                             "(scikit-learn's handwritten digits, no download)")
-    train.add_argument("--epochs", type=positive_int, required=True)
+    train.add_argument("--epochs", type=positive_int, required=True, help="passes over the training split")
     train.add_argument("--out", required=True, help="checkpoint file (written atomically while training)")
     train.add_argument("--resume", action="store_true", help="continue the training saved in --out")
-    train.add_argument("--batch-size", type=positive_int, default=d("batch_size"))
+    train.add_argument("--batch-size", type=positive_int, default=d("batch_size"),
+                       help=f"images per step, over all workers (default {d('batch_size')})")
     train.add_argument("--lr", type=positive_float, default=d("lr"), help=f"peak AdamW learning rate "
                                                                           f"(default {d('lr'):g})")
-    train.add_argument("--weight-decay", type=non_negative_float, default=d("weight_decay"))
-    train.add_argument("--warmup-epochs", type=non_negative_float, default=d("warmup_epochs"))
+    train.add_argument("--weight-decay", type=non_negative_float, default=d("weight_decay"),
+                       help=f"decoupled weight decay on weights, not norms or biases (default {d('weight_decay')})")
+    train.add_argument("--warmup-epochs", type=non_negative_float, default=d("warmup_epochs"),
+                       help=f"linear warm-up before the cosine schedule, in epochs (default {d('warmup_epochs')})")
     train.add_argument("--num-random", type=non_negative_int, default=d("num_random"),
                        help=f"random subnets per step besides the largest and smallest (default {d('num_random')})")
-    train.add_argument("--label-smoothing", type=fraction, default=d("label_smoothing"))
+    train.add_argument("--label-smoothing", type=fraction, default=d("label_smoothing"),
+                       help=f"label smoothing of the losses on labels (the largest subnet's; the others learn from it) "
+                            f"(default {d('label_smoothing')})")
     train.add_argument("--max-train-images", type=positive_int, default=d("max_train_images"),
                        help="train on a fixed random subset of this many images")
     train.add_argument("--val-images", type=positive_int, default=d("val_images"),
                        help="validation images per evaluation")
     train.add_argument("--bn-images", type=positive_int, default=d("bn_images"),
                        help="training images to recalibrate BatchNorm with before each evaluation")
-    train.add_argument("--seed", type=int, default=d("seed"))
+    train.add_argument("--seed", type=int, default=d("seed"),
+                       help=f"seed of the initialisation, data order and sampled subnets (default {d('seed')})")
     train.add_argument("--init-timm", default=d("init_timm"), metavar="FILE",
                        help="start from a timm EfficientFormer state dict (.safetensors or weights-only .pth), "
                             "e.g. efficientformer_l7's, loaded into the supernet's slots")
@@ -149,8 +155,10 @@ def register(commands: Commands) -> None:
                           help="arch to evaluate (repeatable): a preset, an arch JSON file or a nas search run "
                                "directory (default: the largest, the smallest, the largest with each other mixer, "
                                "and the presets)")
-    evaluate.add_argument("--val-images", type=positive_int, default=EVAL_VAL_IMAGES)
-    evaluate.add_argument("--bn-images", type=positive_int, default=EVAL_BN_IMAGES)
+    evaluate.add_argument("--val-images", type=positive_int, default=EVAL_VAL_IMAGES,
+                          help=f"validation images scored (default {EVAL_VAL_IMAGES})")
+    evaluate.add_argument("--bn-images", type=positive_int, default=EVAL_BN_IMAGES,
+                          help=f"training images BatchNorm is recalibrated on first (default {EVAL_BN_IMAGES})")
     _add_torch_device(evaluate)
     add_output_args(evaluate, progress=False)
     evaluate.set_defaults(func=evaluate_supernet)

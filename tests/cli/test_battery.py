@@ -5,6 +5,7 @@ so the 60-odd cases cost seconds; the subprocess path is covered by the other CL
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -158,3 +159,51 @@ def test_the_battery_covers_every_command_with_40_cases_or_more():
         nested = [a for a in sub._actions if a.__class__.__name__ == "_SubParsersAction"]
         every |= {f"{name} {n}" for n in nested[0].choices} if nested else {name}
     assert len(CASES) >= 40 and every <= commands | {"supernet importance"}, every - commands
+
+
+def test_every_option_of_every_command_has_help_text():
+    import argparse
+
+    from nas.cli import build_parser
+
+    missing = []
+
+    def walk(parser: argparse.ArgumentParser, prefix: list[str]) -> None:
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for name, sub in action.choices.items():
+                    walk(sub, [*prefix, name])
+            elif not isinstance(action, argparse._HelpAction) and not action.help:
+                missing.append(f"nas {' '.join(prefix)} {action.option_strings or action.dest}")
+
+    walk(build_parser(), [])
+    assert not missing
+
+
+def test_a_checkpoint_whose_tensors_do_not_fit_the_space_names_the_first_bad_tensor(tmp_path, tiny, capsys):
+    import torch
+
+    from supernet import Supernet
+    from supernet.checkpoint import save_supernet
+
+    path = tmp_path / "supernet.pt"
+    save_supernet(Supernet(tiny), path)
+    payload = torch.load(path, weights_only=True)
+    key = next(k for k, v in payload["state_dict"].items() if v.dim() == 4)
+    payload["state_dict"][key] = torch.zeros(3, 3, 3, 3)          # another width
+    torch.save(payload, path)
+    assert main(["supernet", "eval", "--supernet", str(path), "--data", "builtin:digits", "--arch", "small"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.splitlines() == [err] and f"tensor '{key}' is (3, 3, 3, 3), the space's is" in err
+
+
+def test_json_the_tool_writes_has_no_infinity_or_nan(tmp_path):
+    from nas.fileio import write_json_atomic
+
+    write_json_atomic(tmp_path / "r.json", {"tau": float("nan"), "rows": [{"upper_ms": float("inf")}]})
+    text = (tmp_path / "r.json").read_text()
+    assert "NaN" not in text and "Infinity" not in text
+    assert json.loads(text) == {"tau": None, "rows": [{"upper_ms": None}]}
+    umask = os.umask(0)
+    os.umask(umask)
+    assert (tmp_path / "r.json").stat().st_mode & 0o777 == 0o666 & ~umask     # 0644 under the usual umask 022
