@@ -55,7 +55,7 @@ def ends_of_space(space: SearchSpace) -> dict[str, Arch]:
 
 def evaluate_checkpoint(checkpoint: str | Path, data: str, archs: dict[str, Arch] | None = None,
                         val_images: int = EVAL_VAL_IMAGES, bn_images: int = EVAL_BN_IMAGES,
-                        device: str = "cpu") -> dict[str, Any]:
+                        device: str = "cpu", progress: bool = False) -> dict[str, Any]:
     """Top-1 of inherited weights for each of ``archs`` (default: ``ends_of_space`` and the space's presets),
     each with BatchNorm recalibrated on ``data``'s training split."""
     from nas.data import describe
@@ -66,10 +66,15 @@ def evaluate_checkpoint(checkpoint: str | Path, data: str, archs: dict[str, Arch
     space = net.space
     if archs is None:
         archs = {**ends_of_space(space), **{name: space.preset(name) for name in space.preset_names()}}
-    rows = []
-    for name, arch in archs.items():
+    for name, arch in archs.items():       # all refused before the first (minutes-long) evaluation
         if arch.space != space.name:
             raise UsageError(f"arch {name!r} is of space {arch.space!r}, the supernet {checkpoint} of {space.name!r}")
+    from tqdm import tqdm
+
+    rows = []
+    bar = tqdm(archs.items(), desc="eval", unit="arch", disable=not progress, dynamic_ncols=True)
+    for name, arch in bar:
+        bar.set_postfix_str(name)
         top1 = evaluate_subnet(net, arch, data, val_images, bn_images, device)
         rows.append({"name": name, "top1": top1, "arch": arch.to_dict()})
     return {"supernet": str(checkpoint), "space": space.name, "data": str(data), "val": describe(data, "val"),

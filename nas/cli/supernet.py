@@ -160,7 +160,7 @@ def register(commands: Commands) -> None:
     evaluate.add_argument("--bn-images", type=positive_int, default=EVAL_BN_IMAGES,
                           help=f"training images BatchNorm is recalibrated on first (default {EVAL_BN_IMAGES})")
     _add_torch_device(evaluate)
-    add_output_args(evaluate, progress=False)
+    add_output_args(evaluate)
     evaluate.set_defaults(func=evaluate_supernet)
 
 
@@ -238,7 +238,8 @@ def evaluate_supernet(args: argparse.Namespace) -> int:
     space_name = load_checkpoint_payload(args.supernet)["space"]
     archs = {value: resolve_arch(value, space_name) for value in args.arch} if args.arch else None
     device = _torch_device(args)
-    result = evaluate_checkpoint(args.supernet, args.data, archs, args.val_images, args.bn_images, device)
+    result = evaluate_checkpoint(args.supernet, args.data, archs, args.val_images, args.bn_images, device,
+                                 progress=not args.no_progress)
 
     def text() -> None:
         print(f"top-1 of inherited weights of {args.supernet} (space {result['space']!r}) on {result['val']}, "

@@ -159,12 +159,25 @@ def _run_strategy(req: SearchRequest, strategy: Strategy, out: Path, study: str,
     bars: list[Any] = []          # made at the first record: a refusal before any trial prints no bar
     best_seen: list[TrialRecord] = []
 
+    optuna = strategy.uses_optuna_settings
+    start_ms: list[float] = []
+
     def on_record(record: TrialRecord) -> None:
         if not bars:
-            bars.append(tqdm(total=req.trials if strategy.uses_optuna_settings else None, desc=desc,
-                             unit=strategy.unit, disable=not req.progress))
+            if optuna:
+                bars.append(tqdm(total=req.trials, desc=desc, unit=strategy.unit, disable=not req.progress))
+            else:   # slimming's steps are not known in advance; the milliseconds to shed are
+                start_ms.append(record.latency_ms[primary])
+                end = req.budgets.fastest(req.space)[primary] if req.slim and req.slim.pareto \
+                    else req.budgets.primary.limit_ms
+                bars.append(tqdm(total=round(max(start_ms[0] - end, 1e-6), 4), desc=f"{desc} (ms to shed)",
+                                 unit="ms", disable=not req.progress))
         bar = bars[0]
-        bar.update(1)
+        if optuna:
+            bar.update(1)
+        else:
+            bar.n = round(min(bar.total, max(0.0, start_ms[0] - record.latency_ms[primary])), 4)
+            bar.refresh()
         if record.feasible and (not best_seen or record.objective > best_seen[0].objective):
             best_seen[:] = [record]
         if best_seen:

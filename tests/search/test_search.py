@@ -232,8 +232,9 @@ def test_slimming_reaches_the_budget_and_resumes(tmp_path, tiny_luts, tiny):
     assert result["best"]["arch"] == steps[-1]["arch"]
     assert {s["action"].split()[0] for s in steps[1:]} <= {"drop", "narrow", "MLP", "turn", "heads", "key"}
 
-    again = run_nas(*args)                                           # resumes: the record is complete
+    again = run_nas(*[a for a in args if a != "--no-progress"])      # resumes: the record is complete
     assert json.loads(again.stdout)["best"] == result["best"]
+    assert "slimming (ms to shed): 100%" in again.stderr                # a bar with a total and an ETA
     assert json.loads((run / "slim.json").read_text())["steps"] == steps
 
 

@@ -79,6 +79,7 @@ def test_eval_reports_the_top1_of_the_archs_asked_for(trained, tmp_path, tiny):
     one = run_nas("supernet", "eval", "--supernet", str(out), "--data", "builtin:digits", "--arch", str(arch_file),
                   "--val-images", "200", "--bn-images", "64", "--json")
     assert one.returncode == 0 and [r["name"] for r in json.loads(one.stdout)["archs"]] == [str(arch_file)]
+    assert "eval: 100%" in one.stderr and "1/1" in one.stderr           # a progress bar with its total
     bad = run_nas("supernet", "eval", "--supernet", str(out), "--data", "builtin:digits", "--arch", "l1")
     assert bad.returncode == 2 and "large, small" in bad.stderr and len(bad.stderr.strip().splitlines()) == 1
 
