@@ -39,7 +39,7 @@ def plot_predicted_vs_measured(predicted: Sequence[float], measured: Sequence[fl
     lo, hi = min(min(predicted), min(measured)) * 0.9, max(max(predicted), max(measured)) * 1.1
     xs = np.linspace(lo, hi, 2)
     ax.plot(xs, xs, "k-", lw=1, label="y = x")
-    ax.fill_between(xs, xs * 0.9, xs * 1.1, color="tab:green", alpha=0.15, label="±10%")
+    ax.fill_between(xs, xs * 0.9, xs * 1.1, color="tab:green", alpha=0.15, label="±10%", zorder=0)
     ax.scatter(measured, predicted, s=18, color="tab:blue", label="random archs")
     ax.set_xlim(lo, hi)
     ax.set_ylim(lo, hi)
@@ -65,7 +65,8 @@ def plot_calibration(report: dict[str, Any], path: str | Path) -> None:
                    label=f"{name} (leave-one-family-out MAPE {mape:.1f}%)")
     lo, hi = 0.8 * min(published), 1.25 * max(published)
     ax.plot([lo, hi], [lo, hi], "k-", lw=0.8)
-    ax.fill_between([lo, hi], [0.9 * lo, 0.9 * hi], [1.1 * lo, 1.1 * hi], color="0.9", label="±10%")
+    # the band under the points (zorder 0), not over them
+    ax.fill_between([lo, hi], [0.9 * lo, 0.9 * hi], [1.1 * lo, 1.1 * hi], color="0.9", label="±10%", zorder=0)
     for m in models:
         ax.annotate(m["timm_name"], (m["published_ms"], m["cost_model_lofo_ms"]), fontsize=6)
     ax.set(xscale="log", yscale="log", xlabel="published latency (ms)", ylabel="predicted, family held out (ms)",
@@ -77,13 +78,28 @@ def plot_calibration(report: dict[str, Any], path: str | Path) -> None:
 
 def plot_pareto(path: str | Path, records: Sequence[Any], front: Sequence[Any], best: Any, device: str,
                 budget_ms: float, table_kind: str, objective_label: str, title: str,
-                guarantee: float | None = None, median_limit_ms: float | None = None) -> None:
+                guarantee: float | None = None, median_limit_ms: float | None = None,
+                others: Sequence[dict[str, Any]] = ()) -> None:
     """Objective against the first device's predicted latency: every record (feasible or not), the Pareto front,
     the budget and the winner. Records are ``TrialRecord``s (``latency_ms`` per device, ``objective``,
     ``feasible``). Under ``--guarantee`` also the limit the prediction must meet for its upper bound to meet the
-    budget, and the winner's upper bound."""
+    budget, and the winner's upper bound. ``others`` (one dict per further budget: ``device``, ``budget_ms``,
+    ``table_kind``, ``front``, ``median_limit_ms``) add a panel each: the same records against that device."""
     plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(6.4, 4.4))
+    fig, axes = plt.subplots(1, 1 + len(others), figsize=(6.4 * (1 + len(others)), 4.4), squeeze=False)
+    _pareto_panel(axes[0][0], records, front, best, device, budget_ms, table_kind, objective_label, guarantee,
+                  median_limit_ms)
+    for ax, other in zip(axes[0][1:], others):
+        _pareto_panel(ax, records, other["front"], best, other["device"], other["budget_ms"], other["table_kind"],
+                      objective_label, guarantee, other.get("median_limit_ms"))
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    _save(fig, path, dpi=120)
+
+
+def _pareto_panel(ax: Any, records: Sequence[Any], front: Sequence[Any], best: Any, device: str, budget_ms: float,
+                  table_kind: str, objective_label: str, guarantee: float | None,
+                  median_limit_ms: float | None) -> None:
     for feasible, colour, label in ((False, "#bbbbbb", "misses a budget"), (True, "#4c72b0", "meets every budget")):
         pts = [(r.latency_ms[device], r.objective) for r in records if r.feasible == feasible]
         if pts:
@@ -102,10 +118,8 @@ def plot_pareto(path: str | Path, records: Sequence[Any], front: Sequence[Any], 
                label="best")
     ax.set_xlabel(f"predicted latency on {device} (ms, {table_kind} table)")
     ax.set_ylabel(objective_label.split(" (")[0], fontsize=9)
-    ax.set_title(title, fontsize=10)
+    ax.set_title(f"front on {device}", fontsize=9)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    _save(fig, path, dpi=120)
 
 
 def plot_history(history: list[dict[str, Any]], path: str | Path, title: str) -> None:

@@ -203,6 +203,9 @@ def _write_run_dir(result: SearchResult) -> None:
                               "front": [r.to_dict() for r in result.front]}
     if all("params_m" in r.details for r in result.records):   # sizes known: the objective-latency-size front too
         pareto["front_with_size"] = [r.to_dict() for r in pareto_front_nd(result.records, primary)]
+    if len(req.budgets.items) > 1:      # a budget on each of several devices: the front on each of them
+        pareto["front_by_device"] = {b.device: [r.to_dict() for r in pareto_front(result.records, b.device)]
+                                     for b in req.budgets.items}
     if not result.strategy.uses_optuna_settings:   # slimming: its whole path, step by step
         pareto["path"] = [r.to_dict() for r in result.records]
     write_json_atomic(out / "pareto.json", pareto)
@@ -210,7 +213,10 @@ def _write_run_dir(result: SearchResult) -> None:
     plot_pareto(out / "pareto.png", result.records, result.front, result.best, primary,
                 req.budgets.primary.budget_ms, req.budgets.primary.predictor.kind, req.objective.label,
                 f"{req.strategy}{'/' + req.sampler if optuna else ''}: {len(result.records)} "
-                f"{result.strategy.unit}s", req.budgets.guarantee, req.budgets.primary.limit_ms)
+                f"{result.strategy.unit}s", req.budgets.guarantee, req.budgets.primary.limit_ms,
+                others=[{"device": b.device, "budget_ms": b.budget_ms, "table_kind": b.predictor.kind,
+                         "front": pareto_front(result.records, b.device), "median_limit_ms": b.limit_ms}
+                        for b in req.budgets.items[1:]])
 
 
 def _export_winner(arch_dict: dict[str, Any], req: SearchRequest, out: Path) -> dict[str, Any]:

@@ -262,6 +262,12 @@ def test_two_budgets_on_two_devices_both_hold(tmp_path, tiny_luts, tiny):
     assert best["latencies_ms"]["iphone12"] <= ip_budget and best["latencies_ms"]["cpu"] <= cpu_budget
     header = (tmp_path / "run" / "trials.csv").read_text().splitlines()[0]
     assert "latency_ms_iphone12" in header and "latency_ms_cpu" in header
+    fronts = json.loads((tmp_path / "run" / "pareto.json").read_text())["front_by_device"]
+    assert set(fronts) == {"iphone12", "cpu"} and all(fronts.values())
+    from PIL import Image
+
+    with Image.open(tmp_path / "run" / "pareto.png") as png:       # one panel per device, side by side
+        assert png.size[0] >= 2 * png.size[1]
 
 
 def test_pareto_front_is_non_dominated():
