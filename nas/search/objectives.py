@@ -34,6 +34,7 @@ class Objective(abc.ABC):
     label: str
     is_accuracy: bool = False
     checkpoint: Path | None = None   # the supernet whose weights it scores (the exported winner inherits them)
+    cheap: bool = False              # microseconds a call: evaluated in the driver even with --workers
 
     @abc.abstractmethod
     def __call__(self, arch: Arch) -> float:
@@ -55,6 +56,7 @@ class CapacityProxy(Objective):
     name = "capacity"
     label = "capacity proxy sqrt(params_M x GMACs) (a proxy, not accuracy)"
     is_accuracy = False
+    cheap = True
 
     def __init__(self, space: SearchSpace):
         from nas.search.capacity import OpCounts

@@ -20,7 +20,7 @@ from nas.search.records import TrialRecord, best_record, pareto_front, pareto_fr
 from nas.search.slim import SlimSettings
 from nas.search.strategy import SearchContext, Strategy, get_strategy
 from nas.search.verify import verify_winner
-from nas.search.workers import Evaluator
+from nas.search.workers import Evaluator, LocalEvaluator
 from nas.space import SearchSpace
 
 
@@ -187,7 +187,7 @@ def _run_strategy(req: SearchRequest, strategy: Strategy, out: Path, study: str,
     try:
         ctx = SearchContext(req.space, req.objective, req.budgets, evaluator, out, study, storage, req.sampler,
                             req.trials, req.seed, on_record, req.slim)
-        return strategy.run(ctx), (evaluator.workers if req.workers or req.ray_address else 0)
+        return strategy.run(ctx), (0 if isinstance(evaluator, LocalEvaluator) else evaluator.workers)
     finally:
         for bar in bars:
             bar.close()

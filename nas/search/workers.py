@@ -78,6 +78,16 @@ class RayEvaluator(Evaluator):
 
 
 def make_evaluator(objective: Objective, workers: int = 0, address: str | None = None) -> Evaluator:
+    """Ray workers for an objective worth sending away; the driver itself for a cheap one (the capacity proxy costs
+    microseconds, a Ray task milliseconds), which also keeps the study the serial run's: trials are drawn one per
+    worker at a time, so a batch of N trials draws each without the others' results."""
+    if (workers or address) and objective.cheap:
+        import sys
+
+        print(f"nas: note: {objective.name} costs microseconds a trial; it is evaluated here, not on Ray "
+              "(--workers/--ray-address matter for --supernet accuracy), so the study is the serial run's",
+              file=sys.stderr)
+        return LocalEvaluator(objective)
     if workers or address:
         return RayEvaluator(objective, workers, address)
     return LocalEvaluator(objective)

@@ -535,3 +535,19 @@ def test_postgres_search_survives_sigkill_with_exactly_n_trials_and_never_shows_
     assert summary["trials"] == total and summary["storage"].startswith("postgresql://nas:***@127.0.0.1")
     for text in (resumed.stdout, resumed.stderr, killed_err, (run / "run.json").read_text()):
         assert PASSWORD not in text
+
+
+def test_workers_give_the_serial_study_for_the_cheap_proxy(tmp_path, tiny_luts, tiny):
+    """The README's promise: --workers 2 with the same seed gives the same trials as a serial run (the proxy is
+    evaluated in the driver, so no Ray is started and it is no slower)."""
+    budget = _middle_budget(tiny, tiny_luts)
+    runs = {}
+    for name, extra in (("serial", []), ("workers", ["--workers", "2"])):
+        proc = run_nas(*_tiny_args(tiny_luts, budget, "--trials", "12", "--out", str(tmp_path / name),
+                                   "--export", "none", "--json", *extra))
+        assert proc.returncode == 0, proc.stderr
+        runs[name] = _study(tmp_path / name / "study.log", json.loads(proc.stdout)["study"])
+        if extra:
+            assert "evaluated here, not on Ray" in proc.stderr and json.loads(proc.stdout)["workers"] == 0
+    serial, parallel = ([(t.params, t.values) for t in runs[k].get_trials(deepcopy=False)] for k in runs)
+    assert len(serial) == 12 and serial == parallel
