@@ -15,16 +15,26 @@ from nas.errors import EnvironmentFailure, UsageError
 CONNECT_TIMEOUT_S = 10
 
 
-def check_reachable(address: str) -> None:
-    """Refuse an address without a listening Ray head (in ``CONNECT_TIMEOUT_S`` at most)."""
-    if address in ("auto", "local") or "://" in address:     # Ray resolves these itself
-        return
+def parse_address(address: str) -> tuple[str, int] | None:
+    """(host, port) of ``address``; None for the forms Ray resolves itself ("auto", "ray://..."); a malformed one
+    is refused."""
+    if address in ("auto", "local") or "://" in address:
+        return None
     host, _, port = address.rpartition(":")
     if not host or not port.isdigit():
         raise UsageError(f"--ray-address {address!r}: expected HOST:PORT of a Ray head node (what `ray start "
                          "--head` prints), e.g. 10.0.0.5:6379")
+    return host, int(port)
+
+
+def check_reachable(address: str) -> None:
+    """Refuse an address without a listening Ray head (in ``CONNECT_TIMEOUT_S`` at most)."""
+    parsed = parse_address(address)
+    if parsed is None:
+        return
+    host, port = parsed
     try:
-        socket.create_connection((host, int(port)), timeout=CONNECT_TIMEOUT_S).close()
+        socket.create_connection((host, port), timeout=CONNECT_TIMEOUT_S).close()
     except OSError as exc:
         raise EnvironmentFailure(f"--ray-address {address}: no Ray head answers there ({exc.strerror or exc}); "
                                  f"start one with `ray start --head --port={port}`, or give the address it printed"

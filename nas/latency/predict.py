@@ -246,6 +246,10 @@ def load_predictor(device: str, space: str = DEFAULT_SPACE, lut: str | Path | No
                          f"build one with: nas lut build --device {device}{space_flag(space)}")
     predictor = LutPredictor.from_file(path)
     built_for = predictor.table.header.get("device")
+    if lut and predictor.space.name != space:       # it would price another space's ops (or miss them)
+        raise UsageError(f"--lut {path} is a table of space {predictor.space.name!r} (device {built_for!r}), the "
+                         f"arch is of space {space!r}; use a table of {space!r} (nas lut build --device {device}"
+                         f"{space_flag(space)})")
     if lut and built_for and built_for != device:   # its numbers would be printed as another device's
         raise UsageError(f"--lut {path} is a table of device {built_for!r} (space {predictor.space.name!r}), not "
                          f"of {device!r}; use --device {built_for}, or a table of {device} (nas lut build --device "

@@ -207,3 +207,40 @@ def test_json_the_tool_writes_has_no_infinity_or_nan(tmp_path):
     umask = os.umask(0)
     os.umask(umask)
     assert (tmp_path / "r.json").stat().st_mode & 0o777 == 0o666 & ~umask     # 0644 under the usual umask 022
+
+
+@pytest.fixture
+def full_disk(tmp_path):
+    """A 64 KiB tmpfs filled to the last byte (needs root and mount; skipped, saying so, where it cannot be made)."""
+    import shutil
+    import subprocess
+
+    mount = tmp_path / "full"
+    mount.mkdir()
+    made = shutil.which("mount") and subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mount)],
+                                                    capture_output=True).returncode == 0
+    if not made:
+        pytest.skip("cannot mount a small tmpfs here (needs root); the full-disk case runs where it can")
+    try:
+        with open(mount / "filler", "wb", buffering=0) as filler:
+            try:
+                while True:
+                    filler.write(b"\0" * 512)
+            except OSError:
+                pass
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], capture_output=True)
+
+
+@pytest.mark.parametrize("command", [
+    "export l1 --format pt --out {full}/export",
+    "supernet train --space tiny --data builtin:digits --epochs 1 --out {full}/ckpt/s.pt",
+    "search --budget-ms 1.6 --device iphone12 --trials 2 --out {full}/run",
+    "lut estimate --device iphone12 --space tiny --out {full}/t.json",
+])
+def test_a_full_disk_is_one_line_exit_1_before_any_work(full_disk, command, capsys):
+    assert main(command.format(full=full_disk).split()) == 1
+    err = capsys.readouterr().err
+    lines = [line for line in err.strip().splitlines() if not line.startswith(("note:", "nas: note:"))]
+    assert len(lines) == 1 and "No space left on device" in lines[0] and "Traceback" not in err, err
