@@ -49,8 +49,11 @@ def auth_hint() -> str:
 
 
 def join(ray: Any, address: str, **init_kwargs: Any) -> None:
-    """``ray.init(address=address, ...)``, failing in one line."""
+    """``ray.init(address=address, ...)``, failing in one line. A token in ``RAY_AUTH_TOKEN`` means a cluster with
+    token authentication: the driver is put in that mode too, so a user need not know ``RAY_AUTH_MODE``."""
     check_reachable(address)
+    if os.environ.get("RAY_AUTH_TOKEN") and "RAY_AUTH_MODE" not in os.environ:
+        os.environ["RAY_AUTH_MODE"] = "token"
     try:
         ray.init(address=address, **init_kwargs)
     except (ConnectionError, RuntimeError) as exc:

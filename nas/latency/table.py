@@ -110,6 +110,14 @@ class LatencyTable:
         correction = header.get("correction")
         if correction is not None and not {"scale", "offset_ms"} <= set(correction):
             raise bad("header correction must have scale and offset_ms")
+        for name in ("scale", "offset_ms", "base_scale", "base_offset_ms", "drift"):
+            value = (correction or {}).get(name)
+            if value is not None and not (isinstance(value, (int, float)) and math.isfinite(value)):
+                raise bad(f"header correction {name} = {value!r}; expected a finite number")
+        for point in data.get("calibration", []) if isinstance(data.get("calibration"), list) else []:
+            ms = point.get("measured_ms") if isinstance(point, dict) else None
+            if not (isinstance(ms, (int, float)) and math.isfinite(ms) and ms > 0):
+                raise bad(f"calibration point measured_ms = {ms!r}; expected a finite positive number")
         calibration = data.get("calibration", [])
         if not isinstance(calibration, list):
             raise bad("'calibration' must be a list")

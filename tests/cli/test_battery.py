@@ -30,6 +30,8 @@ def f(tmp_path_factory, tiny, tiny_iphone12):
         "bad_safetensors": b"\x10\x00\x00\x00\x00\x00\x00\x00{garbage",
         "csv_garbage": b"model,latency\nfoo,bar\n",
         "wrong_keys_table": json.dumps({"schema_version": 1, "header": {}, "entries": {}}).encode(),
+        "nan_table": SHIPPED_IPHONE12.read_text().replace('"median_ms": 0.0', '"median_ms": NaN, "x": 0.0', 1).encode(),
+        "inf_correction": SHIPPED_IPHONE12.read_text().replace('"scale": 1.0', '"scale": Infinity', 1).encode(),
     }
     for name, data in contents.items():
         suffix = {"bad_yaml": ".yaml", "text_ckpt": ".pt", "bad_safetensors": ".safetensors",
@@ -74,6 +76,8 @@ CASES = [
     ("predict --device iphone12 --arch l1 --coverage 1.5", "--coverage"),
     ("predict --device iphone12 --arch l1 --coverage nan", "not finite"),
     ("predict --device iphone12 --arch l1 --lut {wrong_keys_table}", "wrong_keys_table.json"),
+    ("predict --device iphone12 --arch l1 --lut {nan_table}", "not a finite non-negative number"),
+    ("predict --device iphone12 --arch l1 --lut {inf_correction}", "correction scale = inf"),
     # lut
     ("lut show {missing}", "missing.json"),
     ("lut show {utf16}", "latency table"),
@@ -209,26 +213,29 @@ def test_json_the_tool_writes_has_no_infinity_or_nan(tmp_path):
     assert (tmp_path / "r.json").stat().st_mode & 0o777 == 0o666 & ~umask     # 0644 under the usual umask 022
 
 
-@pytest.fixture
-def full_disk(tmp_path):
-    """A 64 KiB tmpfs filled to the last byte (needs root and mount; skipped, saying so, where it cannot be made)."""
+@pytest.fixture(params=["full", "read-only"])
+def broken_disk(request, tmp_path):
+    """A 64 KiB tmpfs filled to the last byte, or mounted read-only, and the message each gives (needs root and
+    mount; skipped, saying so, where it cannot be made)."""
     import shutil
     import subprocess
 
-    mount = tmp_path / "full"
+    mount = tmp_path / "disk"
     mount.mkdir()
-    made = shutil.which("mount") and subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mount)],
+    options = "size=64k" + (",ro" if request.param == "read-only" else "")
+    made = shutil.which("mount") and subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(mount)],
                                                     capture_output=True).returncode == 0
     if not made:
         pytest.skip("cannot mount a small tmpfs here (needs root); the full-disk case runs where it can")
     try:
-        with open(mount / "filler", "wb", buffering=0) as filler:
-            try:
-                while True:
-                    filler.write(b"\0" * 512)
-            except OSError:
-                pass
-        yield mount
+        if request.param == "full":
+            with open(mount / "filler", "wb", buffering=0) as filler:
+                try:
+                    while True:
+                        filler.write(b"\0" * 512)
+                except OSError:
+                    pass
+        yield mount, "No space left on device" if request.param == "full" else "Read-only file system"
     finally:
         subprocess.run(["umount", "-l", str(mount)], capture_output=True)
 
@@ -239,8 +246,9 @@ def full_disk(tmp_path):
     "search --budget-ms 1.6 --device iphone12 --trials 2 --out {full}/run",
     "lut estimate --device iphone12 --space tiny --out {full}/t.json",
 ])
-def test_a_full_disk_is_one_line_exit_1_before_any_work(full_disk, command, capsys):
-    assert main(command.format(full=full_disk).split()) == 1
+def test_a_full_or_read_only_disk_is_one_line_exit_1_before_any_work(broken_disk, command, capsys):
+    disk, reason = broken_disk
+    assert main(command.format(full=disk).split()) == 1
     err = capsys.readouterr().err
     lines = [line for line in err.strip().splitlines() if not line.startswith(("note:", "nas: note:"))]
-    assert len(lines) == 1 and "No space left on device" in lines[0] and "Traceback" not in err, err
+    assert len(lines) == 1 and reason in lines[0] and "Traceback" not in err, err
