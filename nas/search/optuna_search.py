@@ -1,16 +1,19 @@
 """Optuna studies over a space under latency budgets.
 
 Trials are asked in batches of one per worker, evaluated (here or on Ray), then told in trial order, so the
-same seed gives the same study however long each evaluation takes. Latency is a constraint (Optuna's
-``Trial.set_constraint``: latency - budget per device, feasible when all are <= 0), not part of the objective;
-NSGA-II also minimises the first device's latency, which gives the accuracy-latency Pareto front.
+same seed and number of workers give the same study however long each evaluation takes. Latency is a constraint
+(latency - budget per device, feasible when all are <= 0, stored where Optuna and optuna-dashboard read it), not
+part of the objective; NSGA-II also minimises the first device's latency, which gives the accuracy-latency
+Pareto front.
 
-Storage: an Optuna journal file (``OUT/study.log`` by default, what ``optuna-dashboard`` opens) or any SQLAlchemy
-URL. The sampler works on an in-memory copy of the study and each finished trial is written to the storage at
-once, in one append: a study's many small parameter writes (one per knob, ~40 per trial) cost 10x more than the
-sampling itself when they go to SQLite one by one (``benchmarks/search_speed.py``). ``--trials`` is the study's
-total; a re-run with the same study continues it from the trials already written, so after a kill -9 no finished
-trial is lost or repeated (the one in flight is drawn again).
+Storage (``nas.search.storage``): an Optuna journal file (``OUT/study.log`` by default) or any SQLAlchemy URL,
+with Optuna's heartbeat on. The sampler works on an in-memory copy of the study; each drawn trial is created in
+the storage RUNNING, with its parameters, in one write (a study's many small parameter writes, one per knob, ~40
+per trial, cost 10x more than the sampling itself when they go to SQLite one by one: ``benchmarks/search_speed.py``)
+and completed in one more. ``--trials`` is the study's total of complete trials, shared by every process running
+the same study: each syncs the others' finished trials before drawing and counts the ones running elsewhere. A
+trial whose process died (no heartbeat for ``GRACE_PERIOD_S``) is failed and drawn again, so after a kill -9 no
+finished trial is lost or repeated.
 """
 from __future__ import annotations
 
