@@ -12,7 +12,6 @@ from typing import Any
 
 import torch
 import torch.nn as nn
-from timm.layers import DropPath
 from torch.nn.init import trunc_normal_
 
 from nas.space import block_layout, first_3d_index, stage_sides
@@ -139,6 +138,22 @@ class MetaBlock1d(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x + self.drop_path1(self.ls1(self.token_mixer(self.norm1(x))))
         return x + self.drop_path2(self.ls2(self.mlp(self.norm2(x))))
+
+
+class DropPath(nn.Module):
+    """Stochastic depth (timm's ``DropPath``, written here so that this module does not import timm, ~1 s): while
+    training, a sample's residual branch is zeroed with probability ``rate`` and the kept ones scaled up."""
+
+    def __init__(self, rate: float):
+        super().__init__()
+        self.rate = rate
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.rate == 0.0 or not self.training:
+            return x
+        keep = 1.0 - self.rate
+        mask = x.new_empty((x.shape[0],) + (1,) * (x.dim() - 1)).bernoulli_(keep)
+        return x * mask / keep
 
 
 def _drop_path(rate: float) -> nn.Module:
