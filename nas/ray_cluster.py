@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import socket
+from pathlib import Path
 from typing import Any
 
 from nas.errors import EnvironmentFailure, UsageError
@@ -41,19 +42,29 @@ def check_reachable(address: str) -> None:
                                  ) from None
 
 
+def token_available() -> bool:
+    return bool(os.environ.get("RAY_AUTH_TOKEN")) or (Path.home() / ".ray" / "auth_token").is_file()
+
+
+def prepare_auth() -> None:
+    """Before Ray is imported (it reads ``RAY_AUTH_MODE`` then, not at ``ray.init``): with a token at hand
+    (``RAY_AUTH_TOKEN``, or ``~/.ray/auth_token``, which ``ray start`` writes), join in token mode, so a cluster
+    started with ``RAY_AUTH_MODE=token`` takes this driver without the user knowing the variable. Checked here:
+    a token-mode driver also joins a cluster without authentication."""
+    if "RAY_AUTH_MODE" not in os.environ and token_available():
+        os.environ["RAY_AUTH_MODE"] = "token"
+
+
 def auth_hint() -> str:
     if os.environ.get("RAY_AUTH_MODE") == "token":
-        return "check that RAY_AUTH_TOKEN (or ~/.ray/auth_token) holds the head node's token"
+        return "check that RAY_AUTH_TOKEN (or ~/.ray/auth_token) holds the head node's token (copy it from the head)"
     return ("if the cluster was started with RAY_AUTH_MODE=token, run nas with RAY_AUTH_MODE=token too, and the "
             "head's token in RAY_AUTH_TOKEN (or ~/.ray/auth_token)")
 
 
 def join(ray: Any, address: str, **init_kwargs: Any) -> None:
-    """``ray.init(address=address, ...)``, failing in one line. A token in ``RAY_AUTH_TOKEN`` means a cluster with
-    token authentication: the driver is put in that mode too, so a user need not know ``RAY_AUTH_MODE``."""
+    """``ray.init(address=address, ...)``, failing in one line (``prepare_auth`` has run before Ray's import)."""
     check_reachable(address)
-    if os.environ.get("RAY_AUTH_TOKEN") and "RAY_AUTH_MODE" not in os.environ:
-        os.environ["RAY_AUTH_MODE"] = "token"
     try:
         ray.init(address=address, **init_kwargs)
     except (ConnectionError, RuntimeError) as exc:

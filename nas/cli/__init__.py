@@ -40,6 +40,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
         check_outputs(args)
+        if getattr(args, "ray_address", None):
+            from nas.ray_cluster import prepare_auth
+
+            prepare_auth()        # before any handler imports Ray
         handler: Handler = args.func
         return handler(args)
     except UsageError as exc:

@@ -247,11 +247,14 @@ def test_build_on_a_ray_cluster_runs_on_the_node_owning_the_device(tiny, tmp_pat
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    env = {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_AUTH_MODE": "token"}
+    # the cluster requires token authentication; `nas` is run without RAY_AUTH_MODE, as a user who never heard of
+    # it would: it finds the token `ray start` wrote (~/.ray/auth_token) and joins in token mode by itself
+    env = {k: v for k, v in os.environ.items() if k != "RAY_AUTH_MODE"}
+    env["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
     try:
         subprocess.run([ray_cli, "start", "--head", "--node-ip-address=127.0.0.1", f"--port={port}", "--num-cpus=1",
                         '--resources={"device:cpu": 1}', "--include-dashboard=false", "--disable-usage-stats"],
-                       env=env, check=True, capture_output=True, timeout=120)
+                       env={**env, "RAY_AUTH_MODE": "token"}, check=True, capture_output=True, timeout=120)
         address = f"127.0.0.1:{port}"
         out = tmp_path / "cluster.json"
         proc = subprocess.run([sys.executable, "-m", "nas", "lut", "build", "--device", "cpu", "--space", "tiny",
