@@ -142,7 +142,12 @@ CASES = [
 def test_bad_input_is_one_line_exit_2_and_nothing_written(f, command, words, capsys):
     argv = command.format(**{k: str(v) for k, v in f.items()}).split()
     before = sorted(f["out"].rglob("*")) if f["out"].exists() else []
-    code = main(argv)
+    environ = dict(os.environ)
+    try:
+        code = main(argv)
+    finally:   # in-process: what a command sets for itself (RAY_AUTH_MODE for a join) must not leak into later tests
+        os.environ.clear()
+        os.environ.update(environ)
     err = capsys.readouterr().err
     lines = [line for line in err.strip().splitlines() if not line.startswith(("note:", "nas: note:"))]
     assert code == 2, err
