@@ -34,7 +34,15 @@ from nas.search.budgets import Budgets
 from nas.search.encoding import arch_params, suggest_arch
 from nas.search.objectives import Objective
 from nas.search.records import TrialRecord
-from nas.search.storage import GRACE_PERIOD_S, make_storage, mask_url
+from nas.search.storage import (
+    BEAT_ATTR,
+    GRACE_PERIOD_S,
+    HEARTBEAT_INTERVAL_S,
+    beat,
+    fail_silent_trials,
+    make_storage,
+    mask_url,
+)
 from nas.search.strategy import SAMPLERS, SearchContext, Strategy
 from nas.search.workers import Evaluator
 from nas.space import SearchSpace
@@ -145,12 +153,10 @@ class _Heartbeats:
 
     def _beat(self) -> None:
         storage = self.storage
-        if not isinstance(storage, BaseHeartbeat):
-            return
-        interval = storage.get_heartbeat_interval()
+        interval = storage.get_heartbeat_interval() if isinstance(storage, BaseHeartbeat) else HEARTBEAT_INTERVAL_S
         while interval:
             for trial_id in self.trial_ids:
-                storage.record_heartbeat(trial_id)
+                beat(storage, trial_id)
             if self.stop.wait(interval):
                 return
 
@@ -203,9 +209,7 @@ def run_study(settings: StudySettings, evaluator: Evaluator,
                 on_trial(trial)
 
     while True:
-        with warnings.catch_warnings():          # experimental since Optuna 2.9, and what its own optimize() calls
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            optuna.storages.fail_stale_trials(stored)    # trials whose process died (no heartbeat for a while)
+        fail_silent_trials(stored)               # trials whose process died (no heartbeat for a while)
         trials = stored.get_trials(deepcopy=False)
         for t in trials:
             if t.state in _FINISHED and t._trial_id not in synced:   # another process's, or a stale one
@@ -223,6 +227,7 @@ def run_study(settings: StudySettings, evaluator: Evaluator,
         archs = [suggest_arch(trial, space) for trial in batch]
         for trial, arch in zip(batch, archs):
             _describe_trial(trial, arch, budgets, objective)
+            trial.storage.set_trial_system_attr(trial._trial_id, BEAT_ATTR, time.time())   # alive from creation
         # one write per trial: the drawn trial, RUNNING, with its parameters and attributes
         ids = [stored._storage.create_new_trial(stored._study_id, template_trial=study._storage.get_trial(
             trial._trial_id)) for trial in batch]

@@ -24,7 +24,7 @@ from nas.errors import UsageError
 
 HEARTBEAT_INTERVAL_S = 2     # how often a process running a trial says it is alive
 GRACE_PERIOD_S = 12          # silence after which a RUNNING trial's process is taken for dead
-_BEAT_ATTR = "nas:heartbeat"
+BEAT_ATTR = "nas:heartbeat"
 
 # SQLAlchemy driver name -> (the module it imports, what to pip install for it)
 DRIVERS = {"psycopg": ("psycopg", "nas[postgres]"), "psycopg2": ("psycopg2", "psycopg2-binary"),
@@ -41,12 +41,12 @@ class HeartbeatJournalStorage(JournalStorage, BaseHeartbeat):
         self._heartbeat_interval, self._grace_period = heartbeat_interval, grace_period
 
     def record_heartbeat(self, trial_id: int) -> None:
-        self.set_trial_system_attr(trial_id, _BEAT_ATTR, time.time())
+        self.set_trial_system_attr(trial_id, BEAT_ATTR, time.time())
 
     def _get_stale_trial_ids(self, study_id: int) -> list[int]:
         now = time.time()
         return [t._trial_id for t in self.get_all_trials(study_id, deepcopy=False, states=(TrialState.RUNNING,))
-                if now - _last_beat(t) > self._grace_period]
+                if now - last_beat(t) > self._grace_period]
 
     def get_heartbeat_interval(self) -> int | None:
         return self._heartbeat_interval
@@ -55,11 +55,37 @@ class HeartbeatJournalStorage(JournalStorage, BaseHeartbeat):
         return None
 
 
-def _last_beat(trial: FrozenTrial) -> float:
-    beat = trial.system_attrs.get(_BEAT_ATTR)
+def last_beat(trial: FrozenTrial) -> float:
+    beat = trial.system_attrs.get(BEAT_ATTR)
     if beat is not None:
         return float(beat)
     return trial.datetime_start.timestamp() if trial.datetime_start else 0.0
+
+
+def beat(storage: BaseStorage, trial_id: int) -> None:
+    """One heartbeat of a trial: Optuna's (``record_heartbeat``), and the same time as a system attribute, which
+    every storage can read back (Optuna's RDB storage keeps its beats in a table of its own)."""
+    if isinstance(storage, BaseHeartbeat):
+        storage.record_heartbeat(trial_id)
+    if not isinstance(storage, HeartbeatJournalStorage):     # the journal's record_heartbeat writes the attribute
+        storage.set_trial_system_attr(trial_id, BEAT_ATTR, time.time())
+
+
+def fail_silent_trials(study: optuna.Study, grace_period: float = GRACE_PERIOD_S) -> None:
+    """Fail the RUNNING trials silent for ``grace_period``: Optuna's own rule (``fail_stale_trials``), and ours for
+    the trials this package reserves, which carry their first beat from the moment they exist. Optuna's RDB rule
+    alone misses a trial whose process died before its first ``record_heartbeat`` (it has no row in the beat
+    table), which left a resumed study waiting for it forever."""
+    with warnings.catch_warnings():          # experimental since Optuna 2.9, and what its own optimize() calls
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        optuna.storages.fail_stale_trials(study)
+    now = time.time()
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        if BEAT_ATTR in trial.system_attrs and now - last_beat(trial) > grace_period:
+            try:
+                study._storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
+            except optuna.exceptions.UpdateFinishedTrialError:
+                pass                          # finished or failed meanwhile by its owner or another process
 
 
 def mask_url(url: str) -> str:

@@ -551,3 +551,24 @@ def test_workers_give_the_serial_study_for_the_cheap_proxy(tmp_path, tiny_luts, 
             assert "evaluated here, not on Ray" in proc.stderr and json.loads(proc.stdout)["workers"] == 0
     serial, parallel = ([(t.params, t.values) for t in runs[k].get_trials(deepcopy=False)] for k in runs)
     assert len(serial) == 12 and serial == parallel
+
+
+@pytest.mark.filterwarnings("ignore")
+def test_a_trial_killed_before_its_first_beat_is_failed_on_sqlite_too(tmp_path):
+    """Optuna's RDB rule looks only at trials with a row in its beat table; a reservation whose process died
+    before the first beat had none and kept a resumed study waiting for ever. Ours carry a beat from creation."""
+    from optuna.distributions import IntDistribution
+    from optuna.trial import create_trial
+
+    from nas.search.storage import BEAT_ATTR, fail_silent_trials
+
+    study = optuna.create_study(storage=make_storage(f"sqlite:///{tmp_path / 's.db'}", 1, 2), study_name="s")
+    template = create_trial(state=TrialState.RUNNING, params={"x": 1}, distributions={"x": IntDistribution(0, 3)},
+                            system_attrs={BEAT_ATTR: time.time() - 100})
+    dead = study._storage.create_new_trial(study._study_id, template_trial=template)
+    fresh = study._storage.create_new_trial(study._study_id, template_trial=create_trial(
+        state=TrialState.RUNNING, params={"x": 2}, distributions={"x": IntDistribution(0, 3)},
+        system_attrs={BEAT_ATTR: time.time()}))
+    fail_silent_trials(study, grace_period=2)
+    states = {t._trial_id: t.state for t in study.get_trials(deepcopy=False)}
+    assert states == {dead: TrialState.FAIL, fresh: TrialState.RUNNING}
