@@ -20,6 +20,14 @@ def _source(header: dict[str, Any]) -> str:
     return str(kind)          # measured (by nas lut build, on the host its header names), adapted, estimated
 
 
+def _written(header: dict[str, Any], path: Path) -> float:
+    """When the table was made: its header's date, else the file's modification time."""
+    try:
+        return time.mktime(time.strptime(str(header["date"]), "%Y-%m-%dT%H:%M:%S"))
+    except (KeyError, ValueError):
+        return Path(path).stat().st_mtime
+
+
 def device_inventory(space: str = DEFAULT_SPACE) -> list[dict[str, Any]]:
     from nas.errors import UsageError
     from nas.latency.predict import LutPredictor
@@ -40,13 +48,7 @@ def device_inventory(space: str = DEFAULT_SPACE) -> list[dict[str, Any]]:
             header = predictor.table.header
             row.update(table=str(path), source=_source(header), shipped=path == shipped_table_path(name, space),
                        date=header.get("date"), host=header.get("host"))
-            row["age_days"] = round((time.time() - Path(path).stat().st_mtime) / 86400, 1)
-            if header.get("date"):
-                try:
-                    written = time.mktime(time.strptime(str(header["date"]), "%Y-%m-%dT%H:%M:%S"))
-                    row["age_days"] = round((time.time() - written) / 86400, 1)
-                except ValueError:
-                    pass
+            row["age_days"] = round((time.time() - _written(header, path)) / 86400, 1)
             residuals = predictor.residuals
             if residuals is not None and residuals.n:
                 row["held_out_error_pct"] = round(100 * statistics.median(abs(r) for r in residuals.values), 2)

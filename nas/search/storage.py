@@ -46,13 +46,18 @@ class HeartbeatJournalStorage(JournalStorage, BaseHeartbeat):
     def _get_stale_trial_ids(self, study_id: int) -> list[int]:
         now = time.time()
         return [t._trial_id for t in self.get_all_trials(study_id, deepcopy=False, states=(TrialState.RUNNING,))
-                if now - last_beat(t) > self._grace_period]
+                if silent(t, now, self._grace_period)]
 
     def get_heartbeat_interval(self) -> int | None:
         return self._heartbeat_interval
 
     def get_heartbeat_stale_trial_callback(self) -> Callable[[optuna.Study, FrozenTrial], None] | None:
         return None
+
+
+def silent(trial: FrozenTrial, now: float, grace_period: float) -> bool:
+    """Whether ``trial``'s process has said nothing for ``grace_period`` seconds (the one rule, both places)."""
+    return now - last_beat(trial) > grace_period
 
 
 def last_beat(trial: FrozenTrial) -> float:
@@ -81,7 +86,7 @@ def fail_silent_trials(study: optuna.Study, grace_period: float = GRACE_PERIOD_S
         optuna.storages.fail_stale_trials(study)
     now = time.time()
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        if BEAT_ATTR in trial.system_attrs and now - last_beat(trial) > grace_period:
+        if BEAT_ATTR in trial.system_attrs and silent(trial, now, grace_period):
             try:
                 study._storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
             except optuna.exceptions.UpdateFinishedTrialError:

@@ -41,3 +41,22 @@ def test_register_device_refuses_what_it_cannot_measure_with():
     with pytest.raises(UsageError, match="table sources"):
         register_device(Device("x", "cpu", table_sources=("guessed",)))
     assert "x" not in DEVICES
+
+
+def test_nas_devices_lists_each_device_with_its_table(tmp_path, tiny_iphone12, monkeypatch, capsys):
+    """`nas devices --json`: a local table (estimated, just made) is found with its source, path, age and held-out
+    error; a device without a table says so."""
+    import json
+    import shutil
+
+    from nas.cli import main
+
+    monkeypatch.setenv("NAS_LUT_DIR", str(tmp_path))
+    shutil.copy(tiny_iphone12, tmp_path / "iphone12-tiny.json")
+    assert main(["devices", "--space", "tiny", "--json"]) == 0
+    rows = {r["device"]: r for r in json.loads(capsys.readouterr().out)["devices"]}
+    phone = rows["iphone12"]
+    assert phone["source"] == "estimated" and phone["table"] == str(tmp_path / "iphone12-tiny.json")
+    assert not phone["shipped"] and 0 <= phone["age_days"] < 1
+    assert phone["held_out_error_pct"] > 0 and phone["held_out_points"] > 0
+    assert rows["cpu"]["table"] is None and rows["cpu"]["source"] == "none" and rows["cpu"]["backend"] == "cpu"
