@@ -8,6 +8,8 @@ the held-out measurements themselves (round 2 against round 1).
 
     python benchmarks/adapt.py [--source bench_out/lut_cpu.json --device cpu-2t --full bench_out/lut_cpu2t.json]
 
+Also N = 20 with 5 timed runs per arch (``--compare-repeats``) beside the default 3, the evidence for the default.
+
 Target (issue 17): N = 20 within 1.5x the full build's held-out MAPE, in <= 10% of its time.
 """
 from __future__ import annotations
@@ -37,6 +39,9 @@ def main() -> None:
     p.add_argument("--space", default="efficientformer")
     p.add_argument("--full", default="bench_out/lut_cpu2t.json", help="full build of the new device (made if absent)")
     p.add_argument("--n", default="5,10,20,40")
+    p.add_argument("--repeats", type=int, default=3, help="timed runs per arch in adaptation (nas lut adapt's default)")
+    p.add_argument("--compare-repeats", type=int, default=5,
+                   help="also adapt N=20 with this many timed runs per arch, to show the choice (0: skip)")
     p.add_argument("--held-out", type=int, default=30)
     p.add_argument("--out", default="bench_out/adapt.json")
     p.add_argument("--reuse", action="store_true",
@@ -65,23 +70,31 @@ def main() -> None:
     full = LutPredictor.from_file(args.full)
     full_metrics = error_metrics([full.predict(a) for a in archs], truth)
     rows.append({"method": "full build", "n": len(full.table.entries), "seconds": full_seconds, **full_metrics})
-    for n in (int(v) for v in args.n.split(",")):
-        out = Path(args.out).with_name(f"adapt_{args.device}_{n}.json")
+    runs = [(int(v), args.repeats) for v in args.n.split(",")]
+    if args.compare_repeats:
+        runs.append((20, args.compare_repeats))
+    for n, repeats in runs:
+        out = Path(args.out).with_name(f"adapt_{args.device}_{n}_{repeats}r.json")
         started = time.perf_counter()
-        _, report = adapt_table(args.device, args.source, n, out)
+        _, report = adapt_table(args.device, args.source, n, out, repeats=repeats)
         seconds = time.perf_counter() - started
         adapted = LutPredictor.from_file(out)
         metrics = error_metrics([adapted.predict(a) for a in archs], truth)
-        rows.append({"method": f"adapt N={n}", "n": n, "seconds": seconds, "loo_mape": report["loo_mape"],
-                     "ridge": report["ridge"], "scales": report["scales"], **metrics})
+        rows.append({"method": f"adapt N={n} ({repeats}r)", "n": n, "repeats": repeats, "seconds": seconds,
+                     "share_of_full_build": seconds / full_seconds, "loo_mape": report["loo_mape"],
+                     "ridge": report["ridge"], "scales": report["scales"],
+                     "mape_over_full": metrics["mape"] / full_metrics["mape"], **metrics})
 
     print(f"{args.source_device} -> {args.device}, {args.space}, {len(archs)} held-out archs "
           f"(their own repeatability: MAPE {floor['mape']:.2f}%, within ±10% {100 * floor['within_10pct']:.0f}%)")
-    print(f"{'method':<14}{'held-out MAPE %':>16}{'within ±10%':>13}{'Kendall tau':>13}{'wall s':>9}")
+    print(f"{'method':<19}{'held-out MAPE %':>16}{'x full':>8}{'within ±10%':>13}{'Kendall tau':>13}{'wall s':>9}"
+          f"{'x full':>8}")
     for r in rows:
         secs = f"{r['seconds']:.1f}" if r["seconds"] is not None else "(built before)"
-        print(f"{r['method']:<14}{r['mape']:>16.2f}{100 * r['within_10pct']:>12.0f}%{r['kendall_tau']:>13.3f}"
-              f"{secs:>9}")
+        ratio = f"{r['mape_over_full']:.2f}" if "mape_over_full" in r else ""
+        share = f"{100 * r['share_of_full_build']:.1f}%" if "share_of_full_build" in r else ""
+        print(f"{r['method']:<19}{r['mape']:>16.2f}{ratio:>8}{100 * r['within_10pct']:>12.0f}%"
+              f"{r['kendall_tau']:>13.3f}{secs:>9}{share:>8}")
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps({"source": args.source, "device": args.device, "space": args.space,
                                           "held_out": len(archs), "repeatability": floor, "rows": rows,

@@ -69,6 +69,9 @@ def register(commands: Commands) -> None:
     adapt.add_argument("--device", required=True, help="the new device (measurable here)")
     adapt.add_argument("--from", dest="source", required=True, metavar="TABLE", help="a measured table to transfer")
     adapt.add_argument("--n", type=positive_int, default=20, help="archs measured end to end (default 20)")
+    adapt.add_argument("--repeats", type=positive_int, default=3,
+                       help="timed runs per arch after one warm-up, their median kept (default 3: for a fixed time "
+                            "more archs help the fit more than more repeats)")
     adapt.add_argument("--out", help="table file (default: ~/.cache/nas/latency_luts/DEVICE.json)")
     add_output_args(adapt)
     adapt.set_defaults(func=adapt_table)
@@ -392,7 +395,8 @@ def adapt_table(args: argparse.Namespace) -> int:
     out = args.out or str(local_table_path(args.device, space))
     if Path(out).resolve() == Path(args.source).resolve():
         raise UsageError(f"--out {out} is the --from table; choose another --out")
-    _, report = adapt(args.device, args.source, args.n, out, progress=not args.no_progress)
+    _, report = adapt(args.device, args.source, args.n, out, progress=not args.no_progress,
+                      repeats=args.repeats)
 
     def text() -> None:
         scales = ", ".join(f"{k} x{v:.3f}" for k, v in report["scales"].items())

@@ -35,10 +35,17 @@ from nas.latency.timing import TimingPolicy
 from nas.space import Arch, SearchSpace, load_space
 
 ADAPT_SEED_BASE = 30_000
-# Few-shot means few seconds: one warm-up run and the median of 5, not the build's >= 20 (an arch of ~100 ms then
-# costs ~0.6 s). The fit averages the per-arch noise over N archs; its leave-one-out error shows what is left.
-QUICK_POLICY = TimingPolicy(warmup_seconds=0.0, min_warmup=1, round_size=5, min_repeats=5, max_repeats=5,
-                            max_seconds=0.5)
+# Few-shot means few seconds: one warm-up run and the median of a few (3 by default), not the build's >= 20. For a
+# fixed time, more archs beat more repeats: the fit averages the per-arch noise over N archs (its leave-one-out
+# error shows what is left), and each arch's building and warm-up cost is paid once (benchmarks/adapt.py compares).
+DEFAULT_REPEATS = 3
+
+
+def quick_policy(repeats: int = DEFAULT_REPEATS) -> TimingPolicy:
+    return TimingPolicy(warmup_seconds=0.0, min_warmup=1, round_size=repeats, min_repeats=repeats,
+                        max_repeats=repeats, max_seconds=0.0)
+
+
 RIDGE_GRID = (0.0, 0.01, 0.1, 1.0, 10.0, 100.0)    # x the mean squared feature: from free scales to one scale
 
 
@@ -93,12 +100,17 @@ def one_standard_error_choice(loo: dict[float, np.ndarray]) -> float:
 
 def adapt_table(device_name: str, source: str | Path, n: int, out: str | Path,
                 seed_base: int = ADAPT_SEED_BASE, progress: bool = True,
-                measured_ms: Sequence[float] | None = None) -> tuple[LatencyTable, dict[str, Any]]:
-    """Adapt the table at ``source`` to ``device_name`` from ``n`` archs measured there end to end (``measured_ms``
-    supplies their latencies instead, for archs measured elsewhere: seeds ``seed_base..``)."""
+                measured_ms: Sequence[float] | None = None,
+                repeats: int = DEFAULT_REPEATS) -> tuple[LatencyTable, dict[str, Any]]:
+    """Adapt the table at ``source`` to ``device_name`` from ``n`` archs measured there end to end, each the median
+    of ``repeats`` runs after one warm-up (``measured_ms`` supplies their latencies instead, for archs measured
+    elsewhere: seeds ``seed_base..``)."""
     from nas.latency.validate import measure_rounds
 
     device = get_device(device_name)
+    if repeats < 1:
+        raise UsageError(f"--repeats {repeats}: each arch needs at least one timed run (accepted: 1 or more; "
+                         f"default {DEFAULT_REPEATS})")
     if n < 3:
         raise UsageError(f"--n {n}: adaptation needs at least 3 archs measured end to end (accepted: 3 or more; "
                          "20 is a good start)")
@@ -108,11 +120,12 @@ def adapt_table(device_name: str, source: str | Path, n: int, out: str | Path,
     space = load_space(src.header["space"])
     started = time.perf_counter()
     archs = [space.sample(seed=seed_base + i) for i in range(n)]
+    measured_here = measured_ms is None
     if measured_ms is None:
         ok, why = device.make_backend().available()
         if not ok:
             raise UsageError(f"device {device.name!r} cannot be measured here: {why}")
-        measured_ms = measure_rounds(device.name, archs, space, 1, progress, "adapt", QUICK_POLICY)[0]
+        measured_ms = measure_rounds(device.name, archs, space, 1, progress, "adapt", quick_policy(repeats))[0]
     y = np.asarray(measured_ms, float)
     kinds = sorted({_kind(k) for k in src.entries})
     x = kind_sums(src, archs, space, kinds)
@@ -138,6 +151,7 @@ def adapt_table(device_name: str, source: str | Path, n: int, out: str | Path,
         "fitted_on": f"end-to-end measurements of {n} random archs on {device.name} (seeds {seed_base}..)",
         "drift": 1.0, "drift_session": session}
     report = {"device": device.name, "from": str(source), "from_device": src.header["device"], "n": n,
+              "repeats": repeats if measured_here else None,
               "scales": by_kind, "offset_ms": offset, "ridge": ridge,
               "loo_mape": float(100 * np.mean(np.abs(residuals))),
               "loo_within_10pct": float(np.mean(np.abs(residuals) <= 0.10)),

@@ -24,6 +24,7 @@ from nas.latency.paths import local_table_path
 from nas.latency.reference import reference_op, reference_summary
 from nas.latency.table import CALIBRATION_SEED_BASE, LatencyTable, attach_correction, new_header
 from nas.latency.timing import Timing, TimingPolicy
+from nas.latency.weights import pooled_init
 from nas.space import DEFAULT_SPACE, Arch, SearchSpace, load_space
 
 REFERENCE_EVERY = 100      # jobs between two timings of the reference workload
@@ -36,7 +37,8 @@ _RESUME_MUST_MATCH = ("device", "backend", "threads", "batch", "dtype", "space",
 
 
 def measure_op(device: Device, op_key: str) -> Timing:
-    module, x = Op.from_key(op_key).build(device.batch)
+    with pooled_init():      # timing only: no random-initialisation cost (nas.latency.weights)
+        module, x = Op.from_key(op_key).build(device.batch)
     return device.make_backend().measure(module, x)
 
 
@@ -45,7 +47,8 @@ def measure_arch(device: Device, arch: Arch, space: SearchSpace, policy: TimingP
     unless ``policy`` says otherwise)."""
     from supernet.static import EfficientFormerNet
 
-    model = EfficientFormerNet.from_arch(arch, space)
+    with pooled_init():
+        model = EfficientFormerNet.from_arch(arch, space)
     x = torch.randn(device.batch, 3, space.input_size, space.input_size)
     backend = device.make_backend()
     if policy is not None:

@@ -202,12 +202,13 @@ def test_adapt_writes_an_adapted_table_whose_scales_follow_the_measurements(buil
 
 
 def test_adapt_command_measures_the_new_device(built, tmp_path):
-    proc = run_nas("lut", "adapt", "--device", "cpu-2t", "--from", str(built), "--n", "4", "--out",
-                   str(tmp_path / "a.json"), "--json", "--no-progress")
+    proc = run_nas("lut", "adapt", "--device", "cpu-2t", "--from", str(built), "--n", "4", "--repeats", "2",
+                   "--out", str(tmp_path / "a.json"), "--json", "--no-progress")
     assert proc.returncode == 0, proc.stderr
     report = json.loads(proc.stdout)
     assert report["n"] == 4 and report["from_device"] == "cpu" and set(report["scales"]) >= {"mb4d", "stem"}
-    assert LatencyTable.load(tmp_path / "a.json").header["adapted"]["n"] == 4
+    adapted = LatencyTable.load(tmp_path / "a.json").header["adapted"]
+    assert adapted["n"] == 4 and adapted["repeats"] == 2
     bad = run_nas("lut", "adapt", "--device", "cpu-2t", "--from", str(built), "--n", "2", "--out",
                   str(tmp_path / "b.json"))
     assert bad.returncode == 2 and "at least 3 archs" in bad.stderr
