@@ -60,8 +60,9 @@ def main() -> None:
     print(f"{args.space}, {args.threads} thread(s), {args.runs} interleaved runs each")
     print(f"{'seed':>6} {'build random s':>15} {'build pooled s':>15} {'random ms':>10} {'pooled ms':>10} {'ratio':>6}")
     for r in rows:
-        print(f"{r['seed']:>6} {r['build_random_s']:>15.3f} {r['build_pooled_s']:>15.3f} {r['latency_random_ms']:>10.1f} "
-              f"{r['latency_pooled_ms']:>10.1f} {r['latency_pooled_ms'] / r['latency_random_ms']:>6.3f}")
+        print(f"{r['seed']:>6} {r['build_random_s']:>15.3f} {r['build_pooled_s']:>15.3f} "
+              f"{r['latency_random_ms']:>10.1f} {r['latency_pooled_ms']:>10.1f} "
+              f"{r['latency_pooled_ms'] / r['latency_random_ms']:>6.3f}")
     summary = {"build_random_s": statistics.median(r["build_random_s"] for r in rows),
                "build_pooled_s": statistics.median(r["build_pooled_s"] for r in rows),
                "latency_ratio": statistics.median(r["latency_pooled_ms"] / r["latency_random_ms"] for r in rows)}

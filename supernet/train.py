@@ -172,6 +172,13 @@ def check_config(cfg: TrainConfig, device: str, world: int = 1) -> None:
     if bool(cfg.teacher) != bool(cfg.teacher_weights):
         raise UsageError("--teacher and --teacher-weights go together: a timm model name and its weights file "
                          "(nothing is downloaded)")
+    from timm.optim import get_optimizer_info
+
+    try:       # timm's own parse: an optional prefix such as lookahead_, then the optimizer's registered name
+        get_optimizer_info(cfg.opt.lower().split("_")[-1])
+    except ValueError:
+        raise UsageError(f"--opt {cfg.opt}: not an optimizer timm knows; e.g. adamw, sgd, lamb "
+                         "(timm.optim.list_optimizers() lists them)") from None
 
 
 AMP_DTYPES = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}
