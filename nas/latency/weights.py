@@ -3,11 +3,12 @@
 Random initialisation dominates building a network to time it: 0.3-0.5 s of random number generation per arch of
 the paper's space (more than timing it with the few repeats ``nas lut adapt`` uses), and ~15 s of a table build's
 763 ops. A latency depends on the weights' shapes, not their values, as long as the values are ordinary floats (no
-denormals, NaN or inf from uninitialised memory). Inside ``pooled_init()`` every ``uniform_`` and ``normal_`` fill
-(what ``torch.nn`` layers' own initialisation and timm-style ``trunc_normal_`` call) copies values from a pool of
-uniform numbers, rescaled to the range, or the standard deviation, the caller asked for: the same magnitudes as a
-real initialisation, at the cost of a copy. Only timing code uses it; models that are trained or exported are
-initialised normally.
+denormals, NaN or inf from uninitialised memory). Inside ``pooled_init()`` every random ``torch.nn.init`` fill
+(kaiming, xavier, normal, trunc_normal, uniform: what ``torch.nn`` layers and this project's modules call) and every
+``Tensor.uniform_``/``normal_`` copies values from a pool of uniform numbers, rescaled to the range, or the
+standard deviation, it would have drawn: the same magnitudes as a real initialisation, at the cost of a copy.
+Constant fills (zeros, ones) and buffers are left as they are. Only timing code uses it; models that are trained
+or exported are initialised normally.
 """
 from __future__ import annotations
 
