@@ -84,8 +84,7 @@ def _pooled_init_call(func: Callable[..., Any], args: tuple[Any, ...], kwargs: d
     if func.__name__ == "uniform_":
         return _uniform(tensor, a["a"], a["b"])
     std = _init_std(func.__name__, tensor, a)
-    centre = float(a.get("mean", 0.0))
-    return func(*args, **kwargs) if std is None else _fill(tensor, centre, std * math.sqrt(3.0))
+    return func(*args, **kwargs) if std is None else _normal(tensor, float(a.get("mean", 0.0)), std)
 
 
 _TENSOR_FILLS: dict[Callable[..., Any], Callable[..., torch.Tensor]] = {
