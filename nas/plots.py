@@ -142,19 +142,36 @@ def plot_history(history: list[dict[str, Any]], path: str | Path, title: str) ->
     _save(fig, path, dpi=110)
 
 
-def plot_ranking(standalone: Sequence[float], inherited: Sequence[float], names: Sequence[str], path: str | Path,
-                 title: str) -> None:
-    """Inherited against stand-alone top-1 of the same archs (``benchmarks/supernet_ranking.py``)."""
+def plot_rank_check(report: dict[str, Any], path: str | Path) -> None:
+    """The ranking check (``nas supernet rank``): stand-alone top-1 of each arch (x, with the noise floor's
+    seed-to-seed standard deviation as error bars) against its inherited top-1, the capacity proxy and the best
+    zero-cost proxy (y), one panel each, with Kendall τ and its 95% interval in each title."""
     plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(5, 5))
-    ax.scatter(standalone, inherited)
-    for name, x, y in zip(names, standalone, inherited):
-        ax.annotate(name, (x, y), fontsize=7)
-    lo, hi = min([*standalone, *inherited]) - 2, max([*standalone, *inherited]) + 2
-    ax.plot([lo, hi], [lo, hi], "k-", lw=0.6)
-    ax.set(xlabel="stand-alone top-1 (%)", ylabel="inherited top-1 (%)", title=title)
+    archs, agreement = report["archs"], report["agreement"]
+    truth = [a["standalone_top1"] for a in archs]
+    noise = report["noise_floor"]["std"]
+    zero_cost = [n for n in agreement if n not in ("inherited", "capacity", "params")]
+    best_zero = max(zero_cost, key=lambda n: agreement[n]["kendall_tau"]["value"], default=None)
+    panels = [("inherited", "inherited top-1 (%)"), ("capacity", "capacity proxy sqrt(params_M x GMACs)")]
+    if best_zero:
+        panels.append((best_zero, f"{best_zero} (zero-cost proxy, at init)"))
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 4.2))
+    for ax, (key, label) in zip(np.atleast_1d(axes), panels):
+        y = [a[key] for a in archs]
+        ax.errorbar(truth, y, xerr=noise, fmt="o", ms=4, lw=0.8, capsize=2)
+        for a, x, v in zip(archs, truth, y):
+            ax.annotate(a["name"].replace("arch", ""), (x, v), fontsize=6, xytext=(3, 2), textcoords="offset points")
+        tau = agreement[key]["kendall_tau"]
+        ax.set(xlabel="stand-alone top-1 (%)", ylabel=label,
+               title=f"{key}: tau {tau['value']:+.2f} [{tau['low']:+.2f}, {tau['high']:+.2f}]")
+        ax.title.set_fontsize(9)
+        if key == "inherited":
+            lo, hi = min(truth + y) - 2, max(truth + y) + 2
+            ax.plot([lo, hi], [lo, hi], "k-", lw=0.5)
+    fig.suptitle(f"{report['space']} on {report['data']}: {len(archs)} archs, noise floor std {noise:.2f} points "
+                 f"(tau ceiling {report['noise_floor']['tau_ceiling']:.2f})", fontsize=9)
     fig.tight_layout()
-    _save(fig, path, dpi=120)
+    _save(fig, path, dpi=110)
 
 
 def plot_importance(importance: Any, path: str | Path) -> Path:

@@ -24,6 +24,7 @@ def save_supernet(net: Supernet, path: str | Path, meta: dict[str, Any] | None =
     """Write ``net``'s weights atomically (a kill mid-write keeps the previous checkpoint). ``training_state``
     (optimiser state, step; plain tensors and numbers) lets ``nas supernet train --resume`` continue."""
     payload = {"format": CHECKPOINT_FORMAT, "space": net.space.source or net.space.name,
+               "num_classes": net.num_classes,
                "state_dict": {k: v.detach().cpu() for k, v in net.state_dict().items()}, "meta": dict(meta or {})}
     if training_state is not None:
         payload["training"] = training_state
@@ -34,7 +35,8 @@ def save_supernet(net: Supernet, path: str | Path, meta: dict[str, Any] | None =
 def load_supernet(path: str | Path) -> tuple[Supernet, dict[str, Any]]:
     """The supernet stored at ``path`` and its metadata; anything else is refused in one line."""
     payload = load_checkpoint_payload(path)
-    net = Supernet(payload["space"])
+    classes = payload.get("num_classes")      # absent before heads followed the data: the space's
+    net = Supernet(payload["space"], int(classes) if isinstance(classes, int) and classes > 0 else None)
     own = net.state_dict()
     for key, tensor in payload["state_dict"].items():     # torch's size-mismatch error is many lines
         if key in own and (not isinstance(tensor, torch.Tensor) or tensor.shape != own[key].shape):

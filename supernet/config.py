@@ -45,6 +45,9 @@ class TrainConfig:
     sync_bn: bool = False          # BatchNorm statistics of the global batch on data-parallel workers
     teacher: str | None = None     # timm model name for hard distillation of the largest subnet (DeiT-style)
     teacher_weights: str | None = None   # its state dict (.safetensors / weights-only .pth); nothing is downloaded
+    num_classes: int | None = None    # outputs of the head; None: the data's number of classes
+    kd: str = "kl"                 # how students learn from the largest subnet (supernet.distill: kl, alpha)
+    sampling: str = "uniform"      # how a step's random subnets are drawn (supernet.sampling: uniform, complexity)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

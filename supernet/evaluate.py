@@ -19,9 +19,10 @@ from supernet.supernet import Supernet
 
 @torch.no_grad()
 def evaluate_model(model: nn.Module, data: str | Path, input_size: int, val_images: int = EVAL_VAL_IMAGES,
-                   bn_images: int = EVAL_BN_IMAGES, device: str = "cpu") -> float:
-    """Top-1 (%) of a plain model on ``data``'s validation split, its BatchNorm re-estimated on ``bn_images``
-    images of the training split first (the one evaluation recipe of training, search, eval and benchmarks)."""
+                   bn_images: int = EVAL_BN_IMAGES, device: str = "cpu", split: str = "val") -> float:
+    """Top-1 (%) of a plain model on ``data``'s validation split (or ``split``: 'test' for final figures), its
+    BatchNorm re-estimated on ``bn_images`` images of the training split first (the one evaluation recipe of
+    training, search, eval and benchmarks)."""
     from nas.data import image_batches
 
     model = model.to(device)
@@ -29,7 +30,7 @@ def evaluate_model(model: nn.Module, data: str | Path, input_size: int, val_imag
     recalibrate_batchnorm(model, (x.to(device) for x in bn_batches))
     model.eval()
     correct = total = 0
-    for images, labels in image_batches(data, input_size, val_images, with_labels=True, split="val"):
+    for images, labels in image_batches(data, input_size, val_images, with_labels=True, split=split):
         correct += int((model(images.to(device)).argmax(dim=1).cpu() == labels).sum())
         total += labels.numel()
     if total == 0:

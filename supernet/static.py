@@ -270,10 +270,11 @@ class EfficientFormerNet(DistilledHead):
             self.reset_classifier(num_classes, global_pool)
 
     @classmethod
-    def from_arch(cls, arch: Any, space: Any) -> EfficientFormerNet:
-        """A freshly initialised model of ``arch`` (a ``nas.space.Arch`` of ``space``)."""
+    def from_arch(cls, arch: Any, space: Any, num_classes: int | None = None) -> EfficientFormerNet:
+        """A freshly initialised model of ``arch`` (a ``nas.space.Arch`` of ``space``) with ``num_classes``
+        outputs (default: the space's)."""
         return cls(arch.widths, arch.depths, arch.n3d, arch.mlp_ratios, arch.heads, arch.key_dims, arch.mixers,
-                   num_classes=space.num_classes, img_size=space.input_size, attn_ratio=space.attn_ratio,
+                   num_classes=num_classes or space.num_classes, img_size=space.input_size, attn_ratio=space.attn_ratio,
                    space=space.name)
 
     __jit_unused_properties__ = ["stage_list"]   # Python-side typing help, not part of the scripted model

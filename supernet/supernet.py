@@ -60,20 +60,22 @@ def _slot3d(index: int, mixer: str) -> str:
 
 
 class Supernet(nn.Module):
-    """Weight-sharing supernet over ``space`` (a ``SearchSpace`` or its name)."""
+    """Weight-sharing supernet over ``space`` (a ``SearchSpace`` or its name), with a head of ``num_classes``
+    outputs (default: the space's; the data's classes when trained on data that has another number)."""
 
-    def __init__(self, space: SearchSpace | str = DEFAULT_SPACE):
+    def __init__(self, space: SearchSpace | str = DEFAULT_SPACE, num_classes: int | None = None):
         super().__init__()
         self.space = load_space(space) if isinstance(space, str) else space
         sp = self.space
+        self.num_classes = num_classes or sp.num_classes
         check_space(sp)   # each mixer's knobs in the YAML are what its registration takes
         self.stem = ElasticStem(3, sp.max_widths[0])
         super_stages = tuple(SuperStage(sp, s) for s in range(sp.num_stages))
         self.stages = nn.ModuleList(super_stages)
         self._super_stages = super_stages   # a plain tuple attribute: nn.Module registers only modules
         self.norm = ElasticLayerNorm(sp.max_widths[-1])
-        self.head = ElasticLinear(sp.max_widths[-1], sp.num_classes)
-        self.head_dist = ElasticLinear(sp.max_widths[-1], sp.num_classes)
+        self.head = ElasticLinear(sp.max_widths[-1], self.num_classes)
+        self.head_dist = ElasticLinear(sp.max_widths[-1], self.num_classes)
         nn.init.trunc_normal_(self.head.weight, std=0.02)
         nn.init.trunc_normal_(self.head_dist.weight, std=0.02)
         nn.init.zeros_(self.head.bias)
@@ -124,7 +126,7 @@ class Supernet(nn.Module):
 
     def forward_head(self, x: torch.Tensor) -> Any:
         x = x.mean(dim=1)
-        n = self.space.num_classes
+        n = self.num_classes
         x, x_dist = self.head(x, n), self.head_dist(x, n)
         if self.distilled_training and self.training:
             return x, x_dist
@@ -136,7 +138,7 @@ class Supernet(nn.Module):
     # ---------------------------------------------------------------------------------------- static twins
     def static_model(self, arch: Arch) -> static.EfficientFormerNet:
         """A freshly initialised plain model of ``arch`` (no weights from the supernet)."""
-        return static.EfficientFormerNet.from_arch(arch, self.space)
+        return static.EfficientFormerNet.from_arch(arch, self.space, self.num_classes)
 
     @torch.no_grad()
     def extract(self, arch: Arch | None = None) -> static.EfficientFormerNet:

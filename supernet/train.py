@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import csv
 import io
-import random
 import sys
 import time
 from collections.abc import Callable
@@ -49,136 +48,28 @@ import torch.nn.functional as F
 from nas.errors import UsageError
 from nas.plots import plot_history
 from nas.space import Arch
+from supernet.batches import StepBatches
 from supernet.config import TrainConfig
+from supernet.distill import DISTILLATIONS
 from supernet.evaluate import ends_of_space, evaluate_subnet
 from supernet.gumbel import forward_sampled, sample_paths, tau_at
+from supernet.recipe import (
+    autocast,
+    check_config,
+    head_classes,
+    label_loss,
+    load_state_dict_file,
+    load_teacher,
+    make_mixup,
+    make_optimizer,
+    make_scheduler,
+    mix_batch,
+    mixing_seed,
+)
+from supernet.sampling import SAMPLERS
 from supernet.supernet import Supernet
 
 TRAINING_FORMAT = "nas-supernet-training/1"
-
-
-def load_state_dict_file(path: str | Path, flag: str = "--init-timm",
-                         expected: str = "a timm EfficientFormer state dict") -> dict[str, torch.Tensor]:
-    """Tensors of a ``.safetensors`` file or a weights-only torch file (a bare state dict, or one under 'model' /
-    'state_dict' as training scripts save them); never unpickles code."""
-    import pickle
-
-    path = Path(path)
-    if not path.is_file():
-        raise UsageError(f"{flag} {path}: no such file ({expected}, .safetensors or .pth)")
-    from safetensors import SafetensorError
-
-    try:
-        if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
-
-            return load_file(str(path))
-        sd = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError, SafetensorError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise UsageError(f"{flag} {path} is not a readable weights-only state dict ({first})") from None
-    for key in ("model", "state_dict", "model_ema"):
-        if isinstance(sd, dict) and isinstance(sd.get(key), dict):
-            sd = sd[key]
-            break
-    if not isinstance(sd, dict) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
-        raise UsageError(f"{flag} {path}: not a state dict of tensors")
-    return sd
-
-
-def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
-    """timm's ``create_optimizer_v2`` (``cfg.opt``, AdamW by default) with weight decay on weights only (not on
-    norms, biases and layer scales: timm's own filter). The architecture logits α (``metapath.*``) are trained only
-    with ``--gumbel``, in their own group: at ``alpha_lr``, no decay, no schedule (DARTS' and GDAS' practice: α's
-    steps do not follow the weights' warmup and cosine)."""
-    from timm.optim import create_optimizer_v2
-
-    named = [(n, p) for n, p in model.named_parameters() if not n.startswith("metapath.")]
-    groups: list[dict[str, Any]] = [
-        {"params": [p for _, p in named if p.ndim > 1], "weight_decay": cfg.weight_decay},
-        {"params": [p for _, p in named if p.ndim <= 1], "weight_decay": 0.0}]
-    if cfg.gumbel:
-        alphas = [p for n, p in model.named_parameters() if n.startswith("metapath.")]
-        groups.append({"params": alphas, "weight_decay": 0.0, "lr": cfg.alpha_lr, "fixed_lr": True})
-    return create_optimizer_v2(groups, opt=cfg.opt, lr=cfg.lr)    # cfg.opt was checked by check_config
-
-
-def make_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig, steps_per_epoch: int, total_steps: int):
-    """timm's cosine schedule with a linear warmup of ``warmup_epochs``, stepped every optimiser step. It is a pure
-    function of the step (``step_update(step + 1)`` gives lr × (step + 1) / warmup, then the cosine to 0), which is
-    what makes resuming exact without scheduler state."""
-    from timm.scheduler import CosineLRScheduler
-
-    warmup = max(1, int(cfg.warmup_epochs * steps_per_epoch))
-    return CosineLRScheduler(optimizer, t_initial=max(1, total_steps - warmup), lr_min=0.0, warmup_t=warmup,
-                             warmup_lr_init=0.0, warmup_prefix=True, t_in_epochs=False)
-
-
-class _SeededItems(torch.utils.data.Dataset):
-    """Items keyed by (index, seed): the augmentation of an item is drawn from generators seeded for it, so a
-    batch is the same whichever loader worker builds it and whether or not the run was resumed."""
-
-    def __init__(self, base: torch.utils.data.Dataset):
-        self.base = base
-
-    def __len__(self) -> int:
-        return len(self.base)  # type: ignore[arg-type]   # map-style datasets here all have a length
-
-    def __getitem__(self, key: tuple[int, int]):
-        index, seed = key
-        torch.manual_seed(seed)
-        random.seed(seed)
-        return self.base[index]
-
-
-class _StepBatches(torch.utils.data.Sampler):
-    """This worker's slices of the batches of steps ``start`` .. the end of training, as lists of (index, seed)."""
-
-    def __init__(self, trainer: SupernetTrainer, start: int):
-        self.trainer, self.start = trainer, start
-
-    def __len__(self) -> int:
-        return self.trainer.total_steps - self.start
-
-    def __iter__(self):
-        for step in range(self.start, self.trainer.total_steps):
-            yield self.trainer.shard_keys(step)
-
-
-def _collate(items):
-    return torch.stack([x for x, _ in items]), torch.tensor([y for _, y in items])
-
-
-def check_config(cfg: TrainConfig, device: str, world: int = 1) -> None:
-    """Refuse settings that cannot work together, in one line, before any work."""
-    per_worker, rest = divmod(cfg.batch_size, world)
-    if rest:
-        raise UsageError(f"--batch-size {cfg.batch_size} does not split over --num-workers {world}; use a multiple "
-                         f"of {world} (the batch size is the global one, whatever the number of workers)")
-    if per_worker % cfg.accum_steps:
-        raise UsageError(f"--accum-steps {cfg.accum_steps} does not divide the {per_worker} images per worker and "
-                         f"step; use a divisor of {per_worker}")
-    if (cfg.mixup or cfg.cutmix) and (per_worker // cfg.accum_steps) % 2:
-        raise UsageError(f"--mixup/--cutmix mix pairs within a micro-batch of {per_worker // cfg.accum_steps} "
-                         "images; make it even (--batch-size / --num-workers / --accum-steps)")
-    if cfg.amp not in AMP_DTYPES:
-        raise UsageError(f"--amp {cfg.amp}: not one of {', '.join(AMP_DTYPES)}")
-    if cfg.amp == "fp16" and device != "cuda":
-        raise UsageError("--amp fp16 needs --torch-device cuda (float16 matmuls on CPU are slow and need loss "
-                         "scaling); use --amp bf16 on CPU")
-    if bool(cfg.teacher) != bool(cfg.teacher_weights):
-        raise UsageError("--teacher and --teacher-weights go together: a timm model name and its weights file "
-                         "(nothing is downloaded)")
-    from timm.optim import get_optimizer_info
-
-    try:       # timm's own parse: an optional prefix such as lookahead_, then the optimizer's registered name
-        get_optimizer_info(cfg.opt.lower().split("_")[-1])
-    except ValueError:
-        raise UsageError(f"--opt {cfg.opt}: not an optimizer timm knows; e.g. adamw, sgd, lamb "
-                         "(timm.optim.list_optimizers() lists them)") from None
-
-
-AMP_DTYPES = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 # ----------------------------------------------------------------------------------------------- training
@@ -188,12 +79,10 @@ class SupernetTrainer:
     """One worker's share of supernet training: ``rank`` of ``world`` data-parallel workers (0 of 1 when alone)."""
 
     def __init__(self, cfg: TrainConfig, device: str = "cpu", rank: int = 0, world: int = 1):
-        from nas.data import dataset
-
         check_config(cfg, device, world)
         self.cfg, self.device, self.rank, self.world = cfg, device, rank, world
         torch.manual_seed(cfg.seed)   # the initial weights are part of what the seed reproduces
-        self.net = Supernet(cfg.space)
+        self.net = Supernet(cfg.space, head_classes(cfg))
         if cfg.init_timm is not None:
             self.net.load_timm(load_state_dict_file(cfg.init_timm))
         if cfg.sync_bn and world > 1:
@@ -205,19 +94,8 @@ class SupernetTrainer:
         if self.channels_last:   # NHWC convolutions are faster on CUDA (timm's --channels-last)
             self.net.to(memory_format=torch.channels_last)
         self.space = self.net.space
-        self.train_set = _SeededItems(dataset(cfg.data, "train", self.space.input_size, training=True,
-                                              auto_augment=cfg.auto_augment, re_prob=cfg.reprob))
-        n = len(self.train_set)
-        if cfg.max_train_images is not None:
-            n = min(n, cfg.max_train_images)
-        # a fixed subset (seed 0) when limited, the same on every resume
-        self.pool = torch.randperm(len(self.train_set), generator=torch.Generator().manual_seed(0))[:n]
-        self._order: tuple[int, torch.Tensor | None] = (-1, None)
-        self.steps_per_epoch = n // cfg.batch_size
-        if self.steps_per_epoch == 0:
-            raise UsageError(f"--batch-size {cfg.batch_size} is larger than the {n} training images of {cfg.data}; "
-                             f"use at most {n}")
-        self.total_steps = self.steps_per_epoch * cfg.epochs
+        self.batches = StepBatches(cfg, self.space.input_size, rank, world)
+        self.steps_per_epoch, self.total_steps = self.batches.steps_per_epoch, self.batches.total_steps
         self.optimizer = make_optimizer(self.net, cfg)
         self.scheduler = make_scheduler(self.optimizer, cfg, self.steps_per_epoch, self.total_steps)
         self.scaler = torch.amp.GradScaler("cuda") if cfg.amp == "fp16" else None
@@ -226,37 +104,12 @@ class SupernetTrainer:
             from timm.utils import ModelEmaV3
 
             self.ema = ModelEmaV3(self.net, decay=cfg.ema_decay)
-        self.mixup = None
-        if cfg.mixup or cfg.cutmix:
-            from timm.data import Mixup
-
-            self.mixup = Mixup(mixup_alpha=cfg.mixup, cutmix_alpha=cfg.cutmix, label_smoothing=cfg.label_smoothing,
-                               num_classes=self.space.num_classes)
-        self.teacher_model = self._load_teacher() if cfg.teacher else None
+        self.mixup = make_mixup(cfg, self.net.num_classes)
+        self.teacher_model = load_teacher(cfg, self.net.num_classes, device)
         self.step = 0
         self.history: list[dict[str, Any]] = []
         self.losses: list[float] = []   # this epoch's, for its mean loss
         self.trained_world = world      # the number of workers the checkpoint's steps were trained with
-
-    def _load_teacher(self) -> nn.Module:
-        import timm
-
-        assert self.cfg.teacher and self.cfg.teacher_weights
-        try:
-            teacher = timm.create_model(self.cfg.teacher, pretrained=False, num_classes=self.space.num_classes)
-        except RuntimeError as exc:   # timm: "Unknown model (...)"
-            raise UsageError(f"--teacher {self.cfg.teacher}: {exc}; see timm.list_models()") from None
-        weights = load_state_dict_file(self.cfg.teacher_weights, "--teacher-weights", f"{self.cfg.teacher}'s weights")
-        fits = f"--teacher-weights {self.cfg.teacher_weights} does not fit {self.cfg.teacher} with " \
-               f"{self.space.num_classes} classes"
-        try:
-            missing, unexpected = teacher.load_state_dict(weights, strict=False)
-        except RuntimeError as exc:   # a tensor of another shape
-            detail = next((line.strip() for line in str(exc).splitlines() if "size mismatch" in line), "")
-            raise UsageError(f"{fits} ({detail or 'tensor shapes differ'})") from None
-        if missing or unexpected:
-            raise UsageError(f"{fits} (e.g. {(missing or unexpected)[0]})")
-        return teacher.to(self.device).eval().requires_grad_(False)
 
     # -- schedule and sampling: pure functions of (seed, step), which is what makes resuming exact
 
@@ -274,43 +127,20 @@ class SupernetTrainer:
         return self.space.largest(self.sandwich_mixer(step))
 
     def students(self, step: int) -> list[Arch]:
-        rng = random.Random(self.cfg.seed * 1_000_003 + step)
         smallest = self.space.smallest(self.sandwich_mixer(step))
-        return [smallest] + [self.space.sample(rng=rng) for _ in range(self.cfg.num_random)]
-
-    def epoch_order(self, epoch: int) -> torch.Tensor:
-        """The training images in ``epoch``'s order (a new shuffle every epoch; computed once per epoch)."""
-        if self._order[0] != epoch:
-            g = torch.Generator().manual_seed(self.cfg.seed * 10_007 + epoch)
-            self._order = (epoch, self.pool[torch.randperm(len(self.pool), generator=g)])
-        assert self._order[1] is not None
-        return self._order[1]
-
-    def batch_keys(self, step: int) -> list[tuple[int, int]]:
-        """(image index, augmentation seed) of each image of ``step``'s global batch."""
-        epoch, b = divmod(step, self.steps_per_epoch)
-        indices = self.epoch_order(epoch)[b * self.cfg.batch_size:(b + 1) * self.cfg.batch_size].tolist()
-        base = (self.cfg.seed * 1_000_003 + step) * 4096
-        return [(i, base + j) for j, i in enumerate(indices)]
-
-    def shard_keys(self, step: int) -> list[tuple[int, int]]:
-        """This worker's contiguous slice of ``step``'s global batch."""
-        per = self.cfg.batch_size // self.world
-        return self.batch_keys(step)[self.rank * per:(self.rank + 1) * per]
+        return [smallest] + SAMPLERS[self.cfg.sampling](self.space, self.cfg.seed, step, self.cfg.num_random)
 
     def batch(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
-        return _collate([self.train_set[key] for key in self.shard_keys(step)])
+        return self.batches.batch(step)
 
     def loader(self, workers: int = 0) -> torch.utils.data.DataLoader:
         """This worker's batches from the current step to the end, read by ``workers`` processes (0: this one)."""
-        return torch.utils.data.DataLoader(self.train_set, batch_sampler=_StepBatches(self, self.step),
-                                           num_workers=workers, collate_fn=_collate)
+        return self.batches.loader(self.step, workers)
 
     # -- one step of the sandwich rule
 
     def autocast(self):
-        dtype = AMP_DTYPES[self.cfg.amp]
-        return torch.autocast(device_type=self.device, dtype=dtype, enabled=dtype is not None)
+        return autocast(self.cfg, self.device)
 
     def _backward(self, loss: torch.Tensor) -> None:
         (self.scaler.scale(loss) if self.scaler is not None else loss).backward()
@@ -319,37 +149,24 @@ class SupernetTrainer:
         """The sandwich rule on one micro-batch; its gradients (scaled by 1 / accum_steps) add to the step's."""
         cfg, net = self.cfg, self.net
         weight = 1.0 / cfg.accum_steps
-        if self.mixup is not None:
-            # the mixing draws (numpy and torch) are functions of (seed, step, worker, micro-batch)
-            np_seed = (cfg.seed * 1_000_003 + self.step) * 1_000_003 + self.rank * cfg.accum_steps + micro
-            import numpy as np
-
-            np.random.seed(np_seed % 2**32)
-            torch.manual_seed(np_seed)
-            images, targets = self.mixup(images, labels)
+        targets = None
+        if self.mixup is not None:   # the mixing draws are functions of (seed, step, worker, micro-batch)
+            images, targets = mix_batch(self.mixup, images, labels, mixing_seed(cfg, self.step, self.rank, micro))
         net.set_active(self.teacher(self.step))
         with self.autocast():
             logits = net(images).float()
-        if self.mixup is not None:
-            from timm.loss import SoftTargetCrossEntropy
-
-            loss = SoftTargetCrossEntropy()(logits, targets)
-        else:
-            loss = F.cross_entropy(logits, labels, label_smoothing=cfg.label_smoothing)
-        if self.teacher_model is not None:   # DeiT's hard distillation: half labels, half the teacher's top class
-            with torch.no_grad(), self.autocast():
-                hard = self.teacher_model(images).argmax(dim=-1)
-            loss = 0.5 * loss + 0.5 * F.cross_entropy(logits, hard)
+        loss = label_loss(cfg, logits, labels, targets, self.teacher_model, images, self.device)
         self._backward(loss * weight)
-        soft_targets = logits.detach().softmax(dim=-1)
+        teacher_logits = logits.detach()
+        distill = DISTILLATIONS[cfg.kd]
         total = float(loss.detach())
         for arch in self.students(self.step):
             net.set_active(arch)
             with self.autocast():
                 student = net(images).float()
-            kd = F.kl_div(student.log_softmax(dim=-1), soft_targets, reduction="batchmean")
+            kd, value = distill(student, teacher_logits)
             self._backward(kd * weight)
-            total += float(kd.detach())
+            total += float(value.detach())
         return total * weight
 
     def train_step(self, images: torch.Tensor | None = None, labels: torch.Tensor | None = None) -> float:

@@ -1,7 +1,13 @@
 """Fixtures shared by every test folder: the spaces, loaded once per session."""
 from __future__ import annotations
 
+import os
+
 import pytest
+
+# before any test imports torch: idle OpenMP threads sleep rather than spin, so the tests' subprocesses and
+# this process do not slow each other down many times over on 2 cores (see nas.cli.yield_idle_threads)
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from nas.space import load_space
 
@@ -55,5 +61,22 @@ def gumbel_ckpt(tmp_path_factory):
     path = tmp_path_factory.mktemp("gumbel") / "gumbel.pt"
     cfg = TrainConfig(space="tiny", data="builtin:digits", epochs=1, batch_size=32, max_train_images=192,
                       num_random=1, val_images=64, bn_images=32, gumbel=True, alpha_lr=0.05)
+    train_supernet(cfg, path, progress=False)
+    return path
+
+
+OBJECTS_SMALL = "builtin:objects:train=256,val=64,test=64,classes=10"
+
+
+@pytest.fixture(scope="session")
+def objects_ckpt(tmp_path_factory):
+    """A tiny supernet trained for one short epoch on a small ``builtin:objects`` (its recipe is in the checkpoint,
+    as the ranking check needs)."""
+    from supernet.config import TrainConfig
+    from supernet.train import train_supernet
+
+    path = tmp_path_factory.mktemp("objects") / "objects.pt"
+    cfg = TrainConfig(space="tiny", data=OBJECTS_SMALL, epochs=1, batch_size=32, num_random=1, val_images=64,
+                      bn_images=32, warmup_epochs=0.5)
     train_supernet(cfg, path, progress=False)
     return path

@@ -23,7 +23,7 @@ def register(commands: Commands) -> None:
     p.add_argument("--supernet", metavar="CKPT", help="supernet checkpoint to inherit weights from "
                                                     "(default: freshly initialised weights)")
     p.add_argument("--data", metavar="DIR", help="ImageFolder tree (its train/ split if it has one) or "
-                                                 "builtin:digits, to recalibrate BatchNorm statistics on")
+                                                 "builtin:NAME, to recalibrate BatchNorm statistics on")
     p.add_argument("--bn-images", type=positive_int, help="images for the recalibration (default 1024)")
     add_space_arg(p)
     add_output_args(p)

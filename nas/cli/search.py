@@ -59,7 +59,7 @@ def register(commands: Commands) -> None:
     p.add_argument("--supernet", metavar="CKPT", help="trained supernet: the objective becomes the inherited "
                                                     "top-1 on --data's validation split (default: capacity proxy)")
     p.add_argument("--data", metavar="DIR", help="ImageFolder tree (DIR/val and DIR/train, or DIR itself), or "
-                                                 "builtin:digits")
+                                                 "builtin:objects / builtin:digits (no download)")
     p.add_argument("--val-images", type=positive_int, default=EVAL_VAL_IMAGES, metavar="N",
                    help=f"--supernet: validation images per evaluation (default {EVAL_VAL_IMAGES}; fewer is faster "
                         "and coarser)")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import Any
 
 from nas.cli._common import (
     Commands,
@@ -13,6 +14,7 @@ from nas.cli._common import (
     add_space_arg,
     emit,
     fraction,
+    int_at_least,
     non_negative_float,
     non_negative_int,
     positive_float,
@@ -24,11 +26,12 @@ from supernet.config import EVAL_BN_IMAGES, EVAL_VAL_IMAGES, TrainConfig
 TORCH_DEVICES = ("cpu", "cuda")
 
 
-def _add_torch_device(p: argparse.ArgumentParser) -> None:
+def _add_torch_device(p: argparse.ArgumentParser, legacy: bool = True) -> None:
     p.add_argument("--torch-device", choices=TORCH_DEVICES, default=None,
                    help="where to run (default: cuda if available, else cpu)")
-    p.add_argument("--device", dest="legacy_device", choices=TORCH_DEVICES, default=None,
-                   help=argparse.SUPPRESS)   # deprecated spelling of --torch-device
+    if legacy:   # train and eval only: in rank (as everywhere else) --device is a latency device
+        p.add_argument("--device", dest="legacy_device", choices=TORCH_DEVICES, default=None,
+                       help=argparse.SUPPRESS)   # deprecated spelling of --torch-device
 
 
 def register(commands: Commands) -> None:
@@ -46,8 +49,9 @@ def register(commands: Commands) -> None:
                     "recalibrated, is measured after every epoch.")
     add_space_arg(train)
     train.add_argument("--data", required=True,
-                       help="ImageFolder tree (DIR/train and DIR/val, or DIR/<class>/<image>) or builtin:digits "
-                            "(scikit-learn's handwritten digits, no download)")
+                       help="ImageFolder tree (DIR/train and DIR/val, or DIR/<class>/<image>), or a dataset that ships "
+                            "as code: builtin:objects[:difficulty=0.5,classes=30,...] (procedurally drawn objects, "
+                            "hard) or builtin:digits (scikit-learn's handwritten digits, easy)")
     train.add_argument("--epochs", type=positive_int, required=True, help="passes over the training split")
     train.add_argument("--out", required=True, help="checkpoint file (written atomically while training)")
     train.add_argument("--resume", action="store_true", help="continue the training saved in --out")
@@ -61,6 +65,12 @@ def register(commands: Commands) -> None:
                        help=f"linear warm-up before the cosine schedule, in epochs (default {d('warmup_epochs')})")
     train.add_argument("--num-random", type=non_negative_int, default=d("num_random"),
                        help=f"random subnets per step besides the largest and smallest (default {d('num_random')})")
+    train.add_argument("--kd", default=d("kd"),
+                       help=f"how the students learn from the largest subnet: kl (KL divergence, BigNAS) or alpha "
+                            f"(AlphaNet's adaptive alpha-divergence) (default {d('kd')})")
+    train.add_argument("--sampling", default=d("sampling"),
+                       help=f"how each step's random subnets are drawn: uniform, or complexity (similar sizes in "
+                            f"adjacent steps, sweeping the size range, after ElasticViT) (default {d('sampling')})")
     train.add_argument("--label-smoothing", type=fraction, default=d("label_smoothing"),
                        help=f"label smoothing of the losses on labels (the largest subnet's; the others learn from it) "
                             f"(default {d('label_smoothing')})")
@@ -70,6 +80,8 @@ def register(commands: Commands) -> None:
                        help="validation images per evaluation")
     train.add_argument("--bn-images", type=positive_int, default=d("bn_images"),
                        help="training images to recalibrate BatchNorm with before each evaluation")
+    train.add_argument("--num-classes", type=positive_int, default=d("num_classes"),
+                       help="outputs of the classifier head (default: the data's number of classes)")
     train.add_argument("--seed", type=int, default=d("seed"),
                        help=f"seed of the initialisation, data order and sampled subnets (default {d('seed')})")
     train.add_argument("--init-timm", default=d("init_timm"), metavar="FILE",
@@ -147,10 +159,12 @@ def register(commands: Commands) -> None:
     add_output_args(importance, progress=False)
     importance.set_defaults(func=show_importance)
 
+    _register_rank(sub)
+
     evaluate = sub.add_parser(
         "eval", help="top-1 of inherited weights for archs of a trained supernet (BatchNorm recalibrated)")
     evaluate.add_argument("--supernet", required=True, metavar="CKPT", help="checkpoint of nas supernet train")
-    evaluate.add_argument("--data", required=True, help="ImageFolder tree (DIR/train and DIR/val) or builtin:digits")
+    evaluate.add_argument("--data", required=True, help="ImageFolder tree (DIR/train and DIR/val) or builtin:NAME")
     evaluate.add_argument("--arch", action="append", metavar="PRESET_FILE_OR_RUN",
                           help="arch to evaluate (repeatable): a preset, an arch JSON file or a nas search run "
                                "directory (default: the largest, the smallest, the largest with each other mixer, "
@@ -164,16 +178,91 @@ def register(commands: Commands) -> None:
     evaluate.set_defaults(func=evaluate_supernet)
 
 
+def _register_rank(sub: Any) -> None:
+    rank = sub.add_parser(
+        "rank", help="does the supernet rank archs as training each alone would? (Kendall tau with intervals)",
+        description="Spreads --archs archs over the latency range of a device's table (the smallest and largest "
+                    "included), scores each with its inherited weights (BatchNorm recalibrated) and with the "
+                    "training-free proxies (the search's capacity proxy, the parameter count, SynFlow, NASWOT, ZiCo, "
+                    "GradNorm), trains each alone from scratch with the supernet's own recipe, and reports Kendall "
+                    "tau, Spearman rho and top-k overlap of every score against stand-alone top-1, with bootstrap "
+                    "95% intervals, beside the noise floor (one arch trained with --seeds seeds). Resumable "
+                    "(--resume); the trainings can go to Ray workers. On ImageNet this is the check to run on the "
+                    "cluster before trusting a search.")
+    rank.add_argument("supernet", metavar="CKPT", help="checkpoint of nas supernet train")
+    rank.add_argument("--data", help="ImageFolder tree or builtin:NAME (default: the data the supernet was trained "
+                                     "on)")
+    rank.add_argument("--archs", type=int_at_least(1), default=12,
+                      help="archs compared, spread over the latency range (default 12; at least 3)")
+    rank.add_argument("--epochs", type=positive_int, default=None,
+                      help="epochs of each stand-alone training (default: the supernet's own, the same schedule: a "
+                           "proxy for training each arch to convergence; fewer ranks like the full schedule only "
+                           "approximately)")
+    rank.add_argument("--seeds", type=int_at_least(1), default=3,
+                      help="trainings of the median-latency arch, for the noise floor (default 3; at least 2)")
+    rank.add_argument("--device", default="iphone12",
+                      help="latency device whose table the archs are spread over (default iphone12; its estimate "
+                           "is made for this space when no table exists)")
+    rank.add_argument("--lut", metavar="FILE", help="that device's table (default: the device's table of the space)")
+    rank.add_argument("--space", help="the checkpoint's space, checked when given")
+    rank.add_argument("--seed", type=non_negative_int, default=0, help="seed of the arch sample (default 0)")
+    rank.add_argument("--top-k", type=positive_int, default=None,
+                      help="k of the top-k overlap (default: a quarter of --archs, at least 2)")
+    rank.add_argument("--bootstrap", type=int_at_least(100), default=2000,
+                      help="bootstrap draws of each 95%% interval (default 2000)")
+    rank.add_argument("--val-images", type=positive_int, default=None,
+                      help="validation images scored per arch (default: the supernet's evaluation recipe)")
+    rank.add_argument("--bn-images", type=positive_int, default=None,
+                      help="training images BatchNorm is recalibrated on (default: the supernet's)")
+    recipe = rank.add_argument_group("the stand-alone recipe (default: the supernet's, from the checkpoint)")
+    recipe.add_argument("--batch-size", type=positive_int, default=None, help="images per step")
+    recipe.add_argument("--lr", type=positive_float, default=None, help="peak learning rate")
+    recipe.add_argument("--warmup-epochs", type=non_negative_float, default=None, help="linear warm-up, in epochs")
+    rank.add_argument("--out", metavar="DIR", help="state, report.json and rank.png (default: CKPT with .rank)")
+    rank.add_argument("--resume", action="store_true", help="finish the check saved in --out")
+    scale = rank.add_argument_group("where the trainings run")
+    scale.add_argument("--num-workers", type=positive_int, default=None,
+                       help="train on this many Ray workers at once (default: here, one after the other)")
+    scale.add_argument("--ray-address", metavar="ADDR", help="join this Ray cluster (with --num-workers)")
+    scale.add_argument("--threads", type=positive_int, default=None,
+                       help="intra-op threads per training (default: all cores here, cores / workers on Ray); the "
+                            "figures repeat exactly for the same value")
+    _add_torch_device(rank, legacy=False)
+    add_output_args(rank)
+    rank.set_defaults(func=rank_supernet)
+
+
+def rank_supernet(args: argparse.Namespace) -> int:
+    from nas.ranking.check import RankSettings, run_check
+
+    recipe = {k: getattr(args, k) for k in ("batch_size", "lr", "warmup_epochs") if getattr(args, k) is not None}
+    settings = RankSettings(
+        checkpoint=args.supernet, data=args.data, archs=args.archs, epochs=args.epochs, seeds=args.seeds,
+        device=args.device, lut=args.lut, space=args.space, seed=args.seed, top_k=args.top_k,
+        bootstrap=args.bootstrap, val_images=args.val_images, bn_images=args.bn_images, recipe=recipe, out=args.out,
+        resume=args.resume, workers=args.num_workers, ray_address=args.ray_address, threads=args.threads,
+        torch_device=_torch_device(args), progress=not args.no_progress)
+    report = run_check(settings)
+
+    def text() -> None:
+        from nas.ranking.report import print_report
+
+        print_report(report)
+
+    emit(args, report, text)
+    return 0
+
+
 def _torch_device(args: argparse.Namespace) -> str:
     """Where to run: what was asked (``--torch-device``, or the deprecated ``--device``), else cuda when there is
     one."""
     import torch
 
     asked = args.torch_device
-    if args.legacy_device is not None:
+    if getattr(args, "legacy_device", None) is not None:
         print("nas: note: `nas supernet ... --device` is deprecated and will be removed in the next release; use "
               "--torch-device (--device names a latency device in every other command)", file=sys.stderr)
-        asked = asked or args.legacy_device
+        asked = asked or getattr(args, "legacy_device", None)
     if asked == "cuda" and not torch.cuda.is_available():
         raise UsageError("--torch-device cuda: no CUDA GPU is visible here; use --torch-device cpu")
     return asked or ("cuda" if torch.cuda.is_available() else "cpu")
@@ -193,7 +282,8 @@ def train_supernet(args: argparse.Namespace) -> int:
                       tau_start=args.tau_start, tau_end=args.tau_end, alpha_lr=args.alpha_lr, opt=args.opt,
                       mixup=args.mixup, cutmix=args.cutmix, auto_augment=args.auto_augment, reprob=args.reprob,
                       ema_decay=args.ema_decay, amp=args.amp, accum_steps=args.accum_steps, sync_bn=args.sync_bn,
-                      teacher=args.teacher, teacher_weights=args.teacher_weights)
+                      teacher=args.teacher, teacher_weights=args.teacher_weights, num_classes=args.num_classes,
+                      kd=args.kd, sampling=args.sampling)
     if (args.ray_address or args.ray_storage or args.max_failures) and not args.num_workers:
         raise UsageError("--ray-address, --ray-storage and --max-failures are settings of --num-workers (Ray Train); "
                          "add --num-workers N or drop them")

@@ -129,6 +129,11 @@ def make_objective(space: SearchSpace, supernet: str | None = None, data: str | 
     net, _ = load_supernet(supernet)      # refuse a bad checkpoint now, not in every trial
     if net.space.name != space.name:
         raise UsageError(f"--supernet {supernet} is of space {net.space.name!r}, the search is over {space.name!r}")
+    from nas.data import num_classes
+
+    if num_classes(data) > net.num_classes:     # labels its head has no output for would all count as wrong
+        raise UsageError(f"--data {data} has {num_classes(data)} classes, the supernet {supernet} was trained for "
+                         f"{net.num_classes}; give the data it was trained on")
     objective = SupernetAccuracy(supernet, data, val_images, bn_images)
     objective._net = net
     return objective

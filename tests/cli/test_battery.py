@@ -115,6 +115,11 @@ CASES = [
     ("supernet eval --supernet {missing} --data builtin:digits --arch l1", "no such file"),
     ("supernet eval --supernet {folder} --data builtin:digits --arch l1", "folder.json"),
     ("supernet importance {text_ckpt}", "text_ckpt.pt"),
+    ("supernet rank {text_ckpt} --out {out}/r", "not a readable weights-only"),
+    ("supernet rank {missing} --out {out}/r", "no such file"),
+    ("supernet rank {text_ckpt} --archs 1 --out {out}/r", "--archs 1: a ranking needs at least 3 archs"),
+    ("supernet train --space tiny --data builtin:objects:difficulty=2 --epochs 1 --out {out}/s.pt",
+     "difficulty=2 is out of range"),
     # search
     ("search --budget-ms 0 --device iphone12 --out {out}/r", "expected a positive number"),
     ("search --budget-ms 1e400 --device iphone12 --out {out}/r", "finite"),

@@ -483,7 +483,8 @@ def test_a_resume_with_other_inputs_is_refused_naming_them(tmp_path, tiny_luts, 
     open_study(settings(first, "builtin:digits", tiny_luts["iphone12"]))          # the same inputs: resumed
     for changed, what in ((settings(str(tmp_path / "supernet2.pt"), "builtin:digits", tiny_luts["iphone12"]),
                            "supernet_sha256"),
-                          (settings(first, str(tmp_path), tiny_luts["iphone12"]), "'data'"),
+                          (settings(first, "builtin:objects:classes=10,train=64,val=32,test=32",
+                                    tiny_luts["iphone12"]), "'data'"),
                           (settings(first, "builtin:digits", other_table), "'tables'")):
         with pytest.raises(UsageError, match=f"was started with .*{what}.*must not share a study"):
             open_study(changed)

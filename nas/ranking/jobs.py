@@ -1,0 +1,67 @@
+"""One stand-alone training of the ranking check, as a plain function of plain data: the same call runs in this
+process or in a Ray task (``nas.ranking.check``), so 1 worker, N workers and no Ray give the same figures for the
+same ``threads``."""
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Job:
+    """Train arch number ``index`` alone with training seed ``seed`` (the supernet's own seed plus a replica
+    number: replica 0 sees the supernet's data order)."""
+
+    index: int
+    replica: int
+    space: str                  # the space's name, or the path of its YAML (a Ray worker loads it from there)
+    arch: dict[str, Any]
+    config: dict[str, Any]      # the TrainConfig of the stand-alone training (``standalone_config``)
+    num_classes: int
+    data: str
+    val_images: int
+    bn_images: int
+    device: str
+    threads: int | None
+    split: str = "val"          # what the trained model is scored on ('test' for a search's final figures)
+
+    @property
+    def key(self) -> str:
+        return f"{self.index}:{self.replica}"
+
+
+def run_job(job: Job, on_step: Callable[[int, int], None] | None = None) -> dict[str, Any]:
+    """Train and evaluate; returns the top-1 (%) on the validation split (or ``job.split``; BatchNorm
+    recalibrated, the evaluation recipe inherited accuracy uses too), the steps and the seconds it took."""
+    import torch
+
+    from nas.space import Arch, load_space
+    from supernet.config import TrainConfig
+    from supernet.evaluate import evaluate_model
+    from supernet.standalone import train_standalone
+
+    threads_before = torch.get_num_threads()
+    if job.threads:
+        torch.set_num_threads(job.threads)
+    try:
+        started = time.perf_counter()
+        cfg = TrainConfig(**job.config)
+        space = load_space(job.space)
+        arch = Arch.from_dict(job.arch, space)
+        steps = [0]
+
+        def counted(step: int, total: int) -> None:
+            steps[0] = step
+            if on_step is not None:
+                on_step(step, total)
+
+        model = train_standalone(arch, space, cfg, job.num_classes, job.device, counted)
+        top1 = evaluate_model(model, job.data, space.input_size, job.val_images, job.bn_images, job.device,
+                              job.split)
+        return {"top1": top1, "steps": steps[0], "seconds": time.perf_counter() - started, "pid": os.getpid(),
+                "threads": torch.get_num_threads()}
+    finally:
+        torch.set_num_threads(threads_before)
