@@ -224,9 +224,12 @@ def _register_rank(sub: Any) -> None:
     scale.add_argument("--num-workers", type=positive_int, default=None,
                        help="train on this many Ray workers at once (default: here, one after the other)")
     scale.add_argument("--ray-address", metavar="ADDR", help="join this Ray cluster (with --num-workers)")
+    scale.add_argument("--jobs", type=positive_int, default=None,
+                       help="trainings at once in local processes (default: one per CPU core; 1 with "
+                            "--torch-device cuda)")
     scale.add_argument("--threads", type=positive_int, default=None,
-                       help="intra-op threads per training (default: all cores here, cores / workers on Ray); the "
-                            "figures repeat exactly for the same value")
+                       help="intra-op threads per training (default: the cores divided among --jobs or "
+                            "--num-workers); the figures repeat exactly for the same value")
     _add_torch_device(rank, legacy=False)
     add_output_args(rank)
     rank.set_defaults(func=rank_supernet)
@@ -240,7 +243,8 @@ def rank_supernet(args: argparse.Namespace) -> int:
         checkpoint=args.supernet, data=args.data, archs=args.archs, epochs=args.epochs, seeds=args.seeds,
         device=args.device, lut=args.lut, space=args.space, seed=args.seed, top_k=args.top_k,
         bootstrap=args.bootstrap, val_images=args.val_images, bn_images=args.bn_images, recipe=recipe, out=args.out,
-        resume=args.resume, workers=args.num_workers, ray_address=args.ray_address, threads=args.threads,
+        resume=args.resume, workers=args.num_workers, ray_address=args.ray_address, jobs=args.jobs,
+        threads=args.threads,
         torch_device=_torch_device(args), progress=not args.no_progress)
     report = run_check(settings)
 

@@ -65,8 +65,9 @@ class RankSettings:
     recipe: dict[str, Any] = field(default_factory=dict)   # TrainConfig fields changed for stand-alone training
     out: str | None = None
     resume: bool = False
-    workers: int | None = None           # Ray workers (None: train here, one after the other)
+    workers: int | None = None           # Ray workers (None: local processes)
     ray_address: str | None = None
+    jobs: int | None = None              # local trainings at once (default: one per core on CPU, 1 on CUDA)
     threads: int | None = None           # intra-op threads per training (results repeat for the same value)
     torch_device: str = "cpu"
     progress: bool = True
@@ -99,9 +100,22 @@ def _check_settings(s: RankSettings) -> None:
         raise UsageError(f"--seeds {s.seeds}: the noise floor needs at least 2 trainings of one arch")
     if s.top_k is not None and not 1 <= s.top_k <= s.archs:
         raise UsageError(f"--top-k {s.top_k}: expected 1 to --archs ({s.archs})")
+    if s.jobs and s.workers:
+        raise UsageError("--jobs is how many trainings run at once here; --num-workers sends them to Ray: give one")
     if s.ray_address and not s.workers:
         raise UsageError("--ray-address is a setting of --num-workers (the Ray workers the trainings go to); add "
                          "--num-workers N or drop it")
+
+
+def parallelism(s: RankSettings) -> tuple[int, int]:
+    """(trainings at once, intra-op threads of each): on CPU one process per core with one thread each by
+    default (small networks use two single-threaded processes better than one process with two threads), one at
+    a time on CUDA; on Ray, the cores divided among the workers."""
+    cores = os.cpu_count() or 1
+    if s.workers:
+        return s.workers, s.threads or max(1, cores // s.workers)
+    at_once = s.jobs or (1 if s.torch_device == "cuda" else cores)
+    return at_once, s.threads or max(1, cores // at_once)
 
 
 def _supernet_recipe(s: RankSettings, meta: dict[str, Any]) -> Any:
@@ -241,9 +255,10 @@ def run_check(s: RankSettings) -> dict[str, Any]:
     alone = standalone_config(dataclasses.replace(cfg, data=data), cfg.seed, s.epochs)
     out = s.out_dir()
     out.mkdir(parents=True, exist_ok=True)
+    at_once, threads = parallelism(s)
     fingerprint = {"archs": s.archs, "seeds": s.seeds, "seed": s.seed, "device": s.device, "data": data,
                    "val_images": val_images, "bn_images": bn_images, "standalone_recipe": alone.to_dict(),
-                   "threads": s.threads, "torch_device": s.torch_device,
+                   "threads": threads, "torch_device": s.torch_device,
                    "supernet_sha256": file_digest(s.checkpoint)}
     state = RankState.open(out / "state.json", fingerprint, s.resume)
     if not state.archs:
@@ -256,14 +271,14 @@ def run_check(s: RankSettings) -> dict[str, Any]:
     _score_archs(state, ranked, net, space, data, val_images, bn_images, s)
     noise_index = int(np.argsort([r.latency_ms for r in ranked])[len(ranked) // 2])
     jobs = [Job(i, 0, space.source or space.name, r.arch.to_dict(), alone.to_dict(), net.num_classes, data,
-                val_images, bn_images, s.torch_device, s.threads) for i, r in enumerate(ranked)]
+                val_images, bn_images, s.torch_device, threads) for i, r in enumerate(ranked)]
     jobs += [Job(noise_index, rep, space.source or space.name, ranked[noise_index].arch.to_dict(),
                  dataclasses.replace(alone, seed=alone.seed + rep).to_dict(), net.num_classes, data, val_images,
-                 bn_images, s.torch_device, s.threads) for rep in range(1, s.seeds)]
+                 bn_images, s.torch_device, threads) for rep in range(1, s.seeds)]
     from supernet.batches import StepBatches
 
     steps_per_job = StepBatches(alone, space.input_size).total_steps
-    _train(state, [j for j in jobs if j.key not in state.trainings], s, steps_per_job)
+    _train(state, [j for j in jobs if j.key not in state.trainings], s, steps_per_job, at_once)
     for i, r in enumerate(ranked):
         r.scores = dict(state.scores[r.name])
         r.standalone = float(state.trainings[f"{i}:0"]["top1"])
@@ -302,9 +317,10 @@ def _score_archs(state: RankState, ranked: list[RankedArch], net: Any, space: Se
     counts.save()
 
 
-def _train(state: RankState, jobs: list[Job], s: RankSettings, steps_per_job: int) -> None:
-    """Run the stand-alone trainings still missing, here or on Ray, saving each result as it arrives; the bar
-    counts optimiser steps (every training has the same number), so its estimate holds across archs."""
+def _train(state: RankState, jobs: list[Job], s: RankSettings, steps_per_job: int, at_once: int) -> None:
+    """Run the stand-alone trainings still missing, here (one at a time, or ``at_once`` processes) or on Ray,
+    saving each result as it arrives; the bar counts optimiser steps (every training has the same number), so its
+    estimate holds across archs."""
     if not jobs:
         return
     from tqdm import tqdm
@@ -314,6 +330,8 @@ def _train(state: RankState, jobs: list[Job], s: RankSettings, steps_per_job: in
     try:
         if s.workers:
             _train_on_ray(state, jobs, s, bar, steps_per_job)
+        elif at_once > 1 and len(jobs) > 1:
+            _train_in_processes(state, jobs, min(at_once, len(jobs)), bar, steps_per_job)
         else:
             for job in jobs:
                 bar.set_postfix_str(f"arch {job.index + 1}" + (f", seed +{job.replica}" if job.replica else ""))
@@ -321,6 +339,30 @@ def _train(state: RankState, jobs: list[Job], s: RankSettings, steps_per_job: in
                 state.save()
     finally:
         bar.close()
+
+
+def _die_with_parent() -> None:
+    """In a training process: end when the check itself is killed (Linux), so no orphan trains on."""
+    import ctypes
+    import signal
+
+    try:
+        ctypes.CDLL("libc.so.6").prctl(1, signal.SIGKILL)      # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
+def _train_in_processes(state: RankState, jobs: list[Job], processes: int, bar: Any, steps_per_job: int) -> None:
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    with ProcessPoolExecutor(processes, mp_context=multiprocessing.get_context("spawn"),
+                             initializer=_die_with_parent) as pool:
+        futures = {pool.submit(run_job, job): job for job in jobs}
+        for future in as_completed(futures):
+            state.trainings[futures[future].key] = future.result()
+            state.save()
+            bar.update(steps_per_job)
 
 
 def _bar_updater(bar: Any) -> Any:

@@ -20,16 +20,21 @@ CONFIDENCE = 0.95
 
 
 def kendall_tau(a: Sequence[float] | np.ndarray, b: Sequence[float] | np.ndarray) -> float:
-    """Kendall's τ-b (ties counted as scipy does; NaN when either side is constant)."""
+    """Kendall's τ-b (ties counted as scipy does; NaN, silently, when either side is constant)."""
     from scipy.stats import kendalltau
 
-    return float(kendalltau(a, b).statistic)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return float(kendalltau(a, b).statistic)
 
 
 def spearman_rho(a: Sequence[float] | np.ndarray, b: Sequence[float] | np.ndarray) -> float:
+    """Spearman's ρ (NaN, silently, when either side is constant)."""
     from scipy.stats import spearmanr
 
-    return float(spearmanr(a, b).statistic)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return float(spearmanr(a, b).statistic)
 
 
 def top_k_overlap(score: Sequence[float] | np.ndarray, truth: Sequence[float] | np.ndarray, k: int) -> float:
@@ -89,13 +94,11 @@ def agreement(score: Sequence[float], truth: Sequence[float], top_k: int | None 
     k = top_k or default_top_k(len(t))
     rng = np.random.default_rng(seed)
     taus, rhos, tops = [], [], []
-    with warnings.catch_warnings():   # a draw of few distinct archs can be constant: its NaN is skipped below
-        warnings.simplefilter("ignore")
-        for _ in range(draws):
-            i = rng.integers(0, len(t), len(t))
-            taus.append(kendall_tau(s[i], t[i]))
-            rhos.append(spearman_rho(s[i], t[i]))
-            tops.append(top_k_overlap(s[i], t[i], k))
+    for _ in range(draws):             # a draw of few distinct archs can be constant: its NaN is skipped below
+        i = rng.integers(0, len(t), len(t))
+        taus.append(kendall_tau(s[i], t[i]))
+        rhos.append(spearman_rho(s[i], t[i]))
+        tops.append(top_k_overlap(s[i], t[i], k))
     return Agreement(n=len(t), top_k=k,
                      kendall_tau=Interval(kendall_tau(s, t), *_percentiles(taus)),
                      spearman_rho=Interval(spearman_rho(s, t), *_percentiles(rhos)),
