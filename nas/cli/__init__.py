@@ -75,19 +75,29 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
 
 
-# Commands that train or evaluate networks but time nothing: their OpenMP threads sleep when idle instead of
-# spinning. With the default (spinning) policy, a 2-thread training on 2 cores shared with one other busy process
-# ran a tiny_hybrid forward + backward in 3.9 s instead of 0.23 s (17x); passive, in 0.27 s. Latency
-# measurements keep the default: tables are timed as deployed code runs.
+# Commands that train or evaluate networks but time nothing. When the machine is already busy as they start,
+# their OpenMP threads sleep when idle instead of spinning (OMP_WAIT_POLICY=PASSIVE): two 2-thread trainings of a
+# tiny arch on 2 cores took 390 ms a step each with spinning threads, 104 ms passive (alone: 51 ms spinning, 78
+# passive, which is why a quiet machine keeps the default); a tiny_hybrid supernet step beside a busy
+# 2-thread process took 3.9 s spinning, 0.27 s passive. Latency measurements always keep the default: tables are
+# timed as deployed code runs.
 _TRAINING_COMMANDS = ("supernet", "export")
 
 
 def yield_idle_threads(args: argparse.Namespace) -> None:
-    """``OMP_WAIT_POLICY=PASSIVE`` for the training commands (and a search that measures nothing), unless the
-    user set a policy; torch is not imported yet here, and OpenMP reads the variable when torch loads it."""
+    """``OMP_WAIT_POLICY=PASSIVE`` for the training commands (and a search that measures nothing) when the load
+    average says other work holds a core already, unless the user set a policy; said in one line. torch is not
+    imported yet here, and OpenMP reads the variable when torch loads it."""
     search_without_timing = args.command == "search" and not getattr(args, "verify", 0)
-    if args.command in _TRAINING_COMMANDS or search_without_timing:
-        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    if not (args.command in _TRAINING_COMMANDS or search_without_timing) or "OMP_WAIT_POLICY" in os.environ:
+        return
+    cores = os.cpu_count() or 1
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
+    if cores > 1 and load > cores - 1:
+        os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
+        print(f"nas: note: this machine is busy (load {load:.1f} on {cores} cores): threads yield when idle "
+              "(OMP_WAIT_POLICY=PASSIVE), which keeps a shared machine from slowing this run many times over",
+              file=sys.stderr)
 
 
 def check_outputs(args: argparse.Namespace) -> None:

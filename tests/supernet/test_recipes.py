@@ -109,17 +109,20 @@ def test_standalone_training_follows_the_recipe_and_its_seed(tiny):
     assert any(not torch.equal(x, y) for x, y in zip(a.state_dict().values(), c.state_dict().values()))
 
 
-def test_training_commands_let_idle_openmp_threads_sleep(monkeypatch):
+def test_training_commands_let_idle_openmp_threads_sleep_on_a_busy_machine(monkeypatch):
     import argparse
     import os
 
     from nas.cli import yield_idle_threads
 
-    for command, verify, expected in (("supernet", 0, "PASSIVE"), ("search", 0, "PASSIVE"), ("search", 2, None),
-                                      ("lut", 0, None)):
+    for load, command, verify, expected in ((9.0, "supernet", 0, "PASSIVE"), (9.0, "search", 0, "PASSIVE"),
+                                            (9.0, "search", 2, None), (9.0, "lut", 0, None),
+                                            (0.0, "supernet", 0, None)):
+        monkeypatch.setattr(os, "getloadavg", lambda load=load: (load, load, load))
+        monkeypatch.setattr(os, "cpu_count", lambda: 2)
         monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
         yield_idle_threads(argparse.Namespace(command=command, verify=verify))
-        assert os.environ.get("OMP_WAIT_POLICY") == expected, command
+        assert os.environ.get("OMP_WAIT_POLICY") == expected, (load, command)
     monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")      # the user's own setting wins
     yield_idle_threads(argparse.Namespace(command="supernet"))
     assert os.environ["OMP_WAIT_POLICY"] == "ACTIVE"
