@@ -226,8 +226,12 @@ def _resume_mismatch(out: Path, key: str, theirs: Any, mine: Any) -> str:
         field_name = next(k for k in mine if theirs.get(k) != mine[k])
         key, theirs, mine = field_name, theirs.get(field_name), mine[field_name]
     flag = "--" + key.replace("_", "-")
-    return (f"--resume: {out} was started with {flag} {theirs}, this run asks for {flag} {mine}; rerun with "
-            f"{flag} {theirs} or choose another --out")
+
+    def given(value: Any) -> str:          # an option left at its default is saved as None
+        return f"without {flag}" if value is None else f"with {flag} {value}"
+
+    asked = f"leaves {flag} out" if mine is None else f"asks for {flag} {mine}"
+    return f"--resume: {out} was started {given(theirs)}, this run {asked}; rerun {given(theirs)} or choose another --out"
 
 
 # --------------------------------------------------------------------------------------------------- the check
