@@ -231,7 +231,8 @@ def _resume_mismatch(out: Path, key: str, theirs: Any, mine: Any) -> str:
         return f"without {flag}" if value is None else f"with {flag} {value}"
 
     asked = f"leaves {flag} out" if mine is None else f"asks for {flag} {mine}"
-    return f"--resume: {out} was started {given(theirs)}, this run {asked}; rerun {given(theirs)} or choose another --out"
+    return (f"--resume: {out} was started {given(theirs)}, this run {asked}; rerun {given(theirs)} or choose another "
+            "--out")
 
 
 # --------------------------------------------------------------------------------------------------- the check
