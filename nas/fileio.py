@@ -78,18 +78,49 @@ def atomic_output(path: str | Path) -> Iterator[Path]:
 
     For writers that take a path rather than a file object (``torch.save``, ``torch.onnx.export``, Core ML's
     ``save``, timm's ``save_for_hf``): a kill mid-write leaves the previous ``path`` (or none), never half of one.
-    """
+    The staging name is this process's own, so two writers of one ``path`` each end with a whole result in place
+    (the later one stays), never a mix and never one deleting the other's staging. ``path`` must not be a
+    folder unless the caller replaces folders (exports): a PNG asked for at an existing folder's path is refused by
+    ``replace_into``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    staging = path.with_name(f".{path.name}.partial{''.join(path.suffixes[-1:])}")
-    _remove(staging)
+    staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent))
+    staging.rmdir()                  # the unique name is the point: the writer creates the file or folder itself
+    staging = staging.with_name(staging.name + "".join(path.suffixes[-1:]))
     try:
         yield staging
-        _remove(path)
-        os.replace(staging, path)
+        replace_into(staging, path)
     except BaseException:
         _remove(staging)
         raise
+
+
+def replace_into(staging: Path, path: Path) -> None:
+    """Move ``staging`` to ``path`` atomically: a file replaces a file; a folder replaces a folder (the old one is
+    first renamed aside under a name of this process's, then removed, so a concurrent writer's finished folder is
+    never merged with ours). A folder where a file is to go is refused."""
+    if staging.is_file() and path.is_dir() and not path.is_symlink():
+        from nas.errors import UsageError
+
+        raise UsageError(f"{path} is a folder; expected a file path there (nothing was replaced)")
+    last: OSError | None = None
+    for _ in range(10):
+        try:
+            os.replace(staging, path)
+            return
+        except OSError as exc:          # a folder in the way (ENOTEMPTY, EEXIST, EISDIR): set it aside, retry
+            if not path.is_dir():
+                raise
+            aside = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".old", dir=path.parent))
+            try:
+                os.replace(path, aside / "x")
+            except FileNotFoundError:   # another writer moved it first: try again
+                pass
+            finally:
+                _remove(aside)
+            last = exc
+    assert last is not None
+    raise last
 
 
 # What ``check_output`` writes (and removes) to prove a folder takes data: big enough that a full disk refuses it.

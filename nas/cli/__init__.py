@@ -13,6 +13,7 @@ import errno
 import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from nas import __version__
 from nas.cli import dashboard, devices, export, lut, predict, search, space, supernet
@@ -100,13 +101,28 @@ def yield_idle_threads(args: argparse.Namespace) -> None:
               file=sys.stderr)
 
 
+# Commands whose --out is a folder (a run directory, an export, a check's state); every other --out, --plot and
+# --log-dir... is a file, except --log-dir (TensorBoard writes a folder)
+FOLDER_OUTPUTS = {("search", None), ("export", None), ("supernet", "rank")}
+
+
 def check_outputs(args: argparse.Namespace) -> None:
+    """Refuse, before any work, an output where it cannot go: an unwritable place (``check_output``), a folder
+    where a file is written (it would be replaced), or a file where a folder is (it cannot hold one)."""
     from nas.fileio import check_output
 
+    sub = next((getattr(args, k) for k in vars(args) if k.endswith("_command")), None)
     for dest, flag in OUTPUT_OPTIONS.items():
         value = getattr(args, dest, None)
-        if isinstance(value, str) and "://" not in value:
-            check_output(value, flag)
+        if not isinstance(value, str) or "://" in value:
+            continue
+        check_output(value, flag)
+        folder = dest == "log_dir" or (dest == "out" and (args.command, sub) in FOLDER_OUTPUTS)
+        path = Path(value).expanduser()
+        if folder and path.exists() and not path.is_dir():
+            raise UsageError(f"{flag} {value} is a file; give a folder (new, or one this command wrote)")
+        if not folder and path.is_dir():
+            raise UsageError(f"{flag} {value} is a folder; give a file path (nothing in the folder is touched)")
 
 
 if __name__ == "__main__":  # pragma: no cover

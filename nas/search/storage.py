@@ -144,6 +144,42 @@ def check_storage(url: str) -> None:
     require_driver(url)
 
 
+def repair_journal(path: Path) -> None:
+    """A journal whose last record was cut short (a kill or a full disk in the middle of a write: the file does not
+    end with a newline) is read up to its last whole record: the cut bytes are dropped, under the journal's own
+    lock, and a note says so. Left as it was, Optuna would append the next record to the cut one and the study
+    could never be read again."""
+    import sys
+
+    from optuna.storages.journal import JournalFileSymlinkLock
+
+    if not path.is_file() or path.stat().st_size == 0:
+        return
+    lock = JournalFileSymlinkLock(str(path))
+    lock.acquire()
+    try:
+        with open(path, "rb+") as f:
+            size = f.seek(0, 2)
+            end = size
+            while end > 0:                        # back to the last newline, a block at a time
+                start = max(0, end - 65536)
+                f.seek(start)
+                block = f.read(end - start)
+                if start + len(block) == size and block.endswith(b"\n"):
+                    return                        # whole
+                newline = block.rfind(b"\n")
+                if newline >= 0:
+                    end = start + newline + 1
+                    break
+                end = start
+            f.truncate(end)
+    finally:
+        lock.release()
+    print(f"nas: note: {path}: its last record was cut short ({size - end} bytes, written when the process was "
+          "killed or the disk was full); the study is read up to its last whole record and goes on",
+          file=sys.stderr)
+
+
 def make_storage(url: str, heartbeat_interval: int = HEARTBEAT_INTERVAL_S,
                  grace_period: int = GRACE_PERIOD_S) -> BaseStorage:
     """A journal file storage for a path (no ``://``), else an Optuna RDB storage; both with the heartbeat on.
@@ -154,6 +190,7 @@ def make_storage(url: str, heartbeat_interval: int = HEARTBEAT_INTERVAL_S,
     if "://" not in url:
         from optuna.storages.journal import JournalFileBackend
 
+        repair_journal(Path(url))
         return HeartbeatJournalStorage(JournalFileBackend(url), heartbeat_interval, grace_period)
     require_driver(url)
     with warnings.catch_warnings():     # the heartbeat is "experimental" since Optuna 2.9; optimize() relies on it
