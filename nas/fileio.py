@@ -123,6 +123,31 @@ def replace_into(staging: Path, path: Path) -> None:
     raise last
 
 
+_SAFE_NAME = __import__("re").compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,127}")
+
+
+def check_name(value: str, what: str) -> str:
+    """``value`` if it is safe as a file name (letters, digits, ``._+-``, not starting with a dot, at most 128
+    characters): names that become file names (a study's, a space's, a device's) must stay in their folder."""
+    from nas.errors import UsageError
+
+    if not _SAFE_NAME.fullmatch(value or "") or ".." in value:
+        raise UsageError(f"{what} {value!r}: not usable as a file name; accepted: up to 128 letters, digits and "
+                         "._+- (not starting with a dot, no '..' and no '/'), e.g. tiny_v2")
+    return value
+
+
+def refuse_links(folder: Path, names: tuple[str, ...]) -> None:
+    """Refuse a run directory in which one of the files the tool writes is a symbolic link: appending to it, or
+    replacing it, would write wherever the link points."""
+    from nas.errors import UsageError
+
+    for name in names:
+        if (folder / name).is_symlink():
+            raise UsageError(f"{folder / name} is a symbolic link; nas writes only real files in its run folders "
+                             "and does not follow links there: remove the link, or choose another --out")
+
+
 # What ``check_output`` writes (and removes) to prove a folder takes data: big enough that a full disk refuses it.
 _PROBE_BYTES = 64 * 1024
 

@@ -17,6 +17,7 @@ import functools
 import json
 import math
 import random
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from importlib import resources
@@ -561,12 +562,18 @@ def _parse_space(raw: Any, where: str) -> SearchSpace:
         raise SpaceError(f"search space {where} lacks or misformats {exc}") from None
     if len(space.stages) < 2:
         raise SpaceError(f"search space {where}: needs at least 2 stages")
+    if not _SAFE_SPACE_NAME.fullmatch(space.name) or ".." in space.name:   # it names table and cache files
+        raise SpaceError(f"search space {where}: name {space.name!r} is not usable as a file name; accepted: up to "
+                         "128 letters, digits and ._+- (not starting with a dot, no '..' and no '/')")
     for name in space.presets:   # a preset that is not a point of its space is a bug in the YAML
         try:
             space.preset(name)
         except ArchError as exc:
             raise SpaceError(f"search space {where}: preset {name!r}: {exc}") from None
     return space
+
+
+_SAFE_SPACE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,127}")
 
 
 def space_flag(name: str) -> str:

@@ -14,6 +14,12 @@ def local_table_dir() -> Path:
 
 
 def table_filename(device: str, space: str = DEFAULT_SPACE) -> str:
+    """``DEVICE[-SPACE].json``; both names are checked to be plain file names, so that a space named ``../x`` in a
+    YAML or a manifest header cannot put a table outside the table folder."""
+    from nas.fileio import check_name
+
+    check_name(device, "device")
+    check_name(space, "space")
     return f"{device}.json" if space == DEFAULT_SPACE else f"{device}-{space}.json"
 
 

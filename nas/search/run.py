@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from nas.fileio import write_json_atomic
+from nas.fileio import check_name, refuse_links, write_json_atomic
 from nas.plots import plot_pareto
 from nas.search.budgets import Budgets
 from nas.search.objectives import Objective
@@ -22,6 +22,10 @@ from nas.search.strategy import SearchContext, Strategy, get_strategy
 from nas.search.verify import verify_winner
 from nas.search.workers import Evaluator, LocalEvaluator
 from nas.space import SearchSpace
+
+# what a search writes in its run directory (none of them may be a link planted there)
+RUN_FILES = ("run.json", "best_arch.json", "trials.csv", "pareto.json", "pareto.png", "study.log",
+             "study.log.lock", "slim.json", "export")
 
 
 @dataclass
@@ -118,8 +122,9 @@ def run_search(req: SearchRequest) -> SearchResult:
     started = time.perf_counter()
     strategy = get_strategy(req.strategy)
     req.budgets.require_reachable(req.space)
-    name = req.study_name()
+    name = check_name(req.study_name(), "--study")
     out = Path(req.out) if req.out else Path("runs") / name
+    refuse_links(out, RUN_FILES)
     if req.storage and strategy.uses_optuna_settings:
         from nas.search.storage import check_storage
 
