@@ -12,13 +12,35 @@ from pathlib import Path
 from typing import Any
 
 
+class DuplicateKeyError(ValueError):
+    pass
+
+
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise DuplicateKeyError(f"key {key!r} is given twice in one object")
+        out[key] = value
+    return out
+
+
+def loads_strict(text: str) -> Any:
+    """``json.loads`` that refuses an object with a key given twice (plain JSON keeps the last one silently, so
+    a hand edit that adds a second "kind" would win unseen)."""
+    return json.loads(text, object_pairs_hook=_no_duplicates)
+
+
 def read_json(path: str | Path, what: str, missing_hint: str = "") -> Any:
-    """A JSON file's content; a missing or malformed file is a ``UsageError`` naming ``what`` and the path."""
+    """A JSON file's content; a missing or malformed file (or one with a key given twice) is a ``UsageError``
+    naming ``what`` and the path."""
     from nas.errors import UsageError
 
     path = Path(path)
     try:
-        return json.loads(path.read_text())
+        return loads_strict(path.read_text())
+    except DuplicateKeyError as exc:
+        raise UsageError(f"{what} {path}: {exc}; keep one") from None
     except FileNotFoundError:
         raise UsageError(f"{what} {path} does not exist{missing_hint}") from None
     except json.JSONDecodeError as exc:

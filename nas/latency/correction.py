@@ -64,7 +64,7 @@ def _linear(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
     if len(x) >= 3 and np.ptp(x) > 0:
         a = np.stack([x * w, w], 1)
         (scale, offset), *_ = np.linalg.lstsq(a, np.ones_like(y), rcond=None)
-        if offset >= 0:
+        if offset >= 0 and scale > 0:     # a scale <= 0 (3 noisy points once gave -1.89) prints negative latencies
             return float(scale), float(offset)
     return float(np.sum(w * w * x * y) / np.sum(w * w * x * x)), 0.0
 
@@ -94,6 +94,7 @@ class CorrectionFit:
     mape_before: float
     mape_after: float
     n: int
+    note: str | None = None       # why the usual scale + offset was not kept
 
     @property
     def current_drift(self) -> float:
@@ -104,7 +105,8 @@ class CorrectionFit:
                 "base_scale": self.scale, "base_offset_ms": self.offset_ms, "drift": self.current_drift,
                 "drift_session": self.current, "drift_by_session": self.drift, "n": self.n,
                 "mape_before": self.mape_before, "mape_after": self.mape_after,
-                "residuals": sorted(self.residuals), "fitted_on": fitted_on}
+                "residuals": sorted(self.residuals), "fitted_on": fitted_on,
+                **({"note": self.note} if self.note else {})}
 
 
 def fit_points(raw_ms: Sequence[float], measured_ms: Sequence[float], sessions: Sequence[str]) -> CorrectionFit:
@@ -132,9 +134,14 @@ def fit_points(raw_ms: Sequence[float], measured_ms: Sequence[float], sessions: 
         s, o = _linear(x[keep], (y / drift[index])[keep])
         residuals.append(float(y[i] / (drift[index[i]] * (s * x[i] + o)) - 1))
     fitted = drift[index] * (scale * x + offset)
+    before, after = float(100 * np.mean(np.abs(x - y) / y)), float(100 * np.mean(np.abs(fitted - y) / y))
+    if after > before:    # the correction makes its own points worse: keep none (the raw op sums), and say so
+        return CorrectionFit(1.0, 0.0, {n: 1.0 for n in names}, names[-1], [float(v) for v in y / x - 1], before,
+                             before, int(len(x)),
+                             note=f"no correction kept: fitted on {len(x)} points it made them worse "
+                                  f"(MAPE {before:.1f}% -> {after:.1f}%); predictions are the op sums")
     return CorrectionFit(scale, offset, {n: float(d) for n, d in zip(names, drift)}, names[-1], residuals,
-                         float(100 * np.mean(np.abs(x - y) / y)), float(100 * np.mean(np.abs(fitted - y) / y)),
-                         int(len(x)))
+                         before, after, int(len(x)))
 
 
 def raw_sums(table: Any, space: SearchSpace) -> list[float]:
@@ -154,6 +161,10 @@ def refit(table: Any, space: SearchSpace, fitted_on: str) -> CorrectionFit | Non
     sessions = [c.get("session", "") for c in table.calibration]
     fit = fit_points(raw_sums(table, space), [c["measured_ms"] for c in table.calibration], sessions)
     table.header["correction"] = fit.to_header(fitted_on)
+    if fit.note:
+        import sys
+
+        print(f"nas: note: {fit.note}", file=sys.stderr)
     return fit
 
 

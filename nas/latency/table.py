@@ -4,6 +4,7 @@ problem. Never pickle.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import platform
@@ -14,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from nas.errors import UsageError
-from nas.fileio import write_json_atomic
+from nas.fileio import DuplicateKeyError, loads_strict, write_json_atomic
 from nas.space import SearchSpace
 
 if TYPE_CHECKING:
@@ -59,8 +60,17 @@ class LatencyTable:
         return {"schema_version": SCHEMA_VERSION, "header": self.header, "entries": self.entries,
                 "calibration": self.calibration}
 
+    def digest(self) -> str:
+        """sha256 over what the table claims and measured: its kind, device, backend and every entry. Written into
+        the header on save and checked on load, so that a hand edit (an estimate relabelled ``measured``, an entry
+        changed) is seen, not trusted."""
+        claim = {k: self.header.get(k) for k in ("kind", "device", "backend", "space")}
+        text = json.dumps({"claim": claim, "entries": self.entries}, sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(text.encode()).hexdigest()
+
     def save(self, path: str | Path) -> None:
         """Atomic: readers see the old file or the new one, never half of one (also after a kill -9)."""
+        self.header["digest"] = self.digest()
         write_json_atomic(path, self.to_dict())
 
     @classmethod
@@ -76,11 +86,28 @@ class LatencyTable:
             raise TableError(f"latency table {path} is not UTF-8 text (binary, or another encoding); expected the "
                              "JSON of nas lut build / estimate / ingest") from None
         try:
-            data = json.loads(text)
+            data = loads_strict(text)
         except json.JSONDecodeError as exc:
             raise TableError(f"latency table {path} is not valid JSON (truncated or corrupted?): "
                              f"{exc.msg} at line {exc.lineno} column {exc.colno}") from None
-        return cls.from_dict(data, str(path))
+        except DuplicateKeyError as exc:
+            raise TableError(f"latency table {path}: {exc}; keep one") from None
+        table = cls.from_dict(data, str(path))
+        table.warn_if_edited(path)
+        return table
+
+    def warn_if_edited(self, path: Path) -> None:
+        """One line on stderr when the table's content does not match the digest it was written with (or a table
+        that claims to be measured carries none): its kind and numbers are then not vouched for."""
+        import sys
+
+        stored = self.header.get("digest")
+        if stored == self.digest() or (stored is None and self.header.get("kind") == "estimated"):
+            return
+        why = "has no content digest" if stored is None else "does not match the digest it was written with"
+        print(f"nas: warning: latency table {path} {why} (edited by hand, or written before digests existed): its "
+              f"kind {self.header.get('kind')!r} and its entries are not vouched for; rebuild it to be sure",
+              file=sys.stderr)
 
     @classmethod
     def from_dict(cls, data: Any, where: str = "<table>") -> LatencyTable:

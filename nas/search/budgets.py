@@ -208,5 +208,7 @@ def parse_luts(values: Sequence[str] | None) -> dict[str, str]:
             raise UsageError(f"--lut {value!r}: expected DEVICE=FILE, e.g. --lut cpu=cpu.json")
         if not Path(path).is_file():
             raise UsageError(f"--lut {value!r}: {path} does not exist")
+        if device in luts:
+            raise UsageError(f"--lut {device}= is given twice ({luts[device]} and {path}); give one table per device")
         luts[device] = path
     return luts
