@@ -36,7 +36,7 @@ def load_supernet(path: str | Path) -> tuple[Supernet, dict[str, Any]]:
     """The supernet stored at ``path`` and its metadata; anything else is refused in one line."""
     payload = load_checkpoint_payload(path)
     classes = payload.get("num_classes")      # absent before heads followed the data: the space's
-    net = Supernet(payload["space"], int(classes) if isinstance(classes, int) and classes > 0 else None)
+    net = Supernet(payload["space"], classes)
     own = net.state_dict()
     for key, tensor in payload["state_dict"].items():     # torch's size-mismatch error is many lines
         if key in own and (not isinstance(tensor, torch.Tensor) or tensor.shape != own[key].shape):
@@ -79,7 +79,28 @@ def load_checkpoint_payload(path: str | Path) -> dict[str, Any]:
         found = payload.get("format") if isinstance(payload, dict) else type(payload).__name__
         raise UsageError(f"--supernet {path}: format {found!r}, expected {CHECKPOINT_FORMAT!r} "
                          "(written by supernet.save_supernet)")
+    problem = _shape_problem(payload)
+    if problem:
+        raise UsageError(f"--supernet {path} is not a whole checkpoint: {problem} (written by hand, or by another "
+                         "version?)")
     return payload
+
+
+def _shape_problem(payload: dict[str, Any]) -> str | None:
+    """What is wrong with a checkpoint that has the right format tag but not the right fields (None: nothing)."""
+    if not isinstance(payload.get("space"), str) or not payload["space"]:
+        return f"field 'space' = {payload.get('space')!r}; expected a space name or YAML path"
+    weights = payload.get("state_dict")
+    if not isinstance(weights, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor)
+                                                for k, v in weights.items()):
+        return "field 'state_dict' is not a mapping of names to tensors"
+    classes = payload.get("num_classes")
+    if classes is not None and not (isinstance(classes, int) and 0 < classes <= 100_000):
+        return f"field 'num_classes' = {classes!r}; expected a positive integer"
+    for key in ("meta", "training"):
+        if payload.get(key) is not None and not isinstance(payload[key], dict):
+            return f"field {key!r} is a {type(payload[key]).__name__}; expected a mapping"
+    return None
 
 
 def file_digest(path: str | Path) -> str:

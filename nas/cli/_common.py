@@ -40,6 +40,26 @@ def int_at_least(minimum: int) -> Callable[[str], int]:
     return parse
 
 
+def int_between(low: int, high: int, what: str = "an integer") -> Callable[[str], int]:
+    """An argparse type for integers in [low, high] (seeds end up in numpy and Optuna, which take 32 bits)."""
+    accepted = f"{what} from {low} to {high}"
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not an integer; expected {accepted}") from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"{value} is out of range; expected {accepted}")
+        return value
+
+    return parse
+
+
+seed = int_between(0, 2**32 - 1, "a seed")
+port = int_between(1, 65535, "a TCP port")
+
+
 def float_where(ok: Callable[[float], bool], accepted: str) -> Callable[[str], float]:
     """An argparse type for numbers passing ``ok``."""
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import argparse
 
-from nas.cli._common import Commands, int_at_least
+from nas.cli._common import Commands, port
 
 
 def register(commands: Commands) -> None:
@@ -11,7 +11,7 @@ def register(commands: Commands) -> None:
     p.add_argument("target", metavar="RUN_OR_STORAGE",
                    help="run directory of nas search, a study journal file, or a database URL")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
-    p.add_argument("--port", type=int_at_least(1), default=8080, help="port to listen on (default 8080)")
+    p.add_argument("--port", type=port, default=8080, help="port to listen on (default 8080)")
     p.set_defaults(func=dashboard)
 
 

@@ -17,6 +17,7 @@ from nas.cli._common import (
     non_negative_int,
     positive_float,
     positive_int,
+    seed,
 )
 from nas.errors import UsageError
 from nas.search.strategy import SAMPLERS, STRATEGIES
@@ -73,7 +74,7 @@ def register(commands: Commands) -> None:
     p.add_argument("--workers", type=non_negative_int, default=0,
                    help="evaluate trials on a local Ray with N workers (0: in this process)")
     p.add_argument("--ray-address", metavar="ADDR", help="evaluate trials on this Ray cluster")
-    p.add_argument("--seed", type=int, default=0, help="sampler seed (same seed, same result; default 0)")
+    p.add_argument("--seed", type=seed, default=0, help="sampler seed (same seed, same result; default 0)")
     p.add_argument("--lut", action="append", metavar="DEVICE=FILE",
                    help="latency table of a device (default: the device's table)")
     p.add_argument("--export", default="pt", metavar="FORMATS",

@@ -5,7 +5,7 @@ import argparse
 import random
 import sys
 
-from nas.cli._common import Commands, Parser, add_output_args, add_space_arg, emit, positive_int
+from nas.cli._common import Commands, Parser, add_output_args, add_space_arg, emit, positive_int, seed
 
 
 def register(commands: Commands) -> None:
@@ -21,7 +21,7 @@ def register(commands: Commands) -> None:
     sample = sub.add_parser("sample", help="N random archs, one JSON object a line")
     add_space_arg(sample)
     sample.add_argument("--n", type=positive_int, required=True, help="number of archs")
-    sample.add_argument("--seed", type=int, default=0, help="random seed (same seed, same archs)")
+    sample.add_argument("--seed", type=seed, default=0, help="random seed (same seed, same archs)")
     sample.set_defaults(func=sample_space)
 
 

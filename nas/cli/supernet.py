@@ -19,6 +19,7 @@ from nas.cli._common import (
     non_negative_int,
     positive_float,
     positive_int,
+    seed,
 )
 from nas.errors import UsageError
 from supernet.config import EVAL_BN_IMAGES, EVAL_VAL_IMAGES, TrainConfig
@@ -82,7 +83,7 @@ def register(commands: Commands) -> None:
                        help="training images to recalibrate BatchNorm with before each evaluation")
     train.add_argument("--num-classes", type=positive_int, default=d("num_classes"),
                        help="outputs of the classifier head (default: the data's number of classes)")
-    train.add_argument("--seed", type=int, default=d("seed"),
+    train.add_argument("--seed", type=seed, default=d("seed"),
                        help=f"seed of the initialisation, data order and sampled subnets (default {d('seed')})")
     train.add_argument("--init-timm", default=d("init_timm"), metavar="FILE",
                        help="start from a timm EfficientFormer state dict (.safetensors or weights-only .pth), "
@@ -205,7 +206,7 @@ def _register_rank(sub: Any) -> None:
                            "is made for this space when no table exists)")
     rank.add_argument("--lut", metavar="FILE", help="that device's table (default: the device's table of the space)")
     rank.add_argument("--space", help="the checkpoint's space, checked when given")
-    rank.add_argument("--seed", type=non_negative_int, default=0, help="seed of the arch sample (default 0)")
+    rank.add_argument("--seed", type=seed, default=0, help="seed of the arch sample (default 0)")
     rank.add_argument("--top-k", type=positive_int, default=None,
                       help="k of the top-k overlap (default: a quarter of --archs, at least 2)")
     rank.add_argument("--bootstrap", type=int_at_least(100), default=2000,
