@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -145,7 +146,7 @@ def replace_into(staging: Path, path: Path) -> None:
     raise last
 
 
-_SAFE_NAME = __import__("re").compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,127}")
+_SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,127}")
 
 
 def check_name(value: str, what: str) -> str:
@@ -157,6 +158,32 @@ def check_name(value: str, what: str) -> str:
         raise UsageError(f"{what} {value!r}: not usable as a file name; accepted: up to 128 letters, digits and "
                          "._+- (not starting with a dot, no '..' and no '/'), e.g. tiny_v2")
     return value
+
+
+# The mark of an output folder nas made (a run directory, an export, a ranking check's state): only such a folder
+# (or an empty one) is written into or replaced, so `--out ~/Documents` can never delete or overwrite what a user
+# keeps there. Folders written before the mark existed are known by the file each kind always holds.
+OWNER_MARK = ".nas-output"
+_WRITTEN_BEFORE_THE_MARK = ("run.json", "study.log", "export_check.json", "state.json")
+
+
+def mark_owned(folder: Path, command: str) -> None:
+    """Mark ``folder`` as an output of ``command`` (a small JSON file; see ``OWNER_MARK``)."""
+    mark = folder / OWNER_MARK
+    if not mark.exists():
+        mark.write_text(json.dumps({"written_by": f"nas {command}"}) + "\n")
+
+
+def check_owned(path: Path, flag: str) -> None:
+    """Refuse an existing folder with files in it that nas did not make: nas writes into, and replaces, only
+    folders it made (or empty ones)."""
+    from nas.errors import UsageError
+
+    if not path.is_dir() or (path / OWNER_MARK).is_file():
+        return
+    if any(path.iterdir()) and not any((path / n).exists() for n in _WRITTEN_BEFORE_THE_MARK):
+        raise UsageError(f"{flag} {path} is a folder with files that nas did not write (no {OWNER_MARK} in it); nas "
+                         "writes into and replaces only folders it made: give a new or empty folder")
 
 
 def refuse_links(folder: Path, names: tuple[str, ...]) -> None:

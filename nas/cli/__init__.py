@@ -48,20 +48,21 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             prepare_auth()        # before any handler imports Ray
         handler: Handler = args.func
-        return handler(args)
+        status = handler(args)
+        sys.stdout.flush()      # here, not at exit: a reader that went away is a BrokenPipeError below
+        return status
     except UsageError as exc:
         print(f"nas: error: {exc}", file=sys.stderr)
         return 2
     except EnvironmentFailure as exc:
         print(f"nas: error: {exc}", file=sys.stderr)
         return 1
+    except BrokenPipeError:   # e.g. `nas space sample --n 1000 | head`: the reader has what it wanted
+        # Python's recipe (docs of signal, "Note on SIGPIPE"): point stdout at devnull so the flush at exit is quiet
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except OSError as exc:
-        if exc.errno not in _ENVIRONMENT_ERRNOS:
-            raise
-        where = f" {exc.filename}" if exc.filename else ""
-        print(f"nas: error: cannot write{where}: {exc.strerror}; nothing finished before this was lost",
-              file=sys.stderr)
-        return 1
+        return _os_error(exc)
     except UnicodeDecodeError as exc:   # a last resort: the readers name the file where they can
         print(f"nas: error: a file given is not UTF-8 text ({exc.reason} at byte {exc.start}); expected JSON, YAML "
               "or CSV text", file=sys.stderr)
@@ -72,8 +73,28 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("nas: interrupted", file=sys.stderr)
         return 130
-    except BrokenPipeError:   # e.g. `nas space sample --n 1000 | head`
-        return 0
+
+
+def _os_error(exc: OSError) -> int:
+    """The file system said no where no reader or writer could say more: one line, naming the path."""
+    where = f" {exc.filename}" if exc.filename else ""
+    if exc.errno == errno.ENAMETOOLONG:
+        print(f"nas: error:{where}: a name in this path is too long for the file system (most allow 255 bytes a "
+              "name); choose a shorter one", file=sys.stderr)
+        return 2
+    if exc.errno in (errno.EEXIST, errno.ENOTDIR):
+        print(f"nas: error: cannot make the folder{where}: a file is in the way (check --out, $NAS_LUT_DIR, "
+              "$NAS_DATA_DIR and $HOME)", file=sys.stderr)
+        return 1
+    if exc.errno == errno.ENOENT and exc.filename:     # a folder that could not be made (a $HOME in /proc, ...)
+        print(f"nas: error:{where}: no such file or folder, and it could not be made there (check the path, "
+              "$HOME, $NAS_LUT_DIR and $NAS_DATA_DIR)", file=sys.stderr)
+        return 1
+    if exc.errno not in _ENVIRONMENT_ERRNOS:
+        raise exc
+    print(f"nas: error: cannot write{where}: {exc.strerror}; nothing finished before this was lost",
+          file=sys.stderr)
+    return 1
 
 
 # Commands that train or evaluate networks but time nothing. When the machine is already busy as they start,
@@ -109,7 +130,7 @@ FOLDER_OUTPUTS = {("search", None), ("export", None), ("supernet", "rank")}
 def check_outputs(args: argparse.Namespace) -> None:
     """Refuse, before any work, an output where it cannot go: an unwritable place (``check_output``), a folder
     where a file is written (it would be replaced), or a file where a folder is (it cannot hold one)."""
-    from nas.fileio import check_output
+    from nas.fileio import check_output, check_owned
 
     sub = next((getattr(args, k) for k in vars(args) if k.endswith("_command")), None)
     for dest, flag in OUTPUT_OPTIONS.items():
@@ -121,6 +142,8 @@ def check_outputs(args: argparse.Namespace) -> None:
         path = Path(value).expanduser()
         if folder and path.exists() and not path.is_dir():
             raise UsageError(f"{flag} {value} is a file; give a folder (new, or one this command wrote)")
+        if folder and dest == "out":
+            check_owned(path, flag)
         if not folder and path.is_dir():
             raise UsageError(f"{flag} {value} is a folder; give a file path (nothing in the folder is touched)")
 

@@ -12,7 +12,7 @@ from nas.errors import UsageError
 from nas.export.card import model_card, model_facts
 from nas.export.subnet import CHECK_SEED, Subnet, check_input
 from nas.export.writers import WRITERS
-from nas.fileio import atomic_output, write_json_atomic
+from nas.fileio import atomic_output, mark_owned, write_json_atomic
 
 REPORT_FILE = "export_check.json"     # marks a folder as an export of ours (it may be replaced whole)
 
@@ -36,6 +36,7 @@ def export_subnet(sub: Subnet, out: str | Path, formats: list[str], notes: dict[
     check_export_folder(out)
     with atomic_output(Path(out).resolve()) as staging:     # resolved: "." has no name to stage beside
         staging.mkdir(parents=True)
+        mark_owned(staging, "export")
         report = _write_export(sub, staging, formats, notes, progress)
     report["out"] = str(out)
     return report

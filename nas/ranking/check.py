@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 
 from nas.errors import UsageError
-from nas.fileio import read_json, write_json_atomic
+from nas.fileio import mark_owned, read_json, write_json_atomic
 from nas.ranking.jobs import Job, run_job
 from nas.ranking.stats import BOOTSTRAP_DRAWS, Agreement, agreement, default_top_k, noise_ceiling
 from nas.space import Arch, SearchSpace
@@ -260,6 +260,7 @@ def run_check(s: RankSettings) -> dict[str, Any]:
     alone = standalone_config(dataclasses.replace(cfg, data=data), cfg.seed, s.epochs)
     out = s.out_dir()
     out.mkdir(parents=True, exist_ok=True)
+    mark_owned(out, "supernet rank")
     at_once, threads = parallelism(s)
     fingerprint = {"archs": s.archs, "seeds": s.seeds, "seed": s.seed, "device": s.device, "data": data,
                    "val_images": val_images, "bn_images": bn_images, "standalone_recipe": alone.to_dict(),

@@ -201,7 +201,7 @@ class Budgets:
 
 
 def parse_luts(values: Sequence[str] | None) -> dict[str, str]:
-    luts = {}
+    luts: dict[str, str] = {}
     for value in values or []:
         device, sep, path = value.partition("=")
         if not sep or not device or not path:

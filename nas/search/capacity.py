@@ -7,6 +7,7 @@ pays ~10 ms per distinct op the first time only. Sums are exact: L1 gives timm's
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import torch
@@ -61,9 +62,14 @@ class OpCounts:
 
     def save(self) -> None:
         if self._dirty:
-            write_json_atomic(self.cache, {"schema": COUNTS_SCHEMA, "space": self.space.name,
-                                           "ops": {k: list(v) for k, v in sorted(self._counts.items())}}, indent=None)
             self._dirty = False
+            try:
+                write_json_atomic(self.cache, {"schema": COUNTS_SCHEMA, "space": self.space.name,
+                                               "ops": {k: list(v) for k, v in sorted(self._counts.items())}},
+                                  indent=None)
+            except OSError as exc:      # a cache: the next run counts again, nothing is lost
+                print(f"nas: note: the op-count cache {self.cache} cannot be written ({exc.strerror}); going on "
+                      "without it", file=sys.stderr)
 
     def __getstate__(self) -> dict[str, object]:   # shipped to Ray workers without the cache's contents
         return {"space": self.space, "cache": self.cache}

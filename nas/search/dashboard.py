@@ -28,7 +28,11 @@ def resolve_storage(target: str) -> str:
     path = Path(target)
     if path.is_dir():
         if (path / "run.json").is_file():
-            storage = read_json(path / "run.json", "run summary").get("storage")
+            summary = read_json(path / "run.json", "run summary")
+            storage = summary.get("storage") if isinstance(summary, dict) else None
+            if storage is not None and not isinstance(storage, str):
+                raise UsageError(f"{path / 'run.json'}: field 'storage' = {storage!r}; expected the study's storage "
+                                 "as text (a journal file or a database URL)")
             if storage and "***" in storage:
                 raise UsageError(f"{target}: its study is in {storage}, whose password run.json does not keep; "
                                  "give that URL, with its password, instead of the run directory")
@@ -36,7 +40,8 @@ def resolve_storage(target: str) -> str:
                 return str(storage)
         if (path / "study.log").is_file():
             return str(path / "study.log")
-        raise UsageError(f"{target} is a folder with neither run.json nor study.log; expected a run directory of "
+        has = "a run.json that names no storage" if (path / "run.json").is_file() else "no run.json"
+        raise UsageError(f"{target} is a folder with {has} and no study.log; expected a run directory of "
                          "nas search, a study journal file, or a database URL")
     if "://" not in target and not path.is_file():
         raise UsageError(f"{target} does not exist; expected a run directory of nas search, a study journal file, "

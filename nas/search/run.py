@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from nas.fileio import check_name, refuse_links, write_json_atomic
+from nas.fileio import check_name, mark_owned, refuse_links, write_json_atomic
 from nas.plots import plot_pareto
 from nas.search.budgets import Budgets
 from nas.search.objectives import Objective
@@ -133,6 +133,7 @@ def run_search(req: SearchRequest) -> SearchResult:
 
     evaluator = make_evaluator(req.objective, req.workers, req.ray_address)   # joins Ray: refused before any file
     out.mkdir(parents=True, exist_ok=True)
+    mark_owned(out, "search")
     storage = req.storage or str((out / "study.log").resolve())   # an Optuna journal file
     records, workers = _run_strategy(req, strategy, out, name, storage, evaluator)
     best = best_record(records)

@@ -9,6 +9,7 @@ adds it with the same interface, keeping each trial's last beat as a system attr
 """
 from __future__ import annotations
 
+import re
 import time
 import warnings
 from collections.abc import Callable
@@ -101,9 +102,15 @@ def mask_url(url: str) -> str:
     from sqlalchemy.exc import ArgumentError
 
     try:
-        return make_url(url).render_as_string(hide_password=True)
+        parsed = make_url(url)
     except (ArgumentError, ValueError):
         return url.split("://", 1)[0] + "://***"
+    # libpq and most drivers also take the password (or a token) as a query parameter
+    return _SECRET_QUERY.sub(r"\1***", parsed.render_as_string(hide_password=True))
+
+
+_SECRET_QUERY = re.compile(r"([?&](?:password|passwd|pwd|pass|sslpassword|secret|token|access_token|auth_token|"
+                           r"api_?key|key)=)[^&#]*", re.IGNORECASE)
 
 
 def require_driver(url: str) -> None:

@@ -84,10 +84,10 @@ def make_evaluator(objective: Objective, workers: int = 0, address: str | None =
     if (workers or address) and objective.cheap:
         import sys
 
-        from nas.ray_cluster import parse_address
+        from nas.ray_cluster import check_reachable
 
         if address:
-            parse_address(address)        # a malformed address is still refused
+            check_reachable(address)      # a malformed address, or one with no Ray head, is still refused
 
         print(f"nas: note: {objective.name} costs microseconds a trial; it is evaluated here, not on Ray "
               "(--workers/--ray-address matter for --supernet accuracy), so the study is the serial run's",

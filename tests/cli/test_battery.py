@@ -139,7 +139,7 @@ CASES = [
     # devices, dashboard
     ("devices --space {missing}", "missing.json"),
     ("dashboard {missing}", "missing.json"),
-    ("dashboard {folder}", "neither run.json nor study.log"),
+    ("dashboard {folder}", "no run.json and no study.log"),
 ]
 
 
