@@ -180,8 +180,12 @@ class Arch:
 
     @classmethod
     def from_json(cls, text: str, space: SearchSpace | None = None) -> Arch:
+        from nas.fileio import DuplicateKeyError, loads_strict
+
         try:
-            data = json.loads(text)
+            data = loads_strict(text)
+        except DuplicateKeyError as exc:
+            raise ArchError(f"arch: {exc}; keep one") from None
         except json.JSONDecodeError as exc:
             raise ArchError(f"arch is not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno})") from None
         return cls.from_dict(data, space)

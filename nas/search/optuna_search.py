@@ -101,10 +101,12 @@ def open_study(settings: StudySettings) -> optuna.Study:
                                     directions=_directions(settings), load_if_exists=True)
     except UsageError:
         raise
-    except ValueError as exc:      # a journal record that is not JSON (Optuna's reader raises it as it is)
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        # a journal record that is not JSON, or JSON that is not a record: Optuna's reader raises either as it is
         if "://" in settings.storage:
             raise UsageError(f"--storage {shown!r}: {str(exc).splitlines()[0]}") from None
-        raise UsageError(f"--storage {shown}: the journal is corrupt ({str(exc).splitlines()[0]}); it was left as "
+        what = str(exc).splitlines()[0] if isinstance(exc, ValueError) else f"a record without {exc}"
+        raise UsageError(f"--storage {shown}: the journal is corrupt ({what}); it was left as "
                          "it was: keep it for the record, and start again with another --storage or --out"
                          ) from None
     except refused as exc:

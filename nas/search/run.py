@@ -7,12 +7,14 @@ slimming step), ``pareto.json`` + ``pareto.png`` (objective vs the first device'
 """
 from __future__ import annotations
 
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from nas.fileio import check_name, mark_owned, refuse_links, write_json_atomic
+from nas.errors import UsageError
+from nas.fileio import OWNER_MARK, check_name, mark_owned, refuse_links, write_json_atomic
 from nas.plots import plot_pareto
 from nas.search.budgets import Budgets
 from nas.search.objectives import Objective
@@ -132,10 +134,16 @@ def run_search(req: SearchRequest) -> SearchResult:
     from nas.search.workers import make_evaluator
 
     evaluator = make_evaluator(req.objective, req.workers, req.ray_address)   # joins Ray: refused before any file
+    made = next((p for p in reversed([out, *out.parents]) if not p.exists()), None)   # the first folder made here
     out.mkdir(parents=True, exist_ok=True)
     mark_owned(out, "search")
     storage = req.storage or str((out / "study.log").resolve())   # an Optuna journal file
-    records, workers = _run_strategy(req, strategy, out, name, storage, evaluator)
+    try:
+        records, workers = _run_strategy(req, strategy, out, name, storage, evaluator)
+    except UsageError:          # refused before a trial ran (a corrupt --storage, ...): leave no empty run folder
+        if made is not None and [p.name for p in out.iterdir()] == [OWNER_MARK]:
+            shutil.rmtree(made)
+        raise
     best = best_record(records)
     if best is None:
         raise RuntimeError(f"no trial met every budget ({req.budgets.describe()}) in {len(records)} trials")

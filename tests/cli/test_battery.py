@@ -60,7 +60,7 @@ CASES = [
     ("space show --space {bad_yaml}", "bad_yaml.yaml"),
     ("space sample --n 0", "expected a positive integer"),
     ("space sample --n -3", "expected a positive integer"),
-    ("space sample --n 2 --seed nan", "invalid int value: 'nan'"),
+    ("space sample --n 2 --seed nan", "'nan' is not an integer"),
     # predict
     ("predict --device iphone12 --arch {missing}", "missing.json"),
     ("predict --device iphone12 --arch {empty}", "empty.json"),
