@@ -75,6 +75,8 @@ def _feasible_front(front: Any) -> Any:
 
 def serve(target: str, host: str = "127.0.0.1", port: int = 8080) -> None:
     """Run optuna-dashboard on ``host:port`` over ``target``'s study until interrupted."""
+    storage_url = resolve_storage(target)
+    check_port_free(host, port)
     try:
         import optuna_dashboard
         from optuna_dashboard import _app
@@ -82,9 +84,32 @@ def serve(target: str, host: str = "127.0.0.1", port: int = 8080) -> None:
         raise UsageError("nas dashboard needs optuna-dashboard: pip install 'nas[dashboard]'") from None
     from nas.search.storage import make_storage, mask_url
 
-    storage_url = resolve_storage(target)
     _app.get_pareto_front_trials = _feasible_front(_app.get_pareto_front_trials)   # multi-objective studies
     storage = feasible_best(make_storage(storage_url))
     print(f"optuna-dashboard on http://{host}:{port}/ over {mask_url(storage_url)} (best trials: feasible ones "
           "only); Ctrl-C stops it", flush=True)
     optuna_dashboard.run_server(storage, host=host, port=port)
+
+
+def check_port_free(host: str, port: int) -> None:
+    """Refuse in one line a port another program holds (the server's own error is a traceback from deep inside
+    wsgiref) or a host this machine has no address for."""
+    import errno
+    import socket
+
+    from nas.errors import EnvironmentFailure
+
+    try:
+        with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM) as probe:
+            probe.bind((host, port))
+    except OSError as exc:
+        if exc.errno == errno.EADDRINUSE:
+            raise EnvironmentFailure(f"--port {port}: another program listens on {host}:{port}; stop it or choose "
+                                     "another --port") from None
+        if exc.errno == errno.EACCES:
+            raise EnvironmentFailure(f"--port {port}: ports below 1024 need root here; choose --port 1024 or above"
+                                     ) from None
+        raise UsageError(f"--host {host}: cannot listen there ({exc.strerror}); expected an address of this "
+                         "machine, e.g. 127.0.0.1 or 0.0.0.0") from None
+    except UnicodeError as exc:
+        raise UsageError(f"--host {host}: not a host name or address this machine knows ({exc})") from None

@@ -345,3 +345,22 @@ def test_a_table_edited_by_hand_is_not_vouched_for(tmp_path, tiny_iphone12, edit
     LatencyTable.load(path)
     err = capsys.readouterr().err
     assert "does not match the digest it was written with" in err and "not vouched for" in err
+
+
+def test_a_dashboard_on_a_busy_port_says_so(finished_run, capsys):
+    import socket
+
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        assert _run(f"dashboard {finished_run} --port {port}".split()) == 1
+    err = capsys.readouterr().err
+    assert err.strip().splitlines() == [f"nas: error: --port {port}: another program listens on 127.0.0.1:{port}; "
+                                        "stop it or choose another --port"]
+
+
+def test_a_dashboard_host_that_is_not_here_is_refused(finished_run, capsys):
+    assert _run(f"dashboard {finished_run} --host 203.0.113.9 --port 8080".split()) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "--host 203.0.113.9: cannot listen there" in err
