@@ -112,10 +112,21 @@ def atomic_output(path: str | Path) -> Iterator[Path]:
     staging = staging.with_name(staging.name + "".join(path.suffixes[-1:]))
     try:
         yield staging
+        _usual_modes(staging)
         replace_into(staging, path)
     except BaseException:
         _remove(staging)
         raise
+
+
+def _usual_modes(staged: Path) -> None:
+    """Files 0666 and folders 0777 less the umask (0644/0755 as usual), as ``open`` makes them: some writers
+    (safetensors, coremltools) make theirs 0600/0700, which other users of a shared model folder cannot read."""
+    umask = os.umask(0)
+    os.umask(umask)
+    for item in [staged, *staged.rglob("*")] if staged.is_dir() else [staged]:
+        if not item.is_symlink() and item.exists():
+            item.chmod((0o777 if item.is_dir() else 0o666) & ~umask)
 
 
 def replace_into(staging: Path, path: Path) -> None:

@@ -586,15 +586,17 @@ def space_flag(name: str) -> str:
 
 
 def resolve_arch(value: str, space_name: str, flag: str = "--arch") -> Arch:
-    """An arch from a preset name of the space, an arch JSON file, or a run directory holding best_arch.json
-    (what every command taking an arch accepts); ``flag`` names the argument in the refusal."""
+    """An arch from a preset name of the space, an arch JSON file, a run directory (its best_arch.json) or an
+    export folder (its arch.json): what every command taking an arch accepts; ``flag`` names the argument in the
+    refusal."""
     space = load_space(space_name)
     path = Path(value)
     if path.is_dir():
-        if not (path / "best_arch.json").exists():
-            raise ArchError(f"{flag} {value!r} is a folder without best_arch.json; expected a run directory of "
-                            "nas search, an arch JSON file or a preset name")
-        path = path / "best_arch.json"
+        found = next((path / n for n in ("best_arch.json", "arch.json") if (path / n).is_file()), None)
+        if found is None:
+            raise ArchError(f"{flag} {value!r} is a folder without best_arch.json or arch.json; expected a run "
+                            "directory of nas search, an export folder, an arch JSON file or a preset name")
+        path = found
     if path.is_file():
         try:
             text = path.read_text()

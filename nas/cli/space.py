@@ -22,6 +22,7 @@ def register(commands: Commands) -> None:
     add_space_arg(sample)
     sample.add_argument("--n", type=positive_int, required=True, help="number of archs")
     sample.add_argument("--seed", type=seed, default=0, help="random seed (same seed, same archs)")
+    add_output_args(sample, progress=False)
     sample.set_defaults(func=sample_space)
 
 
@@ -62,6 +63,10 @@ def sample_space(args: argparse.Namespace) -> int:
 
     space = load_space(args.space)
     rng = random.Random(args.seed)
+    if args.json:          # one object, as every command's --json; without it, one arch a line (streams)
+        emit(args, {"space": space.name, "seed": args.seed, "archs": [space.sample(rng=rng).to_dict()
+                                                                      for _ in range(args.n)]}, lambda: None)
+        return 0
     for _ in range(args.n):
         sys.stdout.write(space.sample(rng=rng).to_json() + "\n")
     return 0

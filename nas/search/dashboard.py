@@ -9,6 +9,7 @@ and the objective names the search set.
 """
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -73,8 +74,9 @@ def _feasible_front(front: Any) -> Any:
     return get_pareto_front_trials
 
 
-def serve(target: str, host: str = "127.0.0.1", port: int = 8080) -> None:
-    """Run optuna-dashboard on ``host:port`` over ``target``'s study until interrupted."""
+def serve(target: str, host: str = "127.0.0.1", port: int = 8080, as_json: bool = False) -> None:
+    """Run optuna-dashboard on ``host:port`` over ``target``'s study until interrupted; first say where, as a line
+    of text or (``as_json``) one JSON object a script can read the URL from."""
     storage_url = resolve_storage(target)
     check_port_free(host, port)
     try:
@@ -86,8 +88,12 @@ def serve(target: str, host: str = "127.0.0.1", port: int = 8080) -> None:
 
     _app.get_pareto_front_trials = _feasible_front(_app.get_pareto_front_trials)   # multi-objective studies
     storage = feasible_best(make_storage(storage_url))
-    print(f"optuna-dashboard on http://{host}:{port}/ over {mask_url(storage_url)} (best trials: feasible ones "
-          "only); Ctrl-C stops it", flush=True)
+    url = f"http://{host}:{port}/"
+    if as_json:
+        print(json.dumps({"url": url, "storage": mask_url(storage_url), "best": "feasible trials only"}), flush=True)
+    else:
+        print(f"optuna-dashboard on {url} over {mask_url(storage_url)} (best trials: feasible ones only); Ctrl-C "
+              "stops it", flush=True)
     optuna_dashboard.run_server(storage, host=host, port=port)
 
 

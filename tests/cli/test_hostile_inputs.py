@@ -364,3 +364,34 @@ def test_a_dashboard_host_that_is_not_here_is_refused(finished_run, capsys):
     assert _run(f"dashboard {finished_run} --host 203.0.113.9 --port 8080".split()) == 2
     err = capsys.readouterr().err
     assert len(err.strip().splitlines()) == 1 and "--host 203.0.113.9: cannot listen there" in err
+
+
+def test_outputs_are_readable_by_others_as_usual_files_are(tmp_path):
+    """safetensors and coremltools write 0600/0700; what nas hands over has the usual modes (umask applied)."""
+    from nas.fileio import atomic_output
+
+    with atomic_output(tmp_path / "export") as staging:
+        (staging / "weights").mkdir(parents=True, mode=0o700)
+        (staging / "weights" / "model.safetensors").write_bytes(b"w")
+        (staging / "weights" / "model.safetensors").chmod(0o600)
+    umask = os.umask(0)
+    os.umask(umask)
+    modes = {p.name: p.stat().st_mode & 0o777 for p in (tmp_path / "export").rglob("*")}
+    assert modes == {"weights": 0o777 & ~umask, "model.safetensors": 0o666 & ~umask}
+
+
+def test_ray_usage_reporting_is_off_unless_the_user_turns_it_on():
+    env = {k: v for k, v in os.environ.items() if k != "RAY_USAGE_STATS_ENABLED"}
+    code = "import nas, os; print(os.environ['RAY_USAGE_STATS_ENABLED'])"
+    assert subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True).stdout == "0\n"
+    env["RAY_USAGE_STATS_ENABLED"] = "1"
+    assert subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True).stdout == "1\n"
+
+
+def test_predict_takes_an_export_folder(tmp_path, capsys):
+    from nas.space import load_space
+
+    (tmp_path / "export").mkdir()
+    (tmp_path / "export" / "arch.json").write_text(load_space("efficientformer").preset("l1").to_json())
+    assert _run(f"predict --device iphone12 --arch {tmp_path / 'export'} --json".split()) == 0
+    assert json.loads(capsys.readouterr().out)["arch"]["widths"] == [48, 96, 224, 448]

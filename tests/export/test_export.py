@@ -243,7 +243,7 @@ def test_export_of_a_run_directory_reads_its_winner_and_summary(tmp_path, tiny):
     (["l1", "--format", "pt", "--supernet", "{tmp}/garbage.pt"], "is not a readable weights-only checkpoint"),
     (["l1", "--format", "pt", "--supernet", "{tiny_ckpt}"], "the arch is of space 'efficientformer', the supernet"),
     (["l1", "--format", "pt", "--data", "{tmp}/nodata"], "--data"),
-    (["{tmp}", "--format", "pt"], "a folder without best_arch.json"),
+    (["{tmp}", "--format", "pt"], "a folder without best_arch.json or arch.json"),
 ])
 def test_bad_input_exits_2_in_one_line(tmp_path, tiny_ckpt, args, message):
     (tmp_path / "garbage.pt").write_text("not a checkpoint")
