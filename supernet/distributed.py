@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from nas import install_hint
 from nas.errors import UsageError
 from supernet.config import TrainConfig
 
@@ -136,7 +137,7 @@ def train_on_ray(cfg: TrainConfig, out: Path, num_workers: int, *, resume: bool 
         import ray.train
         from ray.train.torch import TorchTrainer
     except ImportError as exc:
-        raise UsageError(f"--num-workers needs Ray Train ({exc}): pip install 'nas[ray]'") from None
+        raise UsageError(f"--num-workers needs Ray Train ({exc}): {install_hint('ray')}") from None
     out = out.resolve()
     resume_from, start_step = None, None
     staging = Path(tempfile.mkdtemp(prefix="nas-resume-"))

@@ -14,7 +14,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_wheel_ships_data_and_loads_spaces(tmp_path):
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
                     "-w", str(tmp_path / "dist"), str(ROOT)], check=True, capture_output=True)
-    wheel = next((tmp_path / "dist").glob("nas-*.whl"))
+    wheel = next((tmp_path / "dist").glob("vit_latency_nas-*.whl"))
     names = zipfile.ZipFile(wheel).namelist()
     for needed in ["search_spaces/efficientformer.yaml", "search_spaces/tiny.yaml", "nas/cli/__init__.py",
                    "nas/cli/search.py", "nas/export/writers.py", "nas/latency/costmodel/model.py",
@@ -34,7 +34,7 @@ def test_wheel_ships_data_and_loads_spaces(tmp_path):
     # the version the wheel carries is the package's own (written once, in nas/__init__.py)
     import nas
 
-    assert f"nas-{nas.__version__}-" in wheel.name
+    assert f"vit_latency_nas-{nas.__version__}-" in wheel.name
     # the shipped iPhone 12 table and the cost model's calibration data are found from the installed package
     code = ("from nas.latency import load_predictor; from nas.latency.costmodel.published import load_published, "
             "shipped_calibration_csv; p = load_predictor('iphone12'); assert 'site' in p.path, p.path; "
@@ -42,3 +42,18 @@ def test_wheel_ships_data_and_loads_spaces(tmp_path):
     out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env={**env, "NAS_LUT_DIR": str(tmp_path)},
                          capture_output=True, text=True, check=True).stdout
     assert out.strip() == "21 estimated"
+
+
+def test_every_install_hint_names_this_distribution_not_pypis_nas():
+    """PyPI's `nas` is an unrelated project: `pip install 'nas[onnx]'` would install it."""
+    import re
+
+    offenders = [f"{path.relative_to(ROOT)}:{n}" for folder in ("nas", "supernet", "docs") for path in
+                 (ROOT / folder).rglob("*.[pm][yd]") for n, line in enumerate(path.read_text().splitlines(), 1)
+                 if re.search(r"pip install[^\n]*'nas\[|pip install nas\b", line)]
+    offenders += [f"README.md:{n}" for n, line in enumerate((ROOT / "README.md").read_text().splitlines(), 1)
+                  if re.search(r"pip install[^\n]*'nas\[|pip install nas\b", line)]
+    assert not offenders
+    from nas import install_hint
+
+    assert install_hint("onnx") == "pip install 'vit-latency-nas[onnx]'"

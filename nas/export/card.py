@@ -116,7 +116,8 @@ def model_card(report: dict[str, Any]) -> str:
 
 
 # How to install this project for the snippets that need its code (the PyPI package named ``nas`` is another one).
-INSTALL_HINT = "needs this project's code: pip install -e <its clone>  (PyPI's `nas` is an unrelated package)"
+INSTALL_HINT = ("needs this project's code: pip install -e <its clone> (the distribution vit-latency-nas; "
+                "PyPI's `nas` is an unrelated package)")
 
 
 def _loading_snippets(report: dict[str, Any]) -> list[str]:

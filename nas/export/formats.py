@@ -2,6 +2,7 @@
 without importing a model. A new format is one writer in ``nas.export.writers`` plus one entry here."""
 from __future__ import annotations
 
+from nas import DISTRIBUTION
 from nas.errors import UsageError
 
 # name -> (modules it needs beyond the core install, the extra that installs them); the order is the export order
@@ -9,8 +10,8 @@ FORMATS: dict[str, tuple[tuple[str, ...], str]] = {
     "pt": ((), ""),
     "timm": ((), ""),
     "torchscript": ((), ""),
-    "onnx": (("onnx", "onnxruntime"), "nas[onnx]"),
-    "coreml": (("coremltools",), "nas[coreml]"),     # last: the slowest
+    "onnx": (("onnx", "onnxruntime"), f"{DISTRIBUTION}[onnx]"),
+    "coreml": (("coremltools",), f"{DISTRIBUTION}[coreml]"),     # last: the slowest
 }
 
 

@@ -12,6 +12,7 @@ import time
 import torch
 import torch.nn as nn
 
+from nas import install_hint
 from nas.errors import UsageError
 from nas.latency.timing import DEFAULT_POLICY, Timing, TimingPolicy, time_until_stable
 
@@ -109,7 +110,7 @@ class OnnxRuntimeBackend(Backend):
             import onnx  # noqa: F401
             import onnxruntime  # noqa: F401
         except ImportError:
-            return False, "onnx and onnxruntime are not installed (pip install 'nas[onnx]')"
+            return False, f"onnx and onnxruntime are not installed ({install_hint('onnx')})"
         return True, ""
 
     def measure(self, module: nn.Module, x: torch.Tensor) -> Timing:

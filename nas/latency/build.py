@@ -16,6 +16,7 @@ from typing import Any
 
 import torch
 
+from nas import install_hint
 from nas.errors import UsageError
 from nas.latency.correction import make_point, new_session
 from nas.latency.devices import Device, get_device
@@ -78,7 +79,7 @@ def _on_ray(device: Device, jobs: list[tuple[str, str]], space_source: str, addr
     try:
         import ray
     except ImportError:
-        raise UsageError("--ray-address/--workers need Ray: pip install 'nas[ray]'") from None
+        raise UsageError(f"--ray-address/--workers need Ray: {install_hint('ray')}") from None
     resource = f"device:{device.name}"
     started_here = not ray.is_initialized()
     if started_here:

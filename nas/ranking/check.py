@@ -32,6 +32,7 @@ from typing import Any
 
 import numpy as np
 
+from nas import install_hint
 from nas.errors import UsageError
 from nas.fileio import mark_owned, read_json, write_json_atomic
 from nas.ranking.jobs import Job, run_job
@@ -381,7 +382,7 @@ def _train_on_ray(state: RankState, jobs: list[Job], s: RankSettings, bar: Any, 
     try:
         import ray
     except ImportError:
-        raise UsageError("--num-workers needs Ray: pip install 'nas[ray]'") from None
+        raise UsageError(f"--num-workers needs Ray: {install_hint('ray')}") from None
     assert s.workers
     threads = s.threads or max(1, (os.cpu_count() or 1) // s.workers)
     started = not ray.is_initialized()

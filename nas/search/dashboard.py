@@ -19,6 +19,7 @@ from optuna.study import StudyDirection
 from optuna.study._constrained_optimization import _get_feasible_trials
 from optuna.trial import FrozenTrial, TrialState
 
+from nas import install_hint
 from nas.errors import UsageError
 from nas.fileio import read_json
 
@@ -83,7 +84,7 @@ def serve(target: str, host: str = "127.0.0.1", port: int = 8080, as_json: bool 
         import optuna_dashboard
         from optuna_dashboard import _app
     except ImportError:
-        raise UsageError("nas dashboard needs optuna-dashboard: pip install 'nas[dashboard]'") from None
+        raise UsageError(f"nas dashboard needs optuna-dashboard: {install_hint('dashboard')}") from None
     from nas.search.storage import make_storage, mask_url
 
     _app.get_pareto_front_trials = _feasible_front(_app.get_pareto_front_trials)   # multi-objective studies

@@ -21,6 +21,7 @@ from optuna.storages import BaseStorage, JournalStorage
 from optuna.storages._heartbeat import BaseHeartbeat
 from optuna.trial import FrozenTrial, TrialState
 
+from nas import DISTRIBUTION
 from nas.errors import UsageError
 
 HEARTBEAT_INTERVAL_S = 2     # how often a process running a trial says it is alive
@@ -28,7 +29,7 @@ GRACE_PERIOD_S = 12          # silence after which a RUNNING trial's process is 
 BEAT_ATTR = "nas:heartbeat"
 
 # SQLAlchemy driver name -> (the module it imports, what to pip install for it)
-DRIVERS = {"psycopg": ("psycopg", "nas[postgres]"), "psycopg2": ("psycopg2", "psycopg2-binary"),
+DRIVERS = {"psycopg": ("psycopg", f"{DISTRIBUTION}[postgres]"), "psycopg2": ("psycopg2", "psycopg2-binary"),
            "pg8000": ("pg8000", "pg8000"), "asyncpg": ("asyncpg", "asyncpg"), "pymysql": ("pymysql", "pymysql"),
            "mysqldb": ("MySQLdb", "mysqlclient"), "pysqlite": ("sqlite3", "")}
 

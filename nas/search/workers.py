@@ -12,6 +12,7 @@ import abc
 import os
 from collections.abc import Sequence
 
+from nas import install_hint
 from nas.search.objectives import Objective
 from nas.space import Arch
 
@@ -55,7 +56,7 @@ class RayEvaluator(Evaluator):
         except ImportError:
             from nas.errors import UsageError
 
-            raise UsageError("--workers/--ray-address need Ray: pip install 'nas[ray]'") from None
+            raise UsageError(f"--workers/--ray-address need Ray: {install_hint('ray')}") from None
         self._ray = ray
         self._started = not ray.is_initialized()
         if self._started:

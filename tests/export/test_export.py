@@ -391,9 +391,9 @@ def test_default_formats_are_those_whose_extras_are_installed(monkeypatch):
     from nas.export.formats import default_formats
 
     assert default_formats() == (list(FORMATS), "")        # the test install has every extra
-    monkeypatch.setitem(sys.modules, "coremltools", None)    # as if nas[coreml] were not installed
+    monkeypatch.setitem(sys.modules, "coremltools", None)    # as if the coreml extra were not installed
     formats, note = default_formats()
     assert formats == ["pt", "timm", "torchscript", "onnx"]
-    assert note == "not writing coreml (not installed); pip install 'nas[coreml]' adds them"
+    assert note == "not writing coreml (not installed); pip install 'vit-latency-nas[coreml]' adds them"
     with pytest.raises(UsageError, match=r"--format coreml needs coremltools: pip install 'nas\[coreml\]'"):
         require_packages(["pt", "coreml"])

@@ -13,6 +13,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 
+from nas import install_hint
 from nas.errors import UsageError
 from nas.latency.coreml.units import COMPUTE_UNITS
 from nas.latency.ops import Op
@@ -31,7 +32,7 @@ def quiet_coremltools() -> Iterator[Any]:
             try:
                 import coremltools as ct
             except ImportError:
-                raise UsageError("Core ML conversion needs coremltools: pip install 'nas[coreml]'") from None
+                raise UsageError(f"Core ML conversion needs coremltools: {install_hint('coreml')}") from None
             yield ct
         finally:
             logging.disable(previous)
