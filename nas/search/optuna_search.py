@@ -120,12 +120,42 @@ def open_study(settings: StudySettings) -> optuna.Study:
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             study.set_metric_names(_metric_names(settings))    # what optuna-dashboard labels the objectives with
     elif stored != config:
-        diff = {k: stored.get(k) for k in config if stored.get(k) != config[k]}
-        now = {k: config[k] for k in diff}
-        raise UsageError(f"study {settings.study_name!r} in {shown} was started with {diff}, this run has {now}: "
-                         "trials scored differently must not share a study; resume it with the same settings, or "
-                         "start another with --study NAME")
+        change = describe_change(stored, config)
+        raise UsageError(f"study {settings.study_name!r} in {shown} was started with {change}: trials scored "
+                         "differently must not share a study; resume it with the same settings, or start another "
+                         "with --study NAME")
     return study
+
+
+# how each setting a study records is given on the command line
+_SETTING_WORDS = {"space": "--space", "sampler": "--sampler", "seed": "--seed", "budgets": "budgets (--budget-ms/"
+                  "--device, --max-params/--max-macs, --guarantee)", "name": "--objective", "data": "--data"}
+
+
+def describe_change(stored: dict[str, Any], config: dict[str, Any]) -> str:
+    """The first setting that differs between a stored study and this run, in the user's words: the option and
+    both values, or which file's contents changed (never a dict of digests)."""
+    for key, mine in config.items():
+        theirs = stored.get(key)
+        if theirs == mine:
+            continue
+        if key == "objective" and isinstance(theirs, dict) and isinstance(mine, dict):
+            return describe_change(theirs, mine)
+        if key == "tables" and isinstance(theirs, dict) and isinstance(mine, dict):
+            device = next((d for d in {*theirs, *mine} if theirs.get(d) != mine.get(d)), "?")
+            return (f"another latency table for {device} (the file's contents differ; --lut {device}=FILE gives the "
+                    "one it was started with)")
+        if key == "supernet_sha256":
+            return "another --supernet checkpoint (the file's contents differ)"
+        flag = _SETTING_WORDS.get(key, key)
+        return f"{flag} {_plain(theirs)}, this run with {_plain(mine)}"
+    return "other settings"
+
+
+def _plain(value: Any) -> str:
+    if isinstance(value, list):
+        return ", ".join(" ".join(str(v) for v in item) if isinstance(item, list) else str(item) for item in value)
+    return str(value)
 
 
 def _metric_names(settings: StudySettings) -> list[str]:
