@@ -16,11 +16,11 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from nas import __version__
-from nas.cli import dashboard, devices, export, lut, predict, search, space, supernet
+from nas.cli import dashboard, devices, export, lut, measure, predict, search, space, supernet
 from nas.cli._common import Handler, Parser
 from nas.errors import EnvironmentFailure, UsageError
 
-GROUPS = (space, devices, predict, lut, supernet, search, export, dashboard)   # each has register(commands)
+GROUPS = (space, devices, predict, measure, lut, supernet, search, export, dashboard)   # each has register(commands)
 # Options that name where a command writes: checked before the command starts, so no hour of work ends in
 # "Permission denied" (a command's own rules, e.g. --out must not exist without --resume, stay with it).
 OUTPUT_OPTIONS = {"out": "--out", "plot": "--plot", "log_dir": "--log-dir"}

@@ -78,6 +78,10 @@ CASES = [
     ("predict --device iphone12 --arch l1 --lut {wrong_keys_table}", "wrong_keys_table.json"),
     ("predict --device iphone12 --arch l1 --lut {nan_table}", "not a finite non-negative number"),
     ("predict --device iphone12 --arch l1 --lut {inf_correction}", "correction scale = inf"),
+    # measure
+    ("measure --device iphone12 --arch l1", "--device iphone12 cannot be measured on this machine"),
+    ("measure --device cpu --arch {missing}", "missing.json"),
+    ("measure --device cpu --arch l1 --lut {tiny_iphone12}", "space"),
     # lut
     ("lut show {missing}", "missing.json"),
     ("lut show {utf16}", "latency table"),

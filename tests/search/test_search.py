@@ -575,3 +575,15 @@ def test_a_trial_killed_before_its_first_beat_is_failed_on_sqlite_too(tmp_path):
     fail_silent_trials(study, grace_period=2)
     states = {t._trial_id: t.state for t in study.get_trials(deepcopy=False)}
     assert states == {dead: TrialState.FAIL, fresh: TrialState.RUNNING}
+
+
+def test_nas_measure_times_an_arch_here_beside_its_table(tiny_luts, capsys):
+    """What a user runs on the winner: measured end to end with the table's own backend, and the prediction."""
+    from nas.cli import main
+
+    assert main(["measure", "--device", "cpu", "--space", "tiny", "--arch", "small", "--lut", str(tiny_luts["cpu"]),
+                 "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["measured"]["median_ms"] > 0 and result["measured"]["n"] >= 20
+    assert result["predicted_ms"] > 0 and result["table"] == str(tiny_luts["cpu"])
+    assert abs(result["ratio"] - result["measured"]["median_ms"] / result["predicted_ms"]) < 1e-9
