@@ -113,11 +113,12 @@ def yield_idle_threads(args: argparse.Namespace) -> None:
     search_without_timing = args.command == "search" and not getattr(args, "verify", 0)
     if not (args.command in _TRAINING_COMMANDS or search_without_timing) or "OMP_WAIT_POLICY" in os.environ:
         return
-    cores = os.cpu_count() or 1
-    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
-    if cores > 1 and load > cores - 1:
+    from nas.machine import busy_words, is_busy, load_now
+
+    load = load_now()
+    if is_busy(load):
         os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
-        print(f"nas: note: this machine is busy (load {load:.1f} on {cores} cores): threads yield when idle "
+        print(f"nas: note: this machine is busy ({busy_words(load)}): threads yield when idle "
               "(OMP_WAIT_POLICY=PASSIVE), which keeps a shared machine from slowing this run many times over",
               file=sys.stderr)
 

@@ -20,6 +20,7 @@ from nas.cli._common import (
 )
 from nas.errors import UsageError
 from nas.latency.coreml.units import COMPUTE_UNITS
+from nas.machine import busy_words, is_busy, load_now
 
 
 def register(commands: Commands) -> None:
@@ -283,12 +284,15 @@ def validate_table(args: argparse.Namespace) -> int:
 
     predictor = load_predictor(args.device, args.space, args.lut)
     plot = args.plot or str(Path(predictor.path or ".").with_suffix("")) + "-validate.png"
+    load = load_now()
     report = validate(predictor, args.device, args.n, plot=plot, progress=not args.no_progress, rounds=args.rounds,
                       coverage=args.coverage, keep=not args.no_keep)
+    report.update(conditions(load, predictor.table.header))
 
     def text() -> None:
         print(f"{args.device}: {report['n']} random archs measured end to end ({report['rounds']} rounds) vs "
               f"predicted from {predictor.path}")
+        print_conditions(report)
         print(f"  prediction:  MAPE {report['mape']:.2f}%  within ±5% {100 * report['within_5pct']:.0f}%  "
               f"within ±10% {100 * report['within_10pct']:.0f}%  Kendall tau {report['kendall_tau']:.3f}")
         if "repeatability" in report:
@@ -306,6 +310,19 @@ def validate_table(args: argparse.Namespace) -> int:
 
     emit(args, report, text)
     return 0
+
+
+def conditions(load: dict[str, Any], header: dict[str, Any]) -> dict[str, Any]:
+    """The load this measurement ran at and the table was built at, and the table's own warnings."""
+    return {"load": load, "busy": is_busy(load), "table_load": header.get("load"),
+            "table_warnings": header.get("warnings", [])}
+
+
+def print_conditions(report: dict[str, Any]) -> None:
+    if report["busy"]:
+        print(f"  note: measured on a busy machine ({busy_words(report['load'])}): these errors include the load")
+    for warning in report["table_warnings"]:
+        print(f"  the table says: {warning}")
 
 
 def show_table(args: argparse.Namespace) -> int:
@@ -361,16 +378,20 @@ def refit_table(args: argparse.Namespace) -> int:
 
 def check_table(args: argparse.Namespace) -> int:
     from nas.latency.loop import check_table as check
+    from nas.latency.table import LatencyTable
 
     path = _measured_table_path(args)
+    load = load_now()
     report = check(path, args.device, args.n, tolerance=args.tolerance, refit_after=args.refit,
                    progress=not args.no_progress)
+    report.update(conditions(load, LatencyTable.load(path).header))
 
     def text() -> None:
         ref = report["reference"]
         verdict = "holds" if report["holds"] else "does NOT hold"
         print(f"{path} {verdict} on {args.device}: median error {100 * report['median_error']:+.1f}% over "
               f"{report['n']} new archs (tolerance ±{100 * args.tolerance:.0f}%)")
+        print_conditions(report)
         if ref["ratio"] is not None:
             print(f"  reference workload {ref['now_ms']:.3f} ms now, {ref['at_build_ms']:.3f} ms at build "
                   f"(x{ref['ratio']:.3f})")
