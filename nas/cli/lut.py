@@ -14,6 +14,7 @@ from nas.cli._common import (
     add_space_arg,
     coverage,
     emit,
+    int_between,
     non_negative_int,
     positive_float,
     positive_int,
@@ -21,6 +22,13 @@ from nas.cli._common import (
 from nas.errors import UsageError
 from nas.latency.coreml.units import COMPUTE_UNITS
 from nas.machine import busy_words, is_busy, load_now
+
+# Upper ends of the counts (the job list is made up front: --rounds 1e9 once exhausted memory before any work).
+# A day of measuring on one machine is a few thousand archs and a few dozen rounds.
+MAX_ARCHS = 10_000
+MAX_ROUNDS = 100
+archs = int_between(1, MAX_ARCHS, "a number of archs")
+rounds = int_between(1, MAX_ROUNDS, "a number of rounds")
 
 
 def register(commands: Commands) -> None:
@@ -37,9 +45,9 @@ def register(commands: Commands) -> None:
     build.add_argument("--compute-units", choices=COMPUTE_UNITS,
                        help="Core ML devices: compute units the packages may use (default: the device's)")
     build.add_argument("--resume", action="store_true", help="continue a table; measure only what it lacks")
-    build.add_argument("--calibrate", type=non_negative_int, default=10,
+    build.add_argument("--calibrate", type=int_between(0, MAX_ARCHS, "a number of archs"), default=10,
                        help="random archs measured end to end to fit the correction (default 10)")
-    build.add_argument("--rounds", type=positive_int, default=1,
+    build.add_argument("--rounds", type=rounds, default=1,
                        help="passes over every op and arch, one after the other; entries are the median of the "
                             "round medians (3 repeats ~3x better on a shared machine, at 3x the time; default 1)")
     build.add_argument("--ray-address", help="join this Ray cluster; tasks need the resource device:DEVICE")
@@ -52,10 +60,10 @@ def register(commands: Commands) -> None:
     validate.add_argument("--device", required=True, help="the device to measure on (measurable here)")
     add_space_arg(validate)
     validate.add_argument("--lut", help="latency table file (default: the device's table)")
-    validate.add_argument("--n", type=positive_int, default=30,
+    validate.add_argument("--n", type=archs, default=30,
                           help="random archs (held-out seeds) measured end to end (default 30)")
     validate.add_argument("--plot", help="PNG path (default: next to the table)")
-    validate.add_argument("--rounds", type=positive_int, default=2,
+    validate.add_argument("--rounds", type=rounds, default=2,
                           help="passes over the archs, one after another; 2 or more also report the measurement's "
                                "own repeatability (default 2)")
     validate.add_argument("--coverage", type=coverage, default=0.9,
@@ -69,8 +77,8 @@ def register(commands: Commands) -> None:
                                         "to end there (per-op-kind scales; kind: adapted)")
     adapt.add_argument("--device", required=True, help="the new device (measurable here)")
     adapt.add_argument("--from", dest="source", required=True, metavar="TABLE", help="a measured table to transfer")
-    adapt.add_argument("--n", type=positive_int, default=20, help="archs measured end to end (default 20)")
-    adapt.add_argument("--repeats", type=positive_int, default=3,
+    adapt.add_argument("--n", type=archs, default=20, help="archs measured end to end (default 20)")
+    adapt.add_argument("--repeats", type=int_between(1, MAX_ROUNDS, "a number of repeats"), default=3,
                        help="timed runs per arch after one warm-up, their median kept (default 3: for a fixed time "
                             "more archs help the fit more than more repeats)")
     adapt.add_argument("--out", help="table file (default: ~/.cache/nas/latency_luts/DEVICE.json)")
@@ -90,7 +98,7 @@ def register(commands: Commands) -> None:
     check.add_argument("--device", required=True, help="the device whose table is checked (measurable here)")
     add_space_arg(check)
     check.add_argument("--lut", help="latency table file (default: the device's table)")
-    check.add_argument("--n", type=positive_int, default=5, help="archs measured end to end (default 5)")
+    check.add_argument("--n", type=archs, default=5, help="archs measured end to end (default 5)")
     check.add_argument("--tolerance", type=positive_float, default=0.05,
                        help="the table holds while the median relative error is within this (default 0.05)")
     check.add_argument("--refit", action="store_true", help="refit the correction afterwards (nas lut refit)")

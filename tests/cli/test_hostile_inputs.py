@@ -85,6 +85,11 @@ CASES = [
     ("dashboard {run_list} --port 0", "expected a TCP port from 1 to 65535"),
     ("dashboard {run_list} --port 65536", "expected a TCP port"),
     ("dashboard {run_list} --port 99999999999999", "expected a TCP port"),
+    ("lut validate --device cpu --space tiny --n 1000000000 --rounds 1000000000", "expected a number of archs from 1"),
+    ("lut validate --device cpu --space tiny --rounds 1000000000", "expected a number of rounds from 1 to 100"),
+    ("lut build --device cpu --space tiny --rounds 101 --out {out}/t.json", "expected a number of rounds"),
+    ("lut build --device cpu --space tiny --calibrate 20000 --out {out}/t.json", "expected a number of archs"),
+    ("lut adapt --device cpu --from {iphone12} --repeats 1000 --out {out}/a.json", "a number of repeats"),
     # names that become file names must stay in their folder
     (SEARCH + " --study ../../evil --out {out}/r", "'../../evil': not usable as a file name"),
     (SEARCH + " --study .hidden --out {out}/r", "not usable as a file name"),
