@@ -15,7 +15,9 @@ def run_notes(arch_or_run: str | Path) -> dict[str, Any]:
     run_file = Path(arch_or_run) / "run.json"
     if not run_file.is_file():
         return {}
-    run = read_json(run_file, "run summary")
+    from nas.schemas import check
+
+    run = check(read_json(run_file, "run summary"), "run summary", str(run_file))
     best = run.get("best") or {}
     budgets = ", ".join(f"{b['budget_ms']} ms on {b['device']}"
                         + (f" (guaranteed: upper bound at {b['guarantee']:.0%} coverage, {b['interval_source']})"

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from nas.errors import UsageError
 from nas.fileio import DuplicateKeyError, loads_strict, write_json_atomic
+from nas.schemas import check
 from nas.space import SearchSpace
 
 if TYPE_CHECKING:
@@ -142,9 +143,7 @@ class LatencyTable:
             if value is not None and not (isinstance(value, (int, float)) and math.isfinite(value)):
                 raise bad(f"header correction {name} = {value!r}; expected a finite number")
         for point in data.get("calibration", []) if isinstance(data.get("calibration"), list) else []:
-            ms = point.get("measured_ms") if isinstance(point, dict) else None
-            if not (isinstance(ms, (int, float)) and math.isfinite(ms) and ms > 0):
-                raise bad(f"calibration point measured_ms = {ms!r}; expected a finite positive number")
+            check(point, "calibration point", f"of latency table {where}")
         calibration = data.get("calibration", [])
         if not isinstance(calibration, list):
             raise bad("'calibration' must be a list")

@@ -30,11 +30,10 @@ def resolve_storage(target: str) -> str:
     path = Path(target)
     if path.is_dir():
         if (path / "run.json").is_file():
-            summary = read_json(path / "run.json", "run summary")
-            storage = summary.get("storage") if isinstance(summary, dict) else None
-            if storage is not None and not isinstance(storage, str):
-                raise UsageError(f"{path / 'run.json'}: field 'storage' = {storage!r}; expected the study's storage "
-                                 "as text (a journal file or a database URL)")
+            from nas.schemas import check
+
+            storage = check(read_json(path / "run.json", "run summary"), "run summary",
+                            str(path / "run.json")).get("storage")
             if storage and "***" in storage:
                 raise UsageError(f"{target}: its study is in {storage}, whose password run.json does not keep; "
                                  "give that URL, with its password, instead of the run directory")

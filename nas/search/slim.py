@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from nas.errors import UsageError
 from nas.fileio import read_json, write_json_atomic
+from nas.schemas import check
 from nas.search.budgets import Budgets
 from nas.search.objectives import Objective
 from nas.search.records import TrialRecord
@@ -263,7 +264,7 @@ def slim(space: SearchSpace, objective: Objective, budgets: Budgets, evaluator: 
               "trade": settings.trade, "pareto": settings.pareto}
     state: dict[str, Any] = {"schema": SLIM_SCHEMA, "config": config, "steps": [], "evaluations": 0, "evaluated": {}}
     if path.exists():
-        saved = read_json(path, "slimming record")
+        saved = check(read_json(path, "slimming record"), "slimming record", str(path))
         if saved.get("schema") != SLIM_SCHEMA or saved.get("config") != config:
             raise UsageError(f"{path} records a slimming with other settings ({saved.get('config')}); "
                              "use another --out")

@@ -49,6 +49,17 @@ def f(tmp_path_factory, tiny):
         "garbage.db": "this is not an SQLite database, whatever its name says\n" * 20,
         "a_file": "I am a file, not a folder",
         "text_ckpt.pt": "not a checkpoint",
+        "bad_run/best_arch.json": json.dumps(arch),
+        "bad_run/run.json": json.dumps({"best": {"objective": "high"}, "budgets": [{"device": "cpu"}]}),
+        "bad_slim/.nas-output": "{}",
+        "bad_slim/slim.json": json.dumps({"schema": "x", "config": {}, "steps": [{"arch": 5}], "evaluations": 0,
+                                          "evaluated": {}}),
+        "manifest.json": json.dumps({"header": {"schema": "nas-coreml-manifest/1", "device": "iphone12"},
+                                     "packages": []}),
+        "timings.json": json.dumps({"header": {"schema": "nas-coreml-timings/1"},
+                                    "timings": {"op-0000": {"median_ms": -1}}}),
+        "bad_point_table.json": SHIPPED_IPHONE12.read_text().replace(
+            '"calibration": []', '"calibration": [{"arch": {"widths": [1], "depths": [1]}, "measured_ms": -2}]', 1),
     }
     for name, text in texts.items():
         path = root / name
@@ -109,8 +120,14 @@ CASES = [
     ("export l1 --format pt --supernet {ckpt_space_int} --out {out}/e", "field 'space' = 5"),
     (SEARCH + " --supernet {ckpt_bad_classes} --data builtin:digits --out {out}/r", "field 'num_classes'"),
     # run files of the wrong shape
-    ("dashboard {run_list}", "a run.json that names no storage"),
+    ("dashboard {run_list}", "run.json: the top level = [1, 2]; expected a JSON object ({...})"),
     ("dashboard {run_int_storage}", "field 'storage' = 5"),
+    # files of the right syntax and the wrong shape, checked by one schema per kind (nas/schemas.py)
+    ("export {bad_run} --format pt --out {out}/e", "run summary"),
+    (SEARCH + " --strategy slim --out {bad_slim}", "slimming record"),
+    ("lut ingest {manifest} {timings} --out {out}/t.json", "field 'space' is missing in header"),
+    ("lut measure {manifest} --out {out}/t.json", "field 'space' is missing in header"),
+    ("predict --device iphone12 --arch l1 --lut {bad_point_table}", "field 'measured_ms' = -2"),
     # a device's second table
     (SEARCH + " --lut iphone12={iphone12} --lut iphone12={iphone12} --out {out}/r", "is given twice"),
     # outputs of the wrong kind, or folders the tool did not make

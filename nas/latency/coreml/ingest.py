@@ -12,6 +12,7 @@ from nas.fileio import read_json
 from nas.latency.coreml.packages import load_manifest
 from nas.latency.correction import make_point, new_session
 from nas.latency.table import LatencyTable, attach_correction, new_header
+from nas.schemas import check
 from nas.space import Arch, load_space
 
 TIMINGS_SCHEMA = "nas-coreml-timings/1"
@@ -39,7 +40,7 @@ def load_timings(path: str | Path) -> dict[str, Any]:
     if not isinstance(data, dict) or data.get("header", {}).get("schema") != TIMINGS_SCHEMA \
             or not isinstance(data.get("timings"), dict):
         raise UsageError(f"timings file {path} is not a {TIMINGS_SCHEMA} file (or a CSV id,median_ms)")
-    return data
+    return check(data, "timings file", str(path))
 
 
 def ingest(manifest_path: str | Path, timings_path: str | Path, out: str | Path) -> LatencyTable:

@@ -18,6 +18,7 @@ from nas.latency.coreml.convert import INPUT_NAME, convert, coremltools_version
 from nas.latency.devices import Device
 from nas.latency.ops import Op, space_ops
 from nas.latency.table import CALIBRATION_ARCHS, CALIBRATION_SEED_BASE
+from nas.schemas import check
 from nas.space import DEFAULT_SPACE, SearchSpace
 
 MANIFEST_SCHEMA = "nas-coreml-manifest/1"
@@ -100,4 +101,4 @@ def load_manifest(path: str | Path) -> dict[str, Any]:
     if not isinstance(data, dict) or data.get("header", {}).get("schema") != MANIFEST_SCHEMA \
             or not isinstance(data.get("packages"), list):
         raise UsageError(f"manifest {path} is not a {MANIFEST_SCHEMA} file")
-    return data
+    return check(data, "manifest", str(path))
