@@ -114,8 +114,9 @@ def _pareto_panel(ax: Any, records: Sequence[Any], front: Sequence[Any], best: A
         upper = best.latency_ms[device] * budget_ms / median_limit_ms
         ax.errorbar([best.latency_ms[device]], [best.objective], xerr=[[0], [upper - best.latency_ms[device]]],
                     c="#dd8452", capsize=3, lw=1, label=f"best: upper bound at {guarantee:.0%}")
+    verified = getattr(best, "measured_ms", None)       # --verify: the winner is the best that measured in budget
     ax.scatter([best.latency_ms[device]], [best.objective], marker="*", s=160, c="#dd8452", zorder=5,
-               label="best")
+               label="best, verified by measurement (may sit below the predicted front)" if verified else "best")
     ax.set_xlabel(f"predicted latency on {device} (ms, {table_kind} table)")
     ax.set_ylabel(objective_label.split(" (")[0], fontsize=9)
     ax.set_title(f"front on {device}", fontsize=9)
@@ -189,6 +190,6 @@ def plot_importance(importance: Any, path: str | Path) -> Path:
     ax.set_xlabel("stage.position")
     ax.set_ylabel("importance p(kept) / p(identity)")
     stages = ", ".join(f"S{s + 1} {v:.2f}" for s, v in enumerate(importance.stages()))
-    ax.set_title(f"MetaPath importance of {importance.space} (stages: {stages})", fontsize=9)
+    ax.set_title(f"MetaPath importance of {importance.space}\nstage importances: {stages}", fontsize=9)
     fig.tight_layout()
     return _save(fig, path, dpi=110)
