@@ -430,3 +430,39 @@ def test_a_build_on_a_busy_machine_or_with_a_poor_calibration_warns_and_records_
     said = build_warnings(busy)
     assert len(said) == 3
     assert "busy machine (load 7.0 on 2 cores" in said[0] and "moved 61%" in said[1] and "MAPE 40.4%" in said[2]
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 96 KiB tmpfs that a search fills part-way (needs root and mount; skipped, saying so, elsewhere)."""
+    import shutil
+
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    if not (shutil.which("mount") and subprocess.run(["mount", "-t", "tmpfs", "-o", "size=96k", "tmpfs", str(mount)],
+                                                     capture_output=True).returncode == 0):
+        pytest.skip("cannot mount a small tmpfs here (needs root); the disk-fills-mid-search case runs where it can")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], capture_output=True)
+
+
+def test_a_disk_that_fills_mid_search_loses_no_finished_trial_and_the_resume_finishes_exactly(small_disk, tiny_search,
+                                                                                             capsys):
+    import optuna
+
+    from nas.search.storage import make_storage
+
+    run = small_disk / "run"
+    command = f"{tiny_search} --trials 300 --no-progress --out {run}".split()
+    assert _run(command) == 1                                   # the disk filled: one line, exit 1
+    err = capsys.readouterr().err
+    assert "No space left on device" in _one_line(err)[-1] and len(_one_line(err)) == 1 and "Traceback" not in err
+    journal = str(run / "study.log")
+    done = len(optuna.load_study(study_name=None, storage=make_storage(journal)).trials)
+    assert 10 < done < 300                                      # it stopped part-way, with what it had finished
+    subprocess.run(["mount", "-o", "remount,size=4m", str(small_disk)], check=True)   # space freed
+    assert _run(command) == 0
+    trials = optuna.load_study(study_name=None, storage=make_storage(journal)).trials
+    assert len(trials) == 300 and all(t.state == optuna.trial.TrialState.COMPLETE for t in trials)
