@@ -93,7 +93,7 @@ CASES = [
     ("lut ingest {wrong_shape} {wrong_shape} --out {out}/t.json", "wrong_shape.json"),
     ("lut ingest {missing} {missing} --out {out}/t.json", "missing.json"),
     ("lut validate --device iphone12 --n 2", "iphone12"),
-    ("lut validate --device cpu --space tiny --n 0", "expected a positive integer"),
+    ("lut validate --device cpu --space tiny --n 0", "expected a number of archs from 1"),
     ("lut adapt --device cpu --from {missing} --out {out}/a.json", "missing.json"),
     ("lut adapt --device cpu --from {binary} --out {out}/a.json", "binary.json"),
     ("lut calibrate --device iphone12 --csv {binary} --out {out}/c.json", "binary.json"),
