@@ -175,7 +175,7 @@ def check_name(value: str, what: str) -> str:
 # (or an empty one) is written into or replaced, so `--out ~/Documents` can never delete or overwrite what a user
 # keeps there. Folders written before the mark existed are known by the file each kind always holds.
 OWNER_MARK = ".nas-output"
-_WRITTEN_BEFORE_THE_MARK = ("run.json", "study.log", "export_check.json", "state.json")
+_WRITTEN_BEFORE_THE_MARK = ("run.json", "study.log", "export_check.json", "state.json", "manifest.json")
 
 
 def mark_owned(folder: Path, command: str) -> None:

@@ -84,8 +84,9 @@ SCHEMAS: dict[str, dict[str, Any]] = {
     },
     # an end-to-end calibration point of a table (nas lut build/validate/check, --verify)
     "calibration point": {
-        "type": "object", "required": ["arch", "measured_ms"],
-        "properties": {"arch": _ARCH, "measured_ms": _NUMBER_MS, "source": _TEXT, "session": _TEXT},
+        "type": "object", "required": ["arch_json", "measured_ms"],
+        "properties": {"arch_json": {**_TEXT, "description": "an arch as JSON text"}, "measured_ms": _NUMBER_MS,
+                       "source": _TEXT, "session": _TEXT},
     },
 }
 

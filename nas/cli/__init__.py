@@ -128,6 +128,17 @@ def yield_idle_threads(args: argparse.Namespace) -> None:
 FOLDER_OUTPUTS = {("search", None), ("export", None), ("supernet", "rank")}
 
 
+def _out_is_folder(args: argparse.Namespace, sub: str | None) -> bool:
+    if (args.command, sub) in FOLDER_OUTPUTS:
+        return True
+    if (args.command, sub) == ("lut", "build"):      # a device measured elsewhere (Core ML): a package folder
+        from nas.latency.devices import DEVICES, INGESTED, MEASURED
+
+        device = DEVICES.get(args.device)
+        return device is not None and MEASURED not in device.table_sources and INGESTED in device.table_sources
+    return False
+
+
 def check_outputs(args: argparse.Namespace) -> None:
     """Refuse, before any work, an output where it cannot go: an unwritable place (``check_output``), a folder
     where a file is written (it would be replaced), or a file where a folder is (it cannot hold one)."""
@@ -139,7 +150,7 @@ def check_outputs(args: argparse.Namespace) -> None:
         if not isinstance(value, str) or "://" in value:
             continue
         check_output(value, flag)
-        folder = dest == "log_dir" or (dest == "out" and (args.command, sub) in FOLDER_OUTPUTS)
+        folder = dest == "log_dir" or (dest == "out" and _out_is_folder(args, sub))
         path = Path(value).expanduser()
         if folder and path.exists() and not path.is_dir():
             raise UsageError(f"{flag} {value} is a file; give a folder (new, or one this command wrote)")

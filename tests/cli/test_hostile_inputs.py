@@ -59,7 +59,7 @@ def f(tmp_path_factory, tiny):
         "timings.json": json.dumps({"header": {"schema": "nas-coreml-timings/1"},
                                     "timings": {"op-0000": {"median_ms": -1}}}),
         "bad_point_table.json": SHIPPED_IPHONE12.read_text().replace(
-            '"calibration": []', '"calibration": [{"arch": {"widths": [1], "depths": [1]}, "measured_ms": -2}]', 1),
+            '"calibration": []', '"calibration": [{"arch_json": "{}", "measured_ms": -2}]', 1),
     }
     for name, text in texts.items():
         path = root / name

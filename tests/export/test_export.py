@@ -369,8 +369,8 @@ def test_re_export_into_an_earlier_export_leaves_one_consistent_model(tmp_path, 
     assert first["ok"] and (out / "model.torchscript.pt").is_file()
     second = export_subnet(build_subnet(tiny.preset("small")), out, ["pt"], progress=False)
     assert second["ok"] and second["out"] == str(out)
-    assert sorted(p.name for p in out.iterdir()) == ["README.md", "arch.json", "export_check.json", "model.pt",
-                                                     "model_config.json"]
+    assert sorted(p.name for p in out.iterdir()) == [".nas-output", "README.md", "arch.json", "export_check.json",
+                                                     "model.pt", "model_config.json"]
     assert tiny.arch_from_dict(json.loads((out / "arch.json").read_text())) == tiny.preset("small")
     assert json.loads((out / "model_config.json").read_text())["widths"] == list(tiny.preset("small").widths)
     assert "model.torchscript.pt" not in (out / "README.md").read_text()
@@ -395,5 +395,5 @@ def test_default_formats_are_those_whose_extras_are_installed(monkeypatch):
     formats, note = default_formats()
     assert formats == ["pt", "timm", "torchscript", "onnx"]
     assert note == "not writing coreml (not installed); pip install 'vit-latency-nas[coreml]' adds them"
-    with pytest.raises(UsageError, match=r"--format coreml needs coremltools: pip install 'nas\[coreml\]'"):
+    with pytest.raises(UsageError, match=r"--format coreml needs coremltools: pip install 'vit-latency-nas\[coreml\]'"):
         require_packages(["pt", "coreml"])

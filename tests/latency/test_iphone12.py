@@ -307,8 +307,8 @@ def test_coreml_build_resumes_after_kill_then_ingests_a_measured_table(tiny, tmp
     # timings that are not positive and finite, or of packages this manifest does not have, are refused
     whole = json.loads((tmp_path / "timings.json").read_text())
     first = packages[0]["id"]
-    for name, change, words in (("inf", {first: {"median_ms": float("inf")}}, "median_ms inf"),
-                                ("zero", {first: {"median_ms": 0.0}}, "median_ms 0.0"),
+    for name, change, words in (("inf", {first: {"median_ms": float("inf")}}, f"'timings.{first}.median_ms' = inf"),
+                                ("zero", {first: {"median_ms": 0.0}}, f"'timings.{first}.median_ms' = 0.0"),
                                 ("stranger", {"op-9999": {"median_ms": 1.0}}, "ids that are not in")):
         bad = {**whole, "timings": {**whole["timings"], **change}}
         (tmp_path / f"{name}.json").write_text(json.dumps(bad))

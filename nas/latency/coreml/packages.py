@@ -13,7 +13,7 @@ import torch
 import torch.nn as nn
 
 from nas.errors import UsageError
-from nas.fileio import read_json, write_json_atomic
+from nas.fileio import mark_owned, read_json, write_json_atomic
 from nas.latency.coreml.convert import INPUT_NAME, convert, coremltools_version
 from nas.latency.devices import Device
 from nas.latency.ops import Op, space_ops
@@ -81,6 +81,7 @@ def build_packages(device: Device, space: SearchSpace, out_dir: str | Path, resu
     packages: list[dict[str, Any]] = [done[j["id"]] for j in jobs if j["id"] in done]
     todo = [j for j in jobs if j["id"] not in done]
     (out_dir / "packages").mkdir(parents=True, exist_ok=True)
+    mark_owned(out_dir, "lut build")
     for job in tqdm(todo, desc=f"converting for {device.name}", unit="pkg", disable=not progress):
         module, x = _module_of(job, space, device.batch)
         mlmodel = convert(module, x, device.compute_units)
