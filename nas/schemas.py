@@ -21,7 +21,8 @@ SCHEMAS: dict[str, dict[str, Any]] = {
     "run summary": {
         "type": "object",
         "properties": {
-            "storage": {**_TEXT, "description": "the study's storage: a journal file or a database URL"},
+            "storage": {"type": ["string", "null"], "minLength": 1,
+                        "description": "the study's storage (a journal file or a database URL), or null (slimming)"},
             "strategy": _TEXT,
             "best": {"type": "object", "properties": {
                 "objective": {"type": "number", "description": "a number"},
