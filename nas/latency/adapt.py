@@ -30,8 +30,9 @@ from nas.errors import UsageError
 from nas.latency.correction import make_point, new_session
 from nas.latency.devices import get_device
 from nas.latency.ops import arch_ops
-from nas.latency.table import LatencyTable, new_header
+from nas.latency.table import LatencyTable, new_header, trust_warnings
 from nas.latency.timing import TimingPolicy
+from nas.machine import load_now
 from nas.space import Arch, SearchSpace, load_space
 
 ADAPT_SEED_BASE = 30_000
@@ -118,7 +119,7 @@ def adapt_table(device_name: str, source: str | Path, n: int, out: str | Path,
     if src.header["kind"] == "estimated":
         raise UsageError(f"--from {source} is an estimated table; adapt a measured one (nas lut build)")
     space = load_space(src.header["space"])
-    started = time.perf_counter()
+    started, load = time.perf_counter(), load_now()     # the load before this command measures anything
     archs = [space.sample(seed=seed_base + i) for i in range(n)]
     measured_here = measured_ms is None
     if measured_ms is None:
@@ -157,5 +158,10 @@ def adapt_table(device_name: str, source: str | Path, n: int, out: str | Path,
               "loo_within_10pct": float(np.mean(np.abs(residuals) <= 0.10)),
               "seconds": time.perf_counter() - started}
     table.header["adapted"] = {k: v for k, v in report.items() if k not in ("device", "seconds")}
+    table.header["load"] = load
+    table.header["warnings"] = trust_warnings({**table.header, "correction": {"mape_after": report["loo_mape"]}})
+    for warning in table.header["warnings"]:       # e.g. 149.5% held-out error at load 7, written without a word
+        print(f"nas: warning: {out}: {warning}", file=sys.stderr)
+    report["warnings"] = table.header["warnings"]
     table.save(out)
     return table, {**report, "out": str(out)}

@@ -23,10 +23,10 @@ from nas.latency.devices import Device, get_device
 from nas.latency.ops import Op, space_ops
 from nas.latency.paths import local_table_path
 from nas.latency.reference import reference_op, reference_summary
-from nas.latency.table import CALIBRATION_SEED_BASE, LatencyTable, attach_correction, new_header
+from nas.latency.table import CALIBRATION_SEED_BASE, LatencyTable, attach_correction, new_header, trust_warnings
 from nas.latency.timing import Timing, TimingPolicy
 from nas.latency.weights import pooled_init
-from nas.machine import busy_words, is_busy, load_now
+from nas.machine import load_now
 from nas.space import DEFAULT_SPACE, Arch, SearchSpace, load_space
 
 REFERENCE_EVERY = 100      # jobs between two timings of the reference workload
@@ -205,35 +205,8 @@ def build_table(device_name: str, space_source: str = DEFAULT_SPACE, out: str | 
     n = len(table.calibration)
     attach_correction(table, space, f"end-to-end measurements of {n} random archs "
                                     f"(seeds {CALIBRATION_SEED_BASE}..{CALIBRATION_SEED_BASE + n - 1})")
-    table.header["warnings"] = build_warnings(table.header)
+    table.header["warnings"] = trust_warnings(table.header)
     for warning in table.header["warnings"]:
         print(f"nas: warning: {out}: {warning}", file=sys.stderr)
     table.save(out)
     return table, out
-
-
-# A correction that leaves its own calibration archs this far off (MAPE, %) says the ops were timed in conditions
-# the whole archs were not (quiet: 2.5-8% on this project's 2-core machines; at load 7: 40.4%)
-POOR_CALIBRATION_MAPE = 15.0
-# the reference workload moving this much (max-min over median, %) during a build: the machine changed under it
-UNSTEADY_REFERENCE_PCT = 25.0
-
-
-def build_warnings(header: dict[str, Any]) -> list[str]:
-    """What a table's own figures say against trusting it (empty when nothing does); printed and kept in the
-    header, so ``nas lut show``, ``validate`` and ``check`` repeat it."""
-    warnings = []
-    load = header.get("load")
-    if load and is_busy(load):
-        warnings.append(f"built on a busy machine ({busy_words(load)} before measuring): its latencies price that "
-                        "load; rebuild when the machine is quiet for tables that hold on a quiet one")
-    spread = (header.get("reference") or {}).get("spread_pct")
-    if spread is not None and spread > UNSTEADY_REFERENCE_PCT:
-        warnings.append(f"the reference workload moved {spread:.0f}% during the build: the machine's speed changed "
-                        "under it (other work, thermal or frequency changes)")
-    mape = (header.get("correction") or {}).get("mape_after")
-    if mape is not None and mape > POOR_CALIBRATION_MAPE:
-        warnings.append(f"its own calibration archs are predicted with MAPE {mape:.1f}% after correction "
-                        f"(above {POOR_CALIBRATION_MAPE:.0f}%; a quiet machine gives 2.5-8%): do not set budgets "
-                        "from it before `nas lut validate` agrees")
-    return warnings

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from nas.errors import UsageError
 from nas.fileio import DuplicateKeyError, loads_strict, write_json_atomic
+from nas.machine import busy_words, is_busy
 from nas.schemas import check
 from nas.space import SearchSpace
 
@@ -200,3 +201,30 @@ def attach_correction(table: LatencyTable, space: SearchSpace, fitted_on: str) -
     from nas.latency.correction import refit
 
     refit(table, space, fitted_on)
+
+
+# A correction that leaves its own calibration archs this far off (MAPE, %) says the ops were timed in conditions
+# the whole archs were not (quiet: 2.5-8% on this project's 2-core machines; at load 7: 40.4%)
+POOR_CALIBRATION_MAPE = 15.0
+# the reference workload moving this much (max-min over median, %) during a build: the machine changed under it
+UNSTEADY_REFERENCE_PCT = 25.0
+
+
+def trust_warnings(header: dict[str, Any]) -> list[str]:
+    """What a table's own figures say against trusting it (empty when nothing does); printed and kept in the
+    header, so ``nas lut show``, ``validate`` and ``check`` repeat it."""
+    warnings = []
+    load = header.get("load")
+    if load and is_busy(load):
+        warnings.append(f"built on a busy machine ({busy_words(load)} before measuring): its latencies price that "
+                        "load; rebuild when the machine is quiet for tables that hold on a quiet one")
+    spread = (header.get("reference") or {}).get("spread_pct")
+    if spread is not None and spread > UNSTEADY_REFERENCE_PCT:
+        warnings.append(f"the reference workload moved {spread:.0f}% during the build: the machine's speed changed "
+                        "under it (other work, thermal or frequency changes)")
+    mape = (header.get("correction") or {}).get("mape_after")
+    if mape is not None and mape > POOR_CALIBRATION_MAPE:
+        warnings.append(f"its own calibration archs are predicted with MAPE {mape:.1f}% after correction "
+                        f"(above {POOR_CALIBRATION_MAPE:.0f}%; a quiet machine gives 2.5-8%): do not set budgets "
+                        "from it before `nas lut validate` agrees")
+    return warnings

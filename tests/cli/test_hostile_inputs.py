@@ -420,14 +420,14 @@ def test_predict_takes_an_export_folder(tmp_path, capsys):
 
 
 def test_a_build_on_a_busy_machine_or_with_a_poor_calibration_warns_and_records_it():
-    from nas.latency.build import build_warnings
+    from nas.latency.table import trust_warnings
 
     quiet = {"load": {"load_1m": 0.4, "cores": 2}, "reference": {"spread_pct": 3.0},
              "correction": {"mape_after": 4.1}}
-    assert build_warnings(quiet) == []
+    assert trust_warnings(quiet) == []
     busy = {"load": {"load_1m": 7.0, "cores": 2}, "reference": {"spread_pct": 61.0},
             "correction": {"mape_after": 40.4}}
-    said = build_warnings(busy)
+    said = trust_warnings(busy)
     assert len(said) == 3
     assert "busy machine (load 7.0 on 2 cores" in said[0] and "moved 61%" in said[1] and "MAPE 40.4%" in said[2]
 
