@@ -197,6 +197,25 @@ def check_owned(path: Path, flag: str) -> None:
                          "writes into and replaces only folders it made: give a new or empty folder")
 
 
+# What the files nas writes begin with: JSON (tables, cost models, reports), PNG (plots), zip (torch checkpoints),
+# CSV headers nas writes (metrics, trials), or nothing yet.
+_NAS_FILE_STARTS = (b"{", b"[", b"\x89PNG", b"PK\x03\x04", b"epoch,", b"number,", b"trial,")
+
+
+def check_replaceable_file(path: Path, flag: str) -> None:
+    """Refuse an existing file that cannot be one nas wrote (a thesis given as --out by mistake): an output file is
+    replaced only when it starts like the files nas writes."""
+    from nas.errors import UsageError
+
+    if not path.is_file() or path.is_symlink() and not path.exists():
+        return
+    with open(path, "rb") as f:
+        head = f.read(16).lstrip()
+    if head and not head.startswith(_NAS_FILE_STARTS):
+        raise UsageError(f"{flag} {path} exists and is not a file nas writes (JSON, PNG, a checkpoint or its CSVs); "
+                         "nas replaces only its own files: choose another path")
+
+
 def refuse_links(folder: Path, names: tuple[str, ...]) -> None:
     """Refuse a run directory in which one of the files the tool writes is a symbolic link: appending to it, or
     replacing it, would write wherever the link points."""

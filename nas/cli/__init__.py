@@ -142,7 +142,7 @@ def _out_is_folder(args: argparse.Namespace, sub: str | None) -> bool:
 def check_outputs(args: argparse.Namespace) -> None:
     """Refuse, before any work, an output where it cannot go: an unwritable place (``check_output``), a folder
     where a file is written (it would be replaced), or a file where a folder is (it cannot hold one)."""
-    from nas.fileio import check_output, check_owned
+    from nas.fileio import check_output, check_owned, check_replaceable_file
 
     sub = next((getattr(args, k) for k in vars(args) if k.endswith("_command")), None)
     for dest, flag in OUTPUT_OPTIONS.items():
@@ -158,6 +158,8 @@ def check_outputs(args: argparse.Namespace) -> None:
             check_owned(path, flag)
         if not folder and path.is_dir():
             raise UsageError(f"{flag} {value} is a folder; give a file path (nothing in the folder is touched)")
+        if not folder:
+            check_replaceable_file(path, flag)
 
 
 if __name__ == "__main__":  # pragma: no cover
