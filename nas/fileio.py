@@ -207,7 +207,7 @@ def check_replaceable_file(path: Path, flag: str) -> None:
     replaced only when it starts like the files nas writes."""
     from nas.errors import UsageError
 
-    if not path.is_file() or path.is_symlink() and not path.exists():
+    if not path.is_file():
         return
     with open(path, "rb") as f:
         head = f.read(16).lstrip()
