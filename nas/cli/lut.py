@@ -21,6 +21,7 @@ from nas.cli._common import (
 )
 from nas.errors import UsageError
 from nas.latency.coreml.units import COMPUTE_UNITS
+from nas.latency.fidelity import words as fidelity_words
 from nas.machine import busy_words, is_busy, load_now
 
 # Upper ends of the counts (the job list is made up front: --rounds 1e9 once exhausted memory before any work).
@@ -175,6 +176,9 @@ def build_table(args: argparse.Namespace) -> int:
         print(f"wrote {out}: {len(table.entries)} ops, {len(table.calibration)} archs end to end; "
               f"{_correction_text(corr)} (calibration MAPE {corr.get('mape_before', 0):.1f}% -> "
               f"{corr.get('mape_after', 0):.1f}%)")
+        trust = fidelity_words(table.header.get("fidelity"))
+        if trust:
+            print(f"  {trust}")
 
     emit(args, summary, text)
     return 0
@@ -301,12 +305,14 @@ def validate_table(args: argparse.Namespace) -> int:
         print(f"{args.device}: {report['n']} random archs measured end to end ({report['rounds']} rounds) vs "
               f"predicted from {predictor.path}")
         print_conditions(report)
-        print(f"  prediction:  MAPE {report['mape']:.2f}%  within ±5% {100 * report['within_5pct']:.0f}%  "
-              f"within ±10% {100 * report['within_10pct']:.0f}%  Kendall tau {report['kendall_tau']:.3f}")
+        print(f"  prediction:  bias {report['bias_pct']:+.1f}%  MAPE {report['mape']:.2f}%  within ±5% "
+              f"{100 * report['within_5pct']:.0f}%  within ±10% {100 * report['within_10pct']:.0f}%  Kendall tau "
+              f"{report['kendall_tau']:.3f}")
         if "repeatability" in report:
             r = report["repeatability"]
-            print(f"  measurement: MAPE {r['mape']:.2f}%  within ±5% {100 * r['within_5pct']:.0f}%  within ±10% "
-                  f"{100 * r['within_10pct']:.0f}%  (round 2 against round 1: the floor)")
+            print(f"  measurement: bias {r['bias_pct']:+.1f}%  MAPE {r['mape']:.2f}%  within ±5% "
+                  f"{100 * r['within_5pct']:.0f}%  within ±10% {100 * r['within_10pct']:.0f}%  (round 2 against "
+                  f"round 1: the floor)")
         iv = report["intervals"]
         if iv["inside_interval"] is not None:
             print(f"  intervals:   {100 * iv['inside_interval']:.0f}% inside the {iv['coverage']:.0%} interval, "
@@ -343,6 +349,9 @@ def show_table(args: argparse.Namespace) -> int:
         note = extrapolation_note(table.header)
         if note:
             print(f"note: {note}")
+        trust = fidelity_words(table.header.get("fidelity"))
+        if trust:
+            print(f"trust: {trust}")
         for k, v in table.header.items():
             print(f"{k:>15}: {v}")
         print(f"{'entries':>15}: {len(table.entries)}")
@@ -379,6 +388,9 @@ def refit_table(args: argparse.Namespace) -> int:
         print(f"refitted {path} on {fit.n} end-to-end points: scale {fit.scale:.4f}, offset {fit.offset_ms:.4f} ms, "
               f"drift x{fit.current_drift:.3f} (session {fit.current}); MAPE on the points {fit.mape_before:.1f}% "
               f"(op sum) -> {fit.mape_after:.1f}%")
+        trust = fidelity_words(table.header.get("fidelity"))
+        if trust:
+            print(f"  {trust}")
 
     emit(args, summary, text)
     return 0

@@ -7,6 +7,7 @@ import sys
 
 from nas.cli._common import Commands, add_output_args, add_space_arg, coverage, emit, positive_int
 from nas.errors import UsageError
+from nas.latency.fidelity import words as fidelity_words
 
 
 def register(commands: Commands) -> None:
@@ -40,7 +41,8 @@ def predict(args: argparse.Namespace) -> int:
     interval = predictor.interval(arch, args.coverage)
     ms = interval["latency_ms"]
     result = {**interval, "raw_sum_ms": predictor.raw_ms(arch), "device": args.device,
-              "table": predictor.path, "table_kind": predictor.kind, "arch": arch.to_dict()}
+              "table": predictor.path, "table_kind": predictor.kind, "arch": arch.to_dict(),
+              "table_fidelity": predictor.table.header.get("fidelity")}
     notice = estimate_notice(predictor)
     if notice:
         print(notice, file=sys.stderr)
@@ -55,6 +57,9 @@ def predict(args: argparse.Namespace) -> int:
                   f"{interval['latency_upper_ms']:.3f} ms (from {interval['interval_source']})")
         else:
             print(f"  no interval: {interval['interval_source']}")
+        trust = fidelity_words(result["table_fidelity"])
+        if trust:
+            print(f"  the table: {trust}")
         if args.breakdown:
             for key, op_ms in predictor.breakdown(arch):
                 print(f"  {op_ms:9.4f} ms  {key}")

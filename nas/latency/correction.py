@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 
+from nas.latency.fidelity import fidelity
 from nas.space import Arch, SearchSpace
 
 MIN_SESSION_POINTS = 3
@@ -161,6 +162,11 @@ def refit(table: Any, space: SearchSpace, fitted_on: str) -> CorrectionFit | Non
     sessions = [c.get("session", "") for c in table.calibration]
     fit = fit_points(raw_sums(table, space), [c["measured_ms"] for c in table.calibration], sessions)
     table.header["correction"] = fit.to_header(fitted_on)
+    trust = fidelity(table.header, table.calibration)
+    if trust:
+        table.header["fidelity"] = trust
+    else:
+        table.header.pop("fidelity", None)
     if fit.note:
         import sys
 

@@ -54,5 +54,6 @@ def device_inventory(space: str = DEFAULT_SPACE) -> list[dict[str, Any]]:
                 row["held_out_error_pct"] = round(100 * statistics.median(abs(r) for r in residuals.values), 2)
                 row["held_out_points"] = residuals.n
                 row["held_out_source"] = residuals.source
+            row["fidelity"] = header.get("fidelity")
         rows.append(row)
     return rows

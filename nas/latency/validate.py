@@ -41,7 +41,8 @@ def kendall_tau(a: Sequence[float] | np.ndarray, b: Sequence[float] | np.ndarray
 def error_metrics(predicted: Sequence[float], measured: Sequence[float]) -> dict[str, float]:
     p, m = np.asarray(predicted, float), np.asarray(measured, float)
     rel = (p - m) / m
-    return {"mape": float(100 * np.mean(np.abs(rel))), "within_5pct": float(np.mean(np.abs(rel) <= 0.05)),
+    return {"mape": float(100 * np.mean(np.abs(rel))), "bias_pct": float(100 * np.median(rel)),
+            "within_5pct": float(np.mean(np.abs(rel) <= 0.05)),
             "within_10pct": float(np.mean(np.abs(rel) <= 0.10)), "max_abs_rel_err": float(np.max(np.abs(rel))),
             "kendall_tau": kendall_tau(p, m), "n": int(len(m))}
 

@@ -36,7 +36,7 @@ class Budget:
 
     def to_dict(self) -> dict[str, Any]:
         out = {"device": self.device, "budget_ms": self.budget_ms, "table": str(self.predictor.path),
-               "table_kind": self.predictor.kind}
+               "table_kind": self.predictor.kind, "table_fidelity": self.predictor.table.header.get("fidelity")}
         if self.guarantee is not None:
             res = self.predictor.residuals
             out.update(guarantee=self.guarantee, upper_factor=self.upper_factor, median_limit_ms=self.limit_ms,

@@ -212,3 +212,48 @@ def test_adapt_command_measures_the_new_device(built, tmp_path):
     bad = run_nas("lut", "adapt", "--device", "cpu-2t", "--from", str(built), "--n", "2", "--out",
                   str(tmp_path / "b.json"))
     assert bad.returncode == 2 and "at least 3 archs" in bad.stderr
+
+
+# ------------------------------------------------------------------------------- fidelity on the day (issue 29)
+
+
+def test_a_one_round_build_times_a_few_archs_twice_and_says_how_far_it_holds(tmp_path, tiny):
+    from nas.latency.fidelity import FLOOR_ARCHS
+
+    path = tmp_path / "cpu-tiny.json"
+    table, _ = build_table("cpu", "tiny", path, calibrate=FLOOR_ARCHS + 2, progress=False)
+    rounds = [len(c["timing"]["rounds_ms"]) for c in table.calibration]
+    assert rounds == [2] * FLOOR_ARCHS + [1, 1]          # the floor pass re-times only the first few
+    trust = table.header["fidelity"]
+    assert trust["floor"]["n"] == FLOOR_ARCHS and trust["held_out"]["n"] == FLOOR_ARCHS + 2
+    assert trust["held_out"]["mape"] > 0 and trust["held_out"]["within_pct_at_90"] >= trust["held_out"]["mape"] / 2
+    (tmp_path / "arch.json").write_text(tiny.largest().to_json())
+    shown = run_nas("predict", "--device", "cpu", "--space", "tiny", "--lut", str(path), "--arch",
+                    str(tmp_path / "arch.json"))
+    assert shown.returncode == 0 and "within ±" in shown.stdout and "timed twice" in shown.stdout
+    as_json = json.loads(run_nas("predict", "--device", "cpu", "--space", "tiny", "--lut", str(path), "--arch",
+                                 str(tmp_path / "arch.json"), "--json").stdout)
+    assert as_json["table_fidelity"] == trust
+
+
+def test_fidelity_turns_leave_one_out_residuals_into_prediction_errors():
+    from nas.latency.fidelity import fidelity, floor, held_out, words
+
+    # measured / predicted - 1 = +25% means predicted 20% low
+    h = held_out([0.25, -0.2, 0.0, 0.0])
+    assert h is not None and h["mape"] == pytest.approx(100 * (0.2 + 0.25) / 4) and h["within_10pct"] == 0.5
+    assert held_out([0.1]) is None
+    two = {"timing": {"rounds_ms": [10.0, 11.0]}}
+    assert floor([two]) is None                                 # one arch timed twice is no floor
+    f = floor([two, {"timing": {"rounds_ms": [10.0, 9.0]}}, {"timing": {"rounds_ms": [10.0]}}])
+    assert f is not None and f["n"] == 2 and f["mape"] == pytest.approx(10.0)
+    header = {"correction": {"residuals": [0.01, -0.02, 0.03]}, "date": "2026-12-07T05:00:00",
+              "load": {"load_1m": 0.2}}
+    line = words(fidelity(header, [two]))
+    assert line is not None and "within ±" in line and "3 held-out archs" in line and "load 0.2" in line
+    assert fidelity({"correction": {"residuals": [0.1, 0.2], "note": "no correction kept"}}, []) is None
+
+
+def test_a_two_round_build_takes_its_floor_from_every_point(built):
+    trust = LatencyTable.load(built).header["fidelity"]
+    assert trust["floor"]["n"] == len(LatencyTable.load(built).calibration) == 6
