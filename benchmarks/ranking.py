@@ -239,9 +239,9 @@ def part_search(sizes: Sizes, work: Path, checks: dict[str, Any]) -> dict[str, A
             print(f"  {budget:g} ms {method:<7} latency {best.latency_ms['iphone12']:.4f} "
                   f"objective {best.objective:.4g}", flush=True)
     jobs = {}
-    for run in rows["runs"].values():
-        arch = space.arch_from_dict(run["arch"])
-        for seed in range(SEEDS):
+    for seed in range(SEEDS):          # seed-major: a run cut short still has every winner trained once or twice
+        for run in rows["runs"].values():
+            arch = space.arch_from_dict(run["arch"])
             jobs[f"{arch.to_json()}|{seed}"] = Job(
                 0, seed, space.source or space.name, arch.to_dict(), standalone_config(cfg, cfg.seed + seed).to_dict(),
                 net.num_classes, sizes.data, sizes.val_images or 2000, bn, "cpu", 1, split="test")
