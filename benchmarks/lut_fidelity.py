@@ -49,7 +49,8 @@ def build(code_root: Path, device: str, space: str, out: Path) -> float:
     env = {**os.environ, "PYTHONPATH": str(code_root)}
     started = time.perf_counter()
     subprocess.run([sys.executable, "-c", "from nas.cli import main; main()", "lut", "build", "--device", device,
-                    "--space", space, "--out", str(out), "--no-progress"], cwd=code_root, env=env, check=True)
+                    "--space", space, "--out", str(out.resolve()), "--no-progress"], cwd=code_root, env=env,
+                   check=True)
     return time.perf_counter() - started
 
 
@@ -70,6 +71,19 @@ def plain_time(space: str, arch_json: str, device: str) -> float:
                           "--threads", str(HARNESS_THREADS.get(device, 1)), "--device", harness_device],
                          capture_output=True, text=True, check=True)
     return float(json.loads(out.stdout))
+
+
+def builder_time(space: str, arch_json: str, device: str, table: Path, work: Path) -> float:
+    """The same arch timed the way the table's own end-to-end points are (``nas measure``: the builder's backend,
+    timing policy and weight pool), also in a fresh process: beside the plain timer, at the same minute, it tells
+    a difference of method from the machine drifting between the build and the check."""
+    arch_file = work / "arch.json"
+    arch_file.write_text(arch_json)
+    out = subprocess.run([sys.executable, "-c", "from nas.cli import main; main()", "measure", "--device", device,
+                          "--space", space, "--arch", str(arch_file), "--lut", str(table), "--json"],
+                         cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True, text=True,
+                         check=True)
+    return float(json.loads(out.stdout)["measured"]["median_ms"])
 
 
 def main() -> None:
@@ -105,9 +119,22 @@ def main() -> None:
     space = load_space(args.space)
     archs = [space.sample(seed=HELD_OUT_SEED_BASE + i) for i in range(args.n)]
     timings: dict[str, list[float]] = state.setdefault("timings", {})
-    todo = [(r, a) for r in range(args.rounds) for a in archs if len(timings.get(a.to_json(), [])) <= r]
-    for _, arch in tqdm(todo, desc="plain timer", unit="arch", file=sys.stderr):
-        timings.setdefault(arch.to_json(), []).append(plain_time(args.space, arch.to_json(), args.device))
+    builder: dict[str, list[float]] = state.setdefault("builder_method", {})
+    todo = [(r, a) for r in range(args.rounds) for a in archs
+            if min(len(timings.get(a.to_json(), [])), len(builder.get(a.to_json(), []))) <= r]
+    for r, arch in tqdm(todo, desc="plain timer + nas measure", unit="arch", file=sys.stderr):
+        key = arch.to_json()
+        if len(timings.setdefault(key, [])) <= r:
+            timings[key].append(plain_time(args.space, key, args.device))
+        if len(builder.setdefault(key, [])) <= r:
+            builder[key].append(builder_time(args.space, key, args.device, tables["after"], work))
+        write_json_atomic(state_path, state)
+    # the after table's calibration archs, by the plain timer: the build's own timing of them against a user's
+    calibration = LutPredictor.from_file(tables["after"]).table.calibration
+    plain_calib: dict[str, float] = state.setdefault("calibration_plain", {})
+    for point in tqdm([c for c in calibration if c["arch_json"] not in plain_calib], desc="calibration archs",
+                      unit="arch", file=sys.stderr):
+        plain_calib[point["arch_json"]] = plain_time(args.space, point["arch_json"], args.device)
         write_json_atomic(state_path, state)
 
     measured = [statistics.median(timings[a.to_json()][:args.rounds]) for a in archs]
@@ -133,6 +160,15 @@ def main() -> None:
               f"{words(predictor.table.header.get('fidelity')) or '-'}")
         plot_predicted_vs_measured(predicted, measured, work / f"{name}.png",
                                    f"{args.space} on {args.device} ({name}): plain timer, {args.n} held-out archs")
+    # where a bias comes from: the method (builder's timing vs the plain timer at the same minute, fresh processes
+    # both) or the build's own process and minute (its calibration archs as timed in the build vs the plain timer)
+    method = [statistics.median(builder[a.to_json()][:args.rounds]) / m for a, m in zip(archs, measured)]
+    in_build = [c["measured_ms"] / plain_calib[c["arch_json"]] for c in calibration]
+    report["sources"] = {"builder_method_over_plain": _spread(method), "build_timing_over_plain": _spread(in_build)}
+    print(f"{'nas measure / plain timer, same archs and minute (fresh processes both)':<74}"
+          f"{_words(report['sources']['builder_method_over_plain'])}")
+    print(f"{'calibration archs: timed inside the build / plain timer now':<74}"
+          f"{_words(report['sources']['build_timing_over_plain'])}")
     if "floor" in report:
         f = report["floor"]
         print(f"{'floor (r2 v r1)':<16}{'':>9}{f['bias_pct']:>+7.1f}%{f['mape']:>7.2f}%{100 * f['within_5pct']:>6.0f}%"
@@ -143,6 +179,14 @@ def main() -> None:
     report["command"] = "python benchmarks/lut_fidelity.py " + " ".join(sys.argv[1:])
     write_json_atomic(out, report)
     print(f"wrote {out} and {work}/*.png (load {report['load_at_start']} at start, {report['load_at_end']} at end)")
+
+
+def _spread(ratios: list[float]) -> dict[str, Any]:
+    return {"median": statistics.median(ratios), "min": min(ratios), "max": max(ratios), "n": len(ratios)}
+
+
+def _words(r: dict[str, Any]) -> str:
+    return f"median x{r['median']:.3f} (x{r['min']:.3f} .. x{r['max']:.3f}, n={r['n']})"
 
 
 def targets(metrics: dict[str, Any], floor: dict[str, Any] | None) -> dict[str, bool]:
