@@ -4,13 +4,17 @@
     python benchmarks/lut_fidelity.py --space efficientformer_hybrid --out bench_out/lut_fidelity_hybrid.json
     python benchmarks/lut_fidelity.py --before 16a7893                   # and a table built by that commit's code
     python benchmarks/lut_fidelity.py --device cuda                      # on a GPU machine
+    python benchmarks/lut_fidelity.py --table ~/.cache/nas/latency_luts/cpu.json   # score a table you have
 
 A fresh table is built (``nas lut build``, in its own process, timed), then N archs the table never saw are timed
 by ``benchmarks/plain_timer.py``: a fresh process per arch and round, the arch as a plain module with its normal
 random initialisation, ``time.perf_counter`` around each call; no timing code is shared with the builder. Each arch
 is timed in ``--rounds`` passes, one after the other, so the same run gives the machine's floor (round 2 against
 round 1). With ``--before REF`` a second table is built by the code of that git commit (a temporary worktree), in
-the same run, and both are scored against the same measurements: before and after, side by side.
+the same run, and both are scored against the same measurements: before and after, side by side. Beside the plain
+timer, each arch is also timed by ``nas measure`` (the builder's own method) at the same minute, and the table's
+calibration archs by the plain timer: whether a bias comes from the method, the build's process, or the machine
+moving between the build and the check.
 
 Reports, for each table: the signed bias (median of predicted / measured - 1), MAPE, within ±5% and ±10%, Kendall
 τ, and what the table said of itself at build time (``nas.latency.fidelity``); beside them the floor. Targets
@@ -93,6 +97,7 @@ def main() -> None:
     p.add_argument("--n", type=int, default=20, help="held-out archs (default 20)")
     p.add_argument("--rounds", type=int, default=2, help="passes over the archs (>= 2 for the floor)")
     p.add_argument("--before", metavar="REF", help="also a table built by this git commit's code, side by side")
+    p.add_argument("--table", help="score this table instead of a fresh one (built there first if it is missing)")
     p.add_argument("--out", default="bench_out/lut_fidelity.json")
     args = p.parse_args()
     from tqdm import tqdm
@@ -104,7 +109,9 @@ def main() -> None:
     state: dict[str, Any] = json.loads(state_path.read_text()) if state_path.exists() else {}
     state.setdefault("load_at_start", load_now())
     state.setdefault("builds", {})
-    tables = {"after": work / f"{args.device}-{args.space}-after.json"}
+    tables = {"after": Path(args.table) if args.table else work / f"{args.device}-{args.space}-after.json"}
+    if args.table and tables["after"].exists():
+        state["builds"].setdefault("after", {"wall_s": None, "table": args.table, "given": True})
     if args.before:
         tables = {"before": work / f"{args.device}-{args.space}-before.json", **tables}
     for name, table in tables.items():          # before first, then after: back to back, before any timing
@@ -155,7 +162,8 @@ def main() -> None:
         report["tables"][name] = {**m, "self_report": predictor.table.header.get("fidelity"),
                                   "correction": predictor.table.header.get("correction", {}).get("scale"),
                                   "rows": rows, "by_mixer": by_mixer(space, rows)}
-        print(f"{name:<16}{state['builds'][name]['wall_s']:>9.1f}{m['bias_pct']:>+7.1f}%{m['mape']:>7.2f}%"
+        wall = state["builds"][name]["wall_s"]
+        print(f"{name:<16}{'given' if wall is None else f'{wall:.1f}':>9}{m['bias_pct']:>+7.1f}%{m['mape']:>7.2f}%"
               f"{100 * m['within_5pct']:>6.0f}%{100 * m['within_10pct']:>6.0f}%{m['kendall_tau']:>7.3f}   "
               f"{words(predictor.table.header.get('fidelity')) or '-'}")
         plot_predicted_vs_measured(predicted, measured, work / f"{name}.png",
