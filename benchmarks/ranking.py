@@ -145,9 +145,9 @@ def _train_alone(space: str, recipe: dict[str, Any], sizes: Sizes, work: str, na
     work of one 2-thread training on 2 cores: see ``nas.cli.yield_idle_threads``)."""
     import torch
 
-    from nas.ranking.check import _die_with_parent
+    from nas.ranking.jobs import die_with_parent
 
-    _die_with_parent()
+    die_with_parent()
     torch.set_num_threads(1)
     started = time.perf_counter()
     return str(train(space, recipe, sizes, Path(work), name)), time.perf_counter() - started
@@ -258,21 +258,14 @@ def part_search(sizes: Sizes, work: Path, checks: dict[str, Any]) -> dict[str, A
 
 def train_jobs(jobs: dict[str, Any], results_path: Path) -> dict[str, Any]:
     """Run the stand-alone trainings not yet in ``results_path``, one 1-thread process per core, saving each."""
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor, as_completed
-
-    from nas.ranking.check import _die_with_parent
-    from nas.ranking.jobs import run_job
+    from nas.ranking.jobs import run_in_processes
 
     trained: dict[str, Any] = json.loads(results_path.read_text()) if results_path.exists() else {}
     todo = {key: job for key, job in jobs.items() if key not in trained}
     if todo:
-        with ProcessPoolExecutor(min(len(todo), os.cpu_count() or 1), mp_context=multiprocessing.get_context("spawn"),
-                                 initializer=_die_with_parent) as pool:
-            futures = {pool.submit(run_job, job): key for key, job in todo.items()}
-            for future in as_completed(futures):
-                trained[futures[future]] = future.result()
-                write_json_atomic(results_path, trained)
+        for key, result in run_in_processes(todo, min(len(todo), os.cpu_count() or 1)):
+            trained[key] = result
+            write_json_atomic(results_path, trained)
     return trained
 
 

@@ -35,7 +35,7 @@ import numpy as np
 from nas import install_hint
 from nas.errors import UsageError
 from nas.fileio import mark_owned, read_json, write_json_atomic
-from nas.ranking.jobs import Job, run_job
+from nas.ranking.jobs import Job, run_in_processes, run_job
 from nas.ranking.stats import BOOTSTRAP_DRAWS, Agreement, agreement, default_top_k, noise_ceiling
 from nas.space import Arch, SearchSpace
 
@@ -348,28 +348,11 @@ def _train(state: RankState, jobs: list[Job], s: RankSettings, steps_per_job: in
         bar.close()
 
 
-def _die_with_parent() -> None:
-    """In a training process: end when the check itself is killed (Linux), so no orphan trains on."""
-    import ctypes
-    import signal
-
-    try:
-        ctypes.CDLL("libc.so.6").prctl(1, signal.SIGKILL)      # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass
-
-
 def _train_in_processes(state: RankState, jobs: list[Job], processes: int, bar: Any, steps_per_job: int) -> None:
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor, as_completed
-
-    with ProcessPoolExecutor(processes, mp_context=multiprocessing.get_context("spawn"),
-                             initializer=_die_with_parent) as pool:
-        futures = {pool.submit(run_job, job): job for job in jobs}
-        for future in as_completed(futures):
-            state.trainings[futures[future].key] = future.result()
-            state.save()
-            bar.update(steps_per_job)
+    for key, result in run_in_processes({job.key: job for job in jobs}, processes):
+        state.trainings[key] = result
+        state.save()
+        bar.update(steps_per_job)
 
 
 def _bar_updater(bar: Any) -> Any:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -65,3 +65,27 @@ def run_job(job: Job, on_step: Callable[[int, int], None] | None = None) -> dict
                 "threads": torch.get_num_threads()}
     finally:
         torch.set_num_threads(threads_before)
+
+
+def die_with_parent() -> None:
+    """In a worker process: end when the process that started it is killed (Linux), so no orphan trains on."""
+    import ctypes
+    import signal
+
+    try:
+        ctypes.CDLL("libc.so.6").prctl(1, signal.SIGKILL)      # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
+def run_in_processes(jobs: dict[str, Job], processes: int) -> Iterator[tuple[str, dict[str, Any]]]:
+    """Run ``jobs`` (by key) in ``processes`` spawned worker processes, in the order given; yield ``(key,
+    result)`` as each finishes, so the caller can save it before the next (a kill then loses only what runs)."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    with ProcessPoolExecutor(processes, mp_context=multiprocessing.get_context("spawn"),
+                             initializer=die_with_parent) as pool:
+        futures = {pool.submit(run_job, job): key for key, job in jobs.items()}
+        for future in as_completed(futures):
+            yield futures[future], future.result()
