@@ -26,7 +26,9 @@ class TimingPolicy:
     """When to stop repeating: after ``min_repeats`` and once two successive rounds move the median by less than
     ``rel_tol``, or at ``max_repeats`` / ``max_seconds``, whichever comes first."""
 
-    warmup_seconds: float = 0.05
+    # at least min_warmup calls and warmup_seconds: a table's ops run back to back in one busy process, so 3 calls
+    # warm an op's primitives and caches; 0.05 s spent ~38 s of a 110 s build on ops of a few ms (issue #29)
+    warmup_seconds: float = 0.02
     min_warmup: int = 3
     round_size: int = 10
     min_repeats: int = 20
