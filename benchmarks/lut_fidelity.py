@@ -39,7 +39,7 @@ from nas.fileio import write_json_atomic  # noqa: E402
 from nas.latency.fidelity import words  # noqa: E402
 from nas.latency.predict import LutPredictor  # noqa: E402
 from nas.latency.validate import error_metrics  # noqa: E402
-from nas.machine import load_now  # noqa: E402
+from nas.machine import LOAD_SAMPLE_S, load_now  # noqa: E402
 from nas.plots import plot_predicted_vs_measured  # noqa: E402
 from nas.space import load_space  # noqa: E402
 
@@ -107,7 +107,7 @@ def main() -> None:
     work.mkdir(parents=True, exist_ok=True)
     state_path = work / "state.json"
     state: dict[str, Any] = json.loads(state_path.read_text()) if state_path.exists() else {}
-    state.setdefault("load_at_start", load_now())
+    state.setdefault("load_at_start", load_now(LOAD_SAMPLE_S))
     state.setdefault("builds", {})
     tables = {"after": Path(args.table) if args.table else work / f"{args.device}-{args.space}-after.json"}
     if args.table and tables["after"].exists():
@@ -146,7 +146,7 @@ def main() -> None:
 
     measured = [statistics.median(timings[a.to_json()][:args.rounds]) for a in archs]
     report: dict[str, Any] = {"device": args.device, "space": args.space, "n": args.n, "rounds": args.rounds,
-                              "load_at_start": state["load_at_start"], "load_at_end": load_now(),
+                              "load_at_start": state["load_at_start"], "load_at_end": load_now(LOAD_SAMPLE_S),
                               "builds": state["builds"], "tables": {}}
     if args.rounds >= 2:
         report["floor"] = error_metrics([timings[a.to_json()][1] for a in archs],

@@ -22,7 +22,7 @@ from nas.cli._common import (
 from nas.errors import UsageError
 from nas.latency.coreml.units import COMPUTE_UNITS
 from nas.latency.fidelity import words as fidelity_words
-from nas.machine import busy_words, is_busy, load_now
+from nas.machine import LOAD_SAMPLE_S, busy_words, is_busy, load_now
 
 # Upper ends of the counts (the job list is made up front: --rounds 1e9 once exhausted memory before any work).
 # A day of measuring on one machine is a few thousand archs and a few dozen rounds.
@@ -296,7 +296,7 @@ def validate_table(args: argparse.Namespace) -> int:
 
     predictor = load_predictor(args.device, args.space, args.lut)
     plot = args.plot or str(Path(predictor.path or ".").with_suffix("")) + "-validate.png"
-    load = load_now()
+    load = load_now(LOAD_SAMPLE_S)
     report = validate(predictor, args.device, args.n, plot=plot, progress=not args.no_progress, rounds=args.rounds,
                       coverage=args.coverage, keep=not args.no_keep)
     report.update(conditions(load, predictor.table.header))
@@ -401,7 +401,7 @@ def check_table(args: argparse.Namespace) -> int:
     from nas.latency.table import LatencyTable
 
     path = _measured_table_path(args)
-    load = load_now()
+    load = load_now(LOAD_SAMPLE_S)
     report = check(path, args.device, args.n, tolerance=args.tolerance, refit_after=args.refit,
                    progress=not args.no_progress)
     report.update(conditions(load, LatencyTable.load(path).header))

@@ -32,7 +32,7 @@ from nas.latency.devices import get_device
 from nas.latency.ops import arch_ops
 from nas.latency.table import LatencyTable, new_header, trust_warnings
 from nas.latency.timing import TimingPolicy
-from nas.machine import load_now
+from nas.machine import LOAD_SAMPLE_S, load_now
 from nas.space import Arch, SearchSpace, load_space
 
 ADAPT_SEED_BASE = 30_000
@@ -119,7 +119,7 @@ def adapt_table(device_name: str, source: str | Path, n: int, out: str | Path,
     if src.header["kind"] == "estimated":
         raise UsageError(f"--from {source} is an estimated table; adapt a measured one (nas lut build)")
     space = load_space(src.header["space"])
-    started, load = time.perf_counter(), load_now()     # the load before this command measures anything
+    started, load = time.perf_counter(), load_now(LOAD_SAMPLE_S)     # the load before this command measures anything
     archs = [space.sample(seed=seed_base + i) for i in range(n)]
     measured_here = measured_ms is None
     if measured_ms is None:

@@ -27,7 +27,7 @@ from nas.latency.reference import reference_op, reference_summary
 from nas.latency.table import CALIBRATION_SEED_BASE, LatencyTable, attach_correction, new_header, trust_warnings
 from nas.latency.timing import Timing, TimingPolicy
 from nas.latency.weights import pooled_init
-from nas.machine import load_now
+from nas.machine import LOAD_SAMPLE_S, load_now
 from nas.space import DEFAULT_SPACE, Arch, SearchSpace, load_space
 
 REFERENCE_EVERY = 100      # jobs between two timings of the reference workload
@@ -181,7 +181,7 @@ def build_table(device_name: str, space_source: str = DEFAULT_SPACE, out: str | 
             table.header["reference"] = {"op": reference_key, **reference_summary(reference)}
 
     reference_key = reference_op(space)
-    table.header["load"] = load_now()          # before any measuring: what else this machine was running
+    table.header["load"] = load_now(LOAD_SAMPLE_S)          # before any measuring: what else this machine was running
     time_reference_now(0)
     try:
         for k, ((kind, payload), timing) in enumerate(results, start=1):

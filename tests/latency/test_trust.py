@@ -257,3 +257,14 @@ def test_fidelity_turns_leave_one_out_residuals_into_prediction_errors():
 def test_a_two_round_build_takes_its_floor_from_every_point(built):
     trust = LatencyTable.load(built).header["fidelity"]
     assert trust["floor"]["n"] == len(LatencyTable.load(built).calibration) == 6
+
+
+def test_a_machine_just_left_alone_is_not_called_busy_by_its_lagging_load_average():
+    from nas.machine import busy_words, is_busy, load_now
+
+    now = load_now(0.2)
+    assert 0 <= now.get("busy_cores", 0) <= now["cores"]
+    just_paused = {"load_1m": 2.3, "cores": 2, "busy_cores": 0.1}     # the minute's average still remembers
+    assert not is_busy(just_paused) and "0.1 of them busy" in busy_words(just_paused)
+    assert is_busy({"load_1m": 0.2, "cores": 2, "busy_cores": 1.9})
+    assert is_busy({"load_1m": 2.3, "cores": 2})                       # no sample: the load average decides
