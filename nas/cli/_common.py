@@ -103,3 +103,12 @@ def emit(args: argparse.Namespace, result: Any, text: Callable[[], None]) -> Non
         sys.stdout.write(json_text(result) + "\n")
     else:
         text()
+
+
+def print_trust(fidelity: dict[str, Any] | None, prefix: str) -> None:
+    """A measured table's "within ±x% on this machine ..." line (``nas.latency.fidelity``), when it has one."""
+    from nas.latency.fidelity import words
+
+    line = words(fidelity)
+    if line:
+        print(prefix + line)

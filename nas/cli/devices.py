@@ -3,8 +3,7 @@ from __future__ import annotations
 
 import argparse
 
-from nas.cli._common import Commands, add_output_args, add_space_arg, emit
-from nas.latency.fidelity import words as fidelity_words
+from nas.cli._common import Commands, add_output_args, add_space_arg, emit, print_trust
 
 
 def register(commands: Commands) -> None:
@@ -31,9 +30,7 @@ def devices(args: argparse.Namespace) -> int:
             where = r["table"] or "none yet (nas lut build / estimate / ingest)"
             print(f"{r['device']:<12} {r['backend']:<12} {r['source']:<14} {age:>8} {err:>13}  {where}"
                   + ("  [shipped]" if r["shipped"] else ""))
-            trust = fidelity_words(r.get("fidelity"))
-            if trust:
-                print(f"{'':<12} {trust}")
+            print_trust(r.get("fidelity"), f"{'':<12} ")
 
     emit(args, {"space": space, "devices": rows}, text)
     return 0

@@ -18,10 +18,10 @@ from nas.cli._common import (
     non_negative_int,
     positive_float,
     positive_int,
+    print_trust,
 )
 from nas.errors import UsageError
 from nas.latency.coreml.units import COMPUTE_UNITS
-from nas.latency.fidelity import words as fidelity_words
 from nas.machine import LOAD_SAMPLE_S, busy_words, is_busy, load_now
 
 # Upper ends of the counts (the job list is made up front: --rounds 1e9 once exhausted memory before any work).
@@ -176,9 +176,7 @@ def build_table(args: argparse.Namespace) -> int:
         print(f"wrote {out}: {len(table.entries)} ops, {len(table.calibration)} archs end to end; "
               f"{_correction_text(corr)} (calibration MAPE {corr.get('mape_before', 0):.1f}% -> "
               f"{corr.get('mape_after', 0):.1f}%)")
-        trust = fidelity_words(table.header.get("fidelity"))
-        if trust:
-            print(f"  {trust}")
+        print_trust(table.header.get("fidelity"), "  ")
 
     emit(args, summary, text)
     return 0
@@ -349,9 +347,7 @@ def show_table(args: argparse.Namespace) -> int:
         note = extrapolation_note(table.header)
         if note:
             print(f"note: {note}")
-        trust = fidelity_words(table.header.get("fidelity"))
-        if trust:
-            print(f"trust: {trust}")
+        print_trust(table.header.get("fidelity"), "trust: ")
         for k, v in table.header.items():
             print(f"{k:>15}: {v}")
         print(f"{'entries':>15}: {len(table.entries)}")
@@ -388,9 +384,7 @@ def refit_table(args: argparse.Namespace) -> int:
         print(f"refitted {path} on {fit.n} end-to-end points: scale {fit.scale:.4f}, offset {fit.offset_ms:.4f} ms, "
               f"drift x{fit.current_drift:.3f} (session {fit.current}); MAPE on the points {fit.mape_before:.1f}% "
               f"(op sum) -> {fit.mape_after:.1f}%")
-        trust = fidelity_words(table.header.get("fidelity"))
-        if trust:
-            print(f"  {trust}")
+        print_trust(table.header.get("fidelity"), "  ")
 
     emit(args, summary, text)
     return 0

@@ -5,9 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from nas.cli._common import Commands, add_output_args, add_space_arg, coverage, emit, positive_int
+from nas.cli._common import Commands, add_output_args, add_space_arg, coverage, emit, positive_int, print_trust
 from nas.errors import UsageError
-from nas.latency.fidelity import words as fidelity_words
 
 
 def register(commands: Commands) -> None:
@@ -57,9 +56,7 @@ def predict(args: argparse.Namespace) -> int:
                   f"{interval['latency_upper_ms']:.3f} ms (from {interval['interval_source']})")
         else:
             print(f"  no interval: {interval['interval_source']}")
-        trust = fidelity_words(result["table_fidelity"])
-        if trust:
-            print(f"  the table: {trust}")
+        print_trust(result["table_fidelity"], "  the table: ")
         if args.breakdown:
             for key, op_ms in predictor.breakdown(arch):
                 print(f"  {op_ms:9.4f} ms  {key}")

@@ -17,10 +17,10 @@ from nas.cli._common import (
     non_negative_int,
     positive_float,
     positive_int,
+    print_trust,
     seed,
 )
 from nas.errors import UsageError
-from nas.latency.fidelity import words as fidelity_words
 from nas.search.strategy import SAMPLERS, STRATEGIES
 from supernet.config import EVAL_BN_IMAGES, EVAL_VAL_IMAGES
 
@@ -151,9 +151,7 @@ def _print_summary(result: dict[str, Any], objective_label: str, unit: str, expo
         if "guarantee" in b:
             print(f"  {'':<12} {'':>10} {best['latency_upper_ms'][b['device']]:>11.3f}  upper bound at "
                   f"{b['guarantee']:.0%} coverage (x{b['upper_factor']:.3f}: {b['interval_source']})")
-        trust = fidelity_words(b.get("table_fidelity"))
-        if trust:
-            print(f"  {'':<12} the table: {trust}")
+        print_trust(b.get("table_fidelity"), f"  {'':<12} the table: ")
     if "verification" in result:
         v = result["verification"]
         measured = best.get("measured_ms")
