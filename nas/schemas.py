@@ -1,20 +1,56 @@
-"""One JSON Schema per kind of file nas reads back (besides latency tables, which ``nas.latency.table`` checks
-entry by entry): what a reader may rely on, checked before use, so that a file of the right syntax but the wrong
-shape (edited by hand, cut, or written by another version) is refused in one line naming the file, the field, the
-value and what is accepted, instead of failing somewhere inside.
+"""One JSON Schema per kind of file nas reads back: what a reader may rely on, checked before use, so that a file
+of the right syntax but the wrong shape (edited by hand, cut, or written by another version) is refused in one
+line naming the file, the field, the value and what is accepted, instead of failing somewhere inside.
 
-The schemas are data (JSON Schema, draft 2020-12, checked by ``jsonschema``): ``docs/file-formats.md`` shows them,
-and a new file kind is one more entry in ``SCHEMAS``. Only what readers use is required; other fields pass."""
+The schemas are data (JSON Schema, draft 2020-12, checked by ``jsonschema``, plus one keyword of ours: ``finite``,
+since JSON Schema lets NaN through every bound): ``docs/file-formats.md`` shows them, and a new file kind is one
+more entry in ``SCHEMAS``. They check shape and ranges; what depends on another file (an arch's values against its
+space, a checkpoint's tensors against the space's) stays with the code that knows both. Files nas writes require
+only what readers use, so files written by later versions with more fields are still read; files people write by
+hand (space YAMLs, archs) refuse unknown fields, so a typo is named rather than ignored."""
 from __future__ import annotations
 
+import functools
+import math
 from typing import Any
 
 from nas.errors import UsageError
 
-_NUMBER_MS = {"type": "number", "exclusiveMinimum": 0, "maximum": 1e9,
+_NUMBER_MS = {"type": "number", "exclusiveMinimum": 0, "maximum": 1e9, "finite": True,
               "description": "a positive, finite number of milliseconds"}
+_LATENCY_MS = {"type": "number", "minimum": 0, "maximum": 1e9, "finite": True,
+               "description": "a finite non-negative number of milliseconds"}
+_FINITE = {"type": "number", "finite": True, "description": "a finite number"}
+_POSITIVE = {"type": "number", "exclusiveMinimum": 0, "finite": True, "description": "a positive, finite number"}
 _TEXT = {"type": "string", "minLength": 1, "description": "non-empty text"}
+_INTS = {"type": "array", "items": {"type": "integer"}, "description": "a list of integers"}
 _ARCH = {"type": "object", "required": ["widths", "depths"], "description": "an arch (nas space show: Arch JSON)"}
+_CHOICES = {"description": "a non-empty list of integers, or {min, max, step}", "anyOf": [
+    {"type": "array", "minItems": 1, "items": {"type": "integer"}},
+    {"type": "object", "required": ["min", "max"], "additionalProperties": False,
+     "properties": {"min": {"type": "integer"}, "max": {"type": "integer"},
+                    "step": {"type": "integer", "minimum": 1}}}]}
+_MIXER_KNOBS = {"type": ["object", "null"], "additionalProperties": False,
+                "description": "the mixer's knobs {heads, key_dims, attn_ratio} (each optional)",
+                "properties": {"heads": _CHOICES, "key_dims": _CHOICES,
+                               "attn_ratio": {"type": "integer", "minimum": 1, "description": "a positive integer"}}}
+_CALIBRATION_POINT = {
+    "type": "object", "required": ["arch_json", "measured_ms"], "description": "a calibration point {arch_json, "
+    "measured_ms, ...}", "properties": {"arch_json": {**_TEXT, "description": "an arch as JSON text"},
+                                       "measured_ms": _NUMBER_MS, "source": _TEXT, "session": _TEXT}}
+# predicted = scale * (sum of a table's entries) + offset_ms, fitted on whole archs (nas.latency.correction)
+_CORRECTION = {"type": ["object", "null"], "required": ["scale", "offset_ms"],
+               "description": "a correction {scale, offset_ms, ...}",
+               "properties": {"scale": _POSITIVE, "offset_ms": _FINITE, "base_scale": _POSITIVE,
+                              "base_offset_ms": _FINITE, "drift": _FINITE}}
+# What a latency table's header must carry, its kinds and each entry's fields (``nas.latency.table`` reads them).
+TABLE_HEADER_FIELDS = ("device", "backend", "backend_version", "torch_version", "threads", "dtype", "batch",
+                       "input_size", "space", "host", "date", "kind", "produced_by")
+TABLE_KINDS = ("measured", "estimated", "adapted")   # adapted: nas lut adapt, a measured table transferred
+TABLE_ENTRY_FIELDS = ("median_ms", "p10_ms", "p90_ms", "n")
+TABLE_VERSION = 1
+ARCH_FIELDS = ("space", "widths", "depths", "n3d", "mlp_ratios", "heads", "key_dims", "mixers", "slots")
+ARCH_OPTIONAL_FIELDS = ("slots",)   # omitted: each stage's blocks sit in its first slots (what every arch meant before)
 
 SCHEMAS: dict[str, dict[str, Any]] = {
     # run.json of nas search (read by export's model card and by nas dashboard)
@@ -84,38 +120,156 @@ SCHEMAS: dict[str, dict[str, Any]] = {
         },
     },
     # an end-to-end calibration point of a table (nas lut build/validate/check, --verify)
-    "calibration point": {
-        "type": "object", "required": ["arch_json", "measured_ms"],
-        "properties": {"arch_json": {**_TEXT, "description": "an arch as JSON text"}, "measured_ms": _NUMBER_MS,
-                       "source": _TEXT, "session": _TEXT},
+    "calibration point": _CALIBRATION_POINT,
+    # a latency table (nas lut build / estimate / ingest / adapt); its correction lives in the header
+    "latency table": {
+        "type": "object", "required": ["schema_version", "header", "entries"],
+        "properties": {
+            "schema_version": {"const": TABLE_VERSION,
+                               "description": f"{TABLE_VERSION} (the table format this version of nas reads)"},
+            "header": {"type": "object", "required": list(TABLE_HEADER_FIELDS), "description": "the table's header",
+                       "properties": {
+                           "device": _TEXT, "space": _TEXT, "kind": {"enum": list(TABLE_KINDS),
+                                                                     "description": " or ".join(TABLE_KINDS)},
+                           "input_size": {"type": "integer", "minimum": 8, "maximum": 4096,
+                                          "description": "an image side in pixels"},
+                           "batch": {"type": "integer", "minimum": 1, "maximum": 4096, "description": "a batch size"},
+                           "digest": {"type": "string", "description": "a sha256 hex digest"},
+                           "correction": _CORRECTION}},
+            "entries": {"type": "object", "description": "{op signature: {median_ms, p10_ms, p90_ms, n}}",
+                        "additionalProperties": {
+                            "type": "object", "required": list(TABLE_ENTRY_FIELDS),
+                            "description": "an entry {median_ms, p10_ms, p90_ms, n}",
+                            "properties": {"median_ms": _LATENCY_MS, "p10_ms": _LATENCY_MS, "p90_ms": _LATENCY_MS,
+                                           "n": {"type": "integer", "minimum": 0, "description": "a count"}}}},
+            "calibration": {"type": "array", "description": "a list of calibration points",
+                            "items": _CALIBRATION_POINT},
+        },
+    },
+    # a device's cost model (nas lut calibrate; shipped as latency_luts/DEVICE.costmodel.json)
+    "cost model": {
+        "type": "object", "required": ["schema", "device", "peak_gflop_per_ms", "bandwidth_mb_per_ms", "per_op_ms",
+                                       "fixed_ms", "multipliers"],
+        "properties": {
+            "schema": {"const": "nas-cost-model/1", "description": "'nas-cost-model/1'"}, "device": _TEXT,
+            "peak_gflop_per_ms": _POSITIVE, "bandwidth_mb_per_ms": _POSITIVE,
+            "per_op_ms": {**_FINITE, "minimum": 0, "description": "a finite non-negative number"},
+            "fixed_ms": {**_FINITE, "minimum": 0, "description": "a finite non-negative number"},
+            "multipliers": {"type": "object", "description": "{op category: positive multiplier}",
+                            "additionalProperties": _POSITIVE},
+            "fit": {"type": "object", "description": "how it was fitted"},
+        },
+    },
+    # a search space (search_spaces/NAME.yaml, --space FILE), written by hand
+    "search space": {
+        "type": "object", "required": ["name", "stages", "mlp_ratios", "n3d", "attention"],
+        "additionalProperties": False,
+        "properties": {
+            "name": _TEXT, "description": {"type": "string", "description": "text"},
+            "input_size": {"type": "integer", "minimum": 8, "maximum": 4096,
+                           "description": "an image side in pixels (8 to 4096)"},
+            "num_classes": {"type": "integer", "minimum": 1, "maximum": 100_000,
+                            "description": "a number of classes (1 to 100000)"},
+            "stages": {"type": "array", "minItems": 2, "description": "a list of at least 2 stages {widths, depths}",
+                       "items": {"type": "object", "required": ["widths", "depths"], "additionalProperties": False,
+                                 "description": "a stage {widths, depths}",
+                                 "properties": {"widths": _CHOICES, "depths": _CHOICES}}},
+            "mlp_ratios": _CHOICES, "n3d": _CHOICES,
+            "attention": {
+                "type": "object", "required": ["mixers"], "additionalProperties": False,
+                "description": "{mixers: {name: {heads, key_dims, attn_ratio}}}",
+                "properties": {
+                    "mixers": {"description": "a mapping of mixer name to its knobs, e.g. {mhsa: {heads: [4, 8], "
+                                              "key_dims: [16, 32], attn_ratio: 4}, ssa: {}}; or a list of names",
+                               "anyOf": [{"type": "object", "minProperties": 1, "additionalProperties": _MIXER_KNOBS},
+                                         {"type": "array", "minItems": 1, "items": {"type": "string"}}]},
+                    # the older form: knobs shared by every mixer of the list
+                    "heads": _CHOICES, "key_dims": _CHOICES,
+                    "attn_ratio": {"type": "integer", "minimum": 1, "description": "a positive integer"}}},
+            "presets": {"type": ["object", "null"], "description": "{preset name: {widths, depths, ...}}",
+                        "additionalProperties": {"type": "object", "description": "a preset {widths, depths, n3d, "
+                                                 "mlp_ratio, heads, key_dim, mixer}"}},
+        },
+    },
+    # an arch (best_arch.json, arch.json, --arch FILE), written by nas or by hand: its shape here, its values
+    # against its space in nas.space.SearchSpace.arch_from_dict
+    "arch": {
+        "type": "object", "additionalProperties": False,
+        "required": [f for f in ARCH_FIELDS if f not in ARCH_OPTIONAL_FIELDS],
+        "properties": {
+            "space": _TEXT, "widths": _INTS, "depths": _INTS,
+            "n3d": {"type": "integer", "minimum": 0, "description": "a non-negative integer"},
+            "mlp_ratios": {"type": "array", "items": _INTS, "description": "a list of per-stage lists of integers"},
+            "heads": _INTS, "key_dims": _INTS,
+            "mixers": {"type": "array", "items": {"type": "string"}, "description": "a list of mixer names"},
+            "slots": {"type": "array", "items": _INTS, "description": "a list of per-stage lists of integers"},
+        },
+    },
+    # a supernet checkpoint's fields besides its tensors (supernet.checkpoint checks those against the space)
+    "checkpoint": {
+        "type": "object", "required": ["format", "space", "state_dict"],
+        "properties": {
+            "format": {"const": "nas-supernet/1", "description": "'nas-supernet/1' (written by nas supernet train)"},
+            "space": {**_TEXT, "description": "a space name or YAML path"},
+            "num_classes": {"type": ["integer", "null"], "minimum": 1, "maximum": 100_000,
+                            "description": "a positive integer"},
+            "state_dict": {"type": "object", "description": "a mapping of names to tensors"},
+            "meta": {"type": ["object", "null"], "description": "a mapping"},
+            "training": {"type": ["object", "null"], "description": "a mapping"},
+        },
     },
 }
 
 
-def check(data: Any, kind: str, where: str) -> Any:
-    """``data`` when it has the shape of a ``kind`` file; a ``UsageError`` naming ``where``, the field, the value and
-    what is accepted otherwise."""
-    from jsonschema import Draft202012Validator
+@functools.cache
+def _validator(kind: str) -> Any:
+    from jsonschema import Draft202012Validator, ValidationError, validators
 
-    errors = sorted(Draft202012Validator(SCHEMAS[kind]).iter_errors(data), key=lambda e: (len(e.path), list(
-        map(str, e.path))))
+    def finite(validator: Any, wanted: bool, instance: Any, schema: Any) -> Any:
+        if wanted and isinstance(instance, float) and not math.isfinite(instance):
+            yield ValidationError(f"{instance!r} is not finite")
+
+    return validators.extend(Draft202012Validator, {"finite": finite})(SCHEMAS[kind])
+
+
+def check(data: Any, kind: str, where: str = "", error: type[UsageError] = UsageError) -> Any:
+    """``data`` when it has the shape of a ``kind`` file; else ``error`` (a ``UsageError``) naming ``where``, the
+    field, the value and what is accepted."""
+    # a wrong format tag or version first (another kind of file: the rest follows from it), then the shallowest;
+    # at one level an unknown field before a missing one (a typo names both; the writer recognises their spelling)
+    errors = sorted(_validator(kind).iter_errors(data), key=lambda e: (
+        e.validator != "const", len(e.path), list(map(str, e.path)), e.validator != "additionalProperties"))
     if not errors:
         return data
-    error = errors[0]
+    raise error(_message(errors[0], kind, where))
+
+
+def _message(error: Any, kind: str, where: str) -> str:
+    if error.validator == "anyOf" and error.context:
+        # the branch of the instance's own type (a mapping, not the list form) says what is wrong inside it
+        inside = [e for e in error.context if e.validator in ("required", "additionalProperties") or e.relative_path]
+        if inside:
+            return _message(sorted(inside, key=lambda e: -len(e.relative_path))[0], kind, where)
+    head = f"{kind} {where}" if where else kind
     field = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in error.absolute_path).lstrip(".")
     expected = error.schema.get("description") if isinstance(error.schema, dict) else None
     if error.validator == "required":
         missing = error.message.split("'")[1] if "'" in error.message else error.message
         where_in = f" in {field}" if field else ""
-        raise UsageError(f"{kind} {where}: field {missing!r} is missing{where_in}; is it a {kind} of this "
-                         "version of nas?")
-    if expected is None:
-        expected = f"a JSON {_JSON_TYPES.get(str(error.validator_value), error.validator_value)}" \
-            if error.validator == "type" else error.message
+        return f"{head}: field {missing!r} is missing{where_in}; required: {', '.join(error.validator_value)}"
+    if error.validator == "additionalProperties" and error.validator_value is False:
+        unknown = sorted(set(error.instance) - set(error.schema.get("properties", {})))
+        where_in = f" in {field}" if field else ""
+        allowed = ", ".join(error.schema.get("properties", {})) or "none"
+        return f"{head}: field {unknown[0]!r} is unknown{where_in}; allowed fields: {allowed}"
+    if expected is None and error.validator == "type":
+        expected = f"a JSON {_JSON_TYPES.get(str(error.validator_value), error.validator_value)}"
+    elif expected is None:
+        expected = error.message
     value = repr(error.instance)
     value = value if len(value) <= 60 else value[:57] + "..."
     place = f"field {field!r}" if field else "the top level"
-    raise UsageError(f"{kind} {where}: {place} = {value}; expected {expected}")
+    return f"{head}: {place} = {value}; expected {expected}"
 
 
 _JSON_TYPES = {"object": "object ({...})", "array": "list ([...])", "string": "string", "number": "number",

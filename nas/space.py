@@ -27,9 +27,9 @@ from typing import Any
 import yaml
 
 from nas.errors import ArchError, SpaceError
+from nas.schemas import ARCH_FIELDS, ARCH_OPTIONAL_FIELDS, check
 
-ARCH_FIELDS = ("space", "widths", "depths", "n3d", "mlp_ratios", "heads", "key_dims", "mixers", "slots")
-OPTIONAL_FIELDS = ("slots",)   # omitted: each stage's blocks sit in its first slots (what every arch meant before)
+OPTIONAL_FIELDS = ARCH_OPTIONAL_FIELDS
 DEFAULT_SPACE = "efficientformer"   # the space every command and table uses unless told otherwise
 
 
@@ -208,15 +208,14 @@ class Arch:
 
 
 def _choices(spec: Any, where: str) -> tuple[int, ...]:
-    """A choice list written either as a YAML list or as ``{min, max, step}``."""
-    if isinstance(spec, list) and spec and all(isinstance(v, int) for v in spec):
+    """A choice list written either as a YAML list or as ``{min, max, step}`` (its shape checked by the schema)."""
+    if isinstance(spec, list):
         return tuple(sorted(set(spec)))
-    if isinstance(spec, dict) and {"min", "max"} <= set(spec):
-        step = spec.get("step", 1)
-        values = tuple(range(spec["min"], spec["max"] + 1, step))
-        if values:
-            return values
-    raise SpaceError(f"{where}: expected a list of integers or {{min, max, step}}, got {spec!r}")
+    values = tuple(range(spec["min"], spec["max"] + 1, spec.get("step", 1)))
+    if not values:
+        path, _, field = where.rpartition(": ")
+        raise SpaceError(f"search space {path}: field {field!r} = {spec!r} holds no value; expected min <= max")
+    return values
 
 
 def format_choices(values: Sequence[Any]) -> str:
@@ -353,13 +352,13 @@ class SearchSpace:
 
     # ---- validation
     def arch_from_dict(self, data: dict[str, Any]) -> Arch:
-        unknown = sorted(set(data) - set(ARCH_FIELDS))
-        if unknown:
-            raise ArchError(f"arch field {unknown[0]!r} is unknown; allowed fields: {', '.join(ARCH_FIELDS)}")
-        missing = [f for f in ARCH_FIELDS if f not in data and f not in OPTIONAL_FIELDS]
-        if missing:
-            raise ArchError(f"arch field {missing[0]!r} is missing; an arch needs: "
-                           f"{', '.join(f for f in ARCH_FIELDS if f not in OPTIONAL_FIELDS)}")
+        """The arch ``data`` describes: its shape checked by the ``arch`` schema (``nas.schemas``), its values here,
+        against this space."""
+        check(data, "arch", error=ArchError)
+        return self._arch_from_fields(data)
+
+    def _arch_from_fields(self, data: dict[str, Any]) -> Arch:
+        """The values of an arch whose shape is known to be right, checked against this space."""
         if data["space"] != self.name:
             raise ArchError(f"arch field 'space' = {data['space']!r} does not match the space {self.name!r}")
         ns = self.num_stages
@@ -414,7 +413,9 @@ class SearchSpace:
         return Arch.from_json(text, self)
 
     def validate(self, arch: Arch) -> Arch:
-        return self.arch_from_dict(arch.to_dict())
+        """``arch`` if it is a point of this space (an ``Arch`` has the schema's shape by construction: only its
+        values are checked, on every supernet step)."""
+        return self._arch_from_fields(arch.to_dict())
 
     # ---- description
     def size(self) -> dict[str, int]:
@@ -521,20 +522,13 @@ def _parse_mixers(att: Any, where: str) -> tuple[tuple[str, MixerChoices], ...]:
     the older form ``mixers: [names]`` with ``heads``, ``key_dims``, ``attn_ratio`` beside it, shared by all of
     them (``attn_ratio`` going to MHSA, the one mixer with a value ratio)."""
     mixers = att["mixers"]
-    if isinstance(mixers, list) and mixers and all(isinstance(m, str) for m in mixers):
+    if isinstance(mixers, list):
         shared = {k: att[k] for k in ("heads", "key_dims") if k in att}
         mixers = {m: dict(shared, **({"attn_ratio": att.get("attn_ratio", 4)} if m == "mhsa" else {}))
                   for m in mixers}
-    if not isinstance(mixers, dict) or not mixers:
-        raise SpaceError(f"{where}: attention.mixers: expected a mapping of mixer name to its knobs, e.g. "
-                         f"{{mhsa: {{heads: [4, 8], key_dims: [16, 32], attn_ratio: 4}}, ssa: {{}}}}; got {mixers!r}")
     out = []
     for name, knobs in mixers.items():
         knobs = knobs or {}
-        unknown = sorted(set(knobs) - {"heads", "key_dims", "attn_ratio"})
-        if not isinstance(knobs, dict) or unknown:
-            raise SpaceError(f"{where}: attention.mixers.{name}: unknown knob {unknown[0] if unknown else knobs!r}; "
-                             "allowed: heads, key_dims, attn_ratio")
         out.append((str(name), MixerChoices(
             heads=_choices(knobs["heads"], f"{where}: attention.mixers.{name}.heads") if "heads" in knobs else (),
             key_dims=(_choices(knobs["key_dims"], f"{where}: attention.mixers.{name}.key_dims")
@@ -544,6 +538,7 @@ def _parse_mixers(att: Any, where: str) -> tuple[tuple[str, MixerChoices], ...]:
 
 
 def _parse_space(raw: Any, where: str) -> SearchSpace:
+    check(raw, "search space", where, error=SpaceError)   # the shape; what depends on the values is below
     try:
         att = raw["attention"]
         stages = tuple(

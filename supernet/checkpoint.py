@@ -14,6 +14,7 @@ import torch
 
 from nas.errors import UsageError
 from nas.fileio import atomic_output
+from nas.schemas import check
 from supernet.supernet import Supernet
 
 CHECKPOINT_FORMAT = "nas-supernet/1"
@@ -87,19 +88,15 @@ def load_checkpoint_payload(path: str | Path) -> dict[str, Any]:
 
 
 def _shape_problem(payload: dict[str, Any]) -> str | None:
-    """What is wrong with a checkpoint that has the right format tag but not the right fields (None: nothing)."""
-    if not isinstance(payload.get("space"), str) or not payload["space"]:
-        return f"field 'space' = {payload.get('space')!r}; expected a space name or YAML path"
-    weights = payload.get("state_dict")
-    if not isinstance(weights, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor)
-                                                for k, v in weights.items()):
+    """What is wrong with a checkpoint that has the right format tag but not the right fields (None: nothing): its
+    fields by the ``checkpoint`` schema (``nas.schemas``), its weights (tensors, which JSON Schema cannot name)
+    here."""
+    try:
+        check(payload, "checkpoint")
+    except UsageError as exc:
+        return str(exc).removeprefix("checkpoint: ")
+    if not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in payload["state_dict"].items()):
         return "field 'state_dict' is not a mapping of names to tensors"
-    classes = payload.get("num_classes")
-    if classes is not None and not (isinstance(classes, int) and 0 < classes <= 100_000):
-        return f"field 'num_classes' = {classes!r}; expected a positive integer"
-    for key in ("meta", "training"):
-        if payload.get(key) is not None and not isinstance(payload[key], dict):
-            return f"field {key!r} is a {type(payload[key]).__name__}; expected a mapping"
     return None
 
 

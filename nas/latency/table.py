@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import platform
 import time
 from collections.abc import Sequence
@@ -17,17 +16,14 @@ from typing import TYPE_CHECKING, Any
 from nas.errors import UsageError
 from nas.fileio import DuplicateKeyError, loads_strict, write_json_atomic
 from nas.machine import busy_words, is_busy
-from nas.schemas import check
+from nas.schemas import TABLE_KINDS, TABLE_VERSION, check
 from nas.space import SearchSpace
 
 if TYPE_CHECKING:
     from nas.latency.devices import Device
 
-SCHEMA_VERSION = 1
-HEADER_FIELDS = ("device", "backend", "backend_version", "torch_version", "threads", "dtype", "batch",
-                 "input_size", "space", "host", "date", "kind", "produced_by")
-ENTRY_FIELDS = ("median_ms", "p10_ms", "p90_ms", "n")
-KINDS = ("measured", "estimated", "adapted")   # adapted: nas lut adapt, a measured table transferred
+SCHEMA_VERSION = TABLE_VERSION
+KINDS = TABLE_KINDS
 
 # Whole archs timed end to end to fit a table's correction are seeds 0..K-1 of the space; `nas lut validate`
 # measures others (seeds 10000..), so its report is held-out error.
@@ -113,42 +109,9 @@ class LatencyTable:
 
     @classmethod
     def from_dict(cls, data: Any, where: str = "<table>") -> LatencyTable:
-        def bad(problem: str) -> TableError:
-            return TableError(f"latency table {where}: {problem}")
-
-        if not isinstance(data, dict):
-            raise bad("top level must be a JSON object")
-        if data.get("schema_version") != SCHEMA_VERSION:
-            raise bad(f"schema_version is {data.get('schema_version')!r}; this version of nas reads {SCHEMA_VERSION}")
-        header, entries = data.get("header"), data.get("entries")
-        if not isinstance(header, dict):
-            raise bad("'header' is missing or not an object")
-        missing = [f for f in HEADER_FIELDS if f not in header]
-        if missing:
-            raise bad(f"header lacks {', '.join(missing)}")
-        if header["kind"] not in KINDS:
-            raise bad(f"header kind = {header['kind']!r}; allowed: {', '.join(KINDS)}")
-        if not isinstance(entries, dict):
-            raise bad("'entries' is missing or not an object")
-        for key, entry in entries.items():
-            if not isinstance(entry, dict) or any(f not in entry for f in ENTRY_FIELDS):
-                raise bad(f"entry {key!r} must have {', '.join(ENTRY_FIELDS)}")
-            values = [entry[f] for f in ENTRY_FIELDS[:3]]
-            if not all(isinstance(v, (int, float)) and math.isfinite(v) and v >= 0 for v in values):
-                raise bad(f"entry {key!r} has a latency that is not a finite non-negative number: {values}")
-        correction = header.get("correction")
-        if correction is not None and not {"scale", "offset_ms"} <= set(correction):
-            raise bad("header correction must have scale and offset_ms")
-        for name in ("scale", "offset_ms", "base_scale", "base_offset_ms", "drift"):
-            value = (correction or {}).get(name)
-            if value is not None and not (isinstance(value, (int, float)) and math.isfinite(value)):
-                raise bad(f"header correction {name} = {value!r}; expected a finite number")
-        for point in data.get("calibration", []) if isinstance(data.get("calibration"), list) else []:
-            check(point, "calibration point", f"of latency table {where}")
-        calibration = data.get("calibration", [])
-        if not isinstance(calibration, list):
-            raise bad("'calibration' must be a list")
-        return cls(header, entries, calibration)
+        """The table ``data`` holds, once it has the shape of the ``latency table`` schema (``nas.schemas``)."""
+        check(data, "latency table", where, error=TableError)
+        return cls(data["header"], data["entries"], data.get("calibration", []))
 
 
 # ------------------------------------------------------------------------------- making a table (one way for all)

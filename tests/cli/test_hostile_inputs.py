@@ -61,6 +61,19 @@ def f(tmp_path_factory, tiny):
                                     "timings": {"op-0000": {"median_ms": -1}}}),
         "bad_point_table.json": SHIPPED_IPHONE12.read_text().replace(
             '"calibration": []', '"calibration": [{"arch_json": "{}", "measured_ms": -2}]', 1),
+        # one per schema the hand-written checks became: tables, space YAMLs, archs (nas/schemas.py)
+        "guessed_table.json": SHIPPED_IPHONE12.read_text().replace('"kind": "estimated"', '"kind": "guessed"', 1),
+        "no_n_table.json": SHIPPED_IPHONE12.read_text().replace(', "n": 0}', '}', 1).replace(',\n   "n": 0\n', '\n', 1),
+        "typo_space.yaml": EVIL_SPACE.replace("../../evil", "typo").replace("mlp_ratios:", "mlp_ratio:"),
+        "empty_range_space.yaml": EVIL_SPACE.replace("../../evil", "empty").replace("{min: 0, max: 0}",
+                                                                                    "{min: 2, max: 1}"),
+        "text_classes_space.yaml": EVIL_SPACE.replace("../../evil", "classes") + "num_classes: ten\n",
+        "one_stage_space.yaml": EVIL_SPACE.replace("../../evil", "one").replace(
+            "  - {widths: [16], depths: {min: 1, max: 1}}\n", ""),
+        "knob_space.yaml": EVIL_SPACE.replace("../../evil", "knob").replace("key_dims: [8]", "key_dim: [8]"),
+        "typo_arch.json": json.dumps({**arch, "width": [16, 32, 48, 64]}),
+        "text_n3d_arch.json": json.dumps({**arch, "n3d": "one"}),
+        "nested_arch.json": json.dumps({**arch, "mlp_ratios": [2, 2, 2, 2]}),
     }
     for name, text in texts.items():
         path = root / name
@@ -112,10 +125,11 @@ CASES = [
     ("lut estimate --device iphone12 --space {evil_space} --out {out}/t.json", "not usable as a file name"),
     (SEARCH + " --space {evil_space} --out {out}/r", "not usable as a file name"),
     # checkpoints of the right format tag but the wrong fields
-    ("supernet eval --supernet {ckpt_list_weights} --data builtin:digits", "field 'state_dict' is not a mapping"),
+    ("supernet eval --supernet {ckpt_list_weights} --data builtin:digits", "field 'state_dict' = [1, 2]; expected a mapping "
+     "of names to tensors"),
     ("supernet eval --supernet {ckpt_space_int} --data builtin:digits", "field 'space' = 5"),
     ("supernet eval --supernet {ckpt_bad_classes} --data builtin:digits", "field 'num_classes' = -3"),
-    ("supernet eval --supernet {ckpt_meta_list} --data builtin:digits", "field 'meta' is a list"),
+    ("supernet eval --supernet {ckpt_meta_list} --data builtin:digits", "field 'meta' = [1]; expected a mapping"),
     ("supernet importance {ckpt_space_int}", "field 'space' = 5"),
     ("supernet rank {ckpt_list_weights} --out {out}/r", "field 'state_dict'"),
     ("export l1 --format pt --supernet {ckpt_space_int} --out {out}/e", "field 'space' = 5"),
@@ -128,7 +142,20 @@ CASES = [
     (SEARCH + " --strategy slim --out {bad_slim}", "slimming record"),
     ("lut ingest {manifest} {timings} --out {out}/t.json", "field 'space' is missing in header"),
     ("lut measure {manifest} --out {out}/t.json", "field 'space' is missing in header"),
-    ("predict --device iphone12 --arch l1 --lut {bad_point_table}", "field 'measured_ms' = -2"),
+    ("predict --device iphone12 --arch l1 --lut {bad_point_table}", "field 'calibration[0].measured_ms' = -2"),
+    # tables, space YAMLs and archs, each checked by its schema (nas/schemas.py) before its values
+    ("predict --device iphone12 --arch l1 --lut {guessed_table}", "field 'header.kind' = 'guessed'; expected "
+     "measured or estimated or adapted"),
+    ("lut show {no_n_table}", "field 'n' is missing in entries."),
+    ("space show --space {typo_space}", "field 'mlp_ratio' is unknown; allowed fields: name, description"),
+    ("space show --space {empty_range_space}", "field 'n3d' = {'min': 2, 'max': 1} holds no value"),
+    ("space show --space {text_classes_space}", "field 'num_classes' = 'ten'; expected a number of classes"),
+    ("lut estimate --device iphone12 --space {one_stage_space} --out {out}/t.json", "expected a list of at least 2"),
+    ("space show --space {knob_space}", "field 'key_dim' is unknown in attention.mixers.mhsa; allowed fields: "
+     "heads, key_dims, attn_ratio"),
+    ("predict --device cpu --space tiny --arch {typo_arch}", "field 'width' is unknown; allowed fields: space"),
+    ("predict --device cpu --space tiny --arch {text_n3d_arch}", "field 'n3d' = 'one'; expected a non-negative"),
+    ("export {nested_arch} --format pt --out {out}/e", "field 'mlp_ratios[0]' = 2; expected a list of integers"),
     # a device's second table
     (SEARCH + " --lut iphone12={iphone12} --lut iphone12={iphone12} --out {out}/r", "is given twice"),
     # outputs of the wrong kind, or folders the tool did not make

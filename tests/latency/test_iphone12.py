@@ -80,7 +80,7 @@ def test_cost_model_file_round_trips(tmp_path):
     again = CostModel.load(tmp_path / "m.json")
     assert again.to_dict() == model.to_dict()
     (tmp_path / "bad.json").write_text('{"schema": "other"}')
-    with pytest.raises(Exception, match="not a nas-cost-model/1"):
+    with pytest.raises(Exception, match="field 'schema' = 'other'; expected 'nas-cost-model/1'"):
         CostModel.load(tmp_path / "bad.json")
 
 

@@ -154,12 +154,14 @@ def test_corrupted_and_truncated_tables_are_refused(tiny_table, tmp_path):
     text = tiny_table[0].read_text()
     cases = {
         "truncated.json": (text[: len(text) // 2], "is not valid JSON (truncated or corrupted?)"),
-        "noheader.json": (json.dumps({"schema_version": 1, "entries": {}}), "'header' is missing"),
-        "version.json": (json.dumps({**json.loads(text), "schema_version": 99}), "schema_version is 99"),
+        "noheader.json": (json.dumps({"schema_version": 1, "entries": {}}), "field 'header' is missing"),
+        "version.json": (json.dumps({**json.loads(text), "schema_version": 99}),
+                         "field 'schema_version' = 99; expected 1"),
     }
     bad_entry = json.loads(text)
     bad_entry["entries"]["stem|in=64|c=16"]["median_ms"] = "fast"
-    cases["entry.json"] = (json.dumps(bad_entry), "entry 'stem|in=64|c=16' has a latency that is not a finite")
+    cases["entry.json"] = (json.dumps(bad_entry), "field 'entries.stem|in=64|c=16.median_ms' = 'fast'; expected a "
+                           "finite non-negative number")
     for name, (content, needle) in cases.items():
         (tmp_path / name).write_text(content)
         with pytest.raises(TableError, match="latency table .*" + name):

@@ -121,8 +121,8 @@ def test_every_shipped_space_passes_the_mixer_check():
 
 
 @pytest.mark.parametrize("attention, message", [
-    ("{mixers: {mhsa: {heads: [1], colour: 3}}}", "unknown knob 'colour'"),
-    ("{mixers: []}", "expected a mapping of mixer name to its knobs"),
+    ("{mixers: {mhsa: {heads: [1], colour: 3}}}", "field 'colour' is unknown in attention.mixers.mhsa"),
+    ("{mixers: []}", "field 'attention.mixers' = \\[\\]; expected a mapping of mixer name to its knobs"),
 ])
 def test_malformed_mixers_are_one_line_errors(tmp_path, attention, message):
     with pytest.raises(SpaceError, match=message):

@@ -14,6 +14,7 @@ import torch.nn as nn
 from nas.errors import UsageError
 from nas.fileio import read_json, write_json_atomic
 from nas.latency.trace import CATEGORIES, DENSE, OpRecord, trace_ops
+from nas.schemas import check
 
 SCHEMA = "nas-cost-model/1"
 MULTIPLIED = tuple(c for c in CATEGORIES if c != DENSE)  # dense ops are the reference
@@ -59,14 +60,14 @@ class CostModel:
 
     @classmethod
     def from_dict(cls, data: Any, where: str = "<cost model>") -> CostModel:
-        if not isinstance(data, dict) or data.get("schema") != SCHEMA:
-            raise UsageError(f"cost model {where}: not a {SCHEMA} file")
-        try:
-            multipliers = {c: float(data["multipliers"][c]) for c in MULTIPLIED}
-            return cls(str(data["device"]), float(data["peak_gflop_per_ms"]), float(data["bandwidth_mb_per_ms"]),
-                       float(data["per_op_ms"]), float(data["fixed_ms"]), multipliers, dict(data.get("fit", {})))
-        except (KeyError, TypeError, ValueError) as exc:
-            raise UsageError(f"cost model {where}: missing or bad field {exc}") from None
+        check(data, "cost model", where)     # the shape (nas.schemas); which multipliers the trace needs, here
+        missing = [c for c in MULTIPLIED if c not in data["multipliers"]]
+        if missing:
+            raise UsageError(f"cost model {where}: field 'multipliers' lacks {', '.join(missing)}; required: "
+                             f"{', '.join(MULTIPLIED)}")
+        multipliers = {c: float(data["multipliers"][c]) for c in MULTIPLIED}
+        return cls(str(data["device"]), float(data["peak_gflop_per_ms"]), float(data["bandwidth_mb_per_ms"]),
+                   float(data["per_op_ms"]), float(data["fixed_ms"]), multipliers, dict(data.get("fit", {})))
 
     def save(self, path: str | Path) -> None:
         write_json_atomic(path, self.to_dict())
