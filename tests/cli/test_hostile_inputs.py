@@ -125,8 +125,8 @@ CASES = [
     ("lut estimate --device iphone12 --space {evil_space} --out {out}/t.json", "not usable as a file name"),
     (SEARCH + " --space {evil_space} --out {out}/r", "not usable as a file name"),
     # checkpoints of the right format tag but the wrong fields
-    ("supernet eval --supernet {ckpt_list_weights} --data builtin:digits", "field 'state_dict' = [1, 2]; expected a mapping "
-     "of names to tensors"),
+    ("supernet eval --supernet {ckpt_list_weights} --data builtin:digits",
+     "field 'state_dict' = [1, 2]; expected a mapping of names to tensors"),
     ("supernet eval --supernet {ckpt_space_int} --data builtin:digits", "field 'space' = 5"),
     ("supernet eval --supernet {ckpt_bad_classes} --data builtin:digits", "field 'num_classes' = -3"),
     ("supernet eval --supernet {ckpt_meta_list} --data builtin:digits", "field 'meta' = [1]; expected a mapping"),
