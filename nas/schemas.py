@@ -205,6 +205,24 @@ SCHEMAS: dict[str, dict[str, Any]] = {
             "slots": {"type": "array", "items": _INTS, "description": "a list of per-stage lists of integers"},
         },
     },
+    # OUT/state.json of nas supernet rank (resumed from it)
+    "ranking state": {
+        "type": "object", "required": ["format", "fingerprint", "archs", "scores", "trainings"],
+        "properties": {
+            "format": {"const": "nas-rank-state/1", "description": "'nas-rank-state/1' (written by nas supernet rank)"},
+            "fingerprint": {"type": "object", "description": "the settings it was started with"},
+            "archs": {"type": "array", "description": "a list of {name, arch, latency_ms}", "items": {
+                "type": "object", "required": ["name", "arch", "latency_ms"], "description": "{name, arch, latency_ms}",
+                "properties": {"name": _TEXT, "arch": _ARCH, "latency_ms": _NUMBER_MS}}},
+            "scores": {"type": "object", "description": "{arch name: {score name: number}}",
+                       "additionalProperties": {"type": "object", "description": "{score name: number}",
+                                                "additionalProperties": _FINITE}},
+            "trainings": {"type": "object", "description": "{job key: {top1, ...}}", "additionalProperties": {
+                "type": "object", "required": ["top1"], "description": "a training's result {top1, ...}",
+                "properties": {"top1": {"type": "number", "minimum": 0, "maximum": 100, "finite": True,
+                                        "description": "a top-1 accuracy in % (0 to 100)"}}}},
+        },
+    },
     # a supernet checkpoint's fields besides its tensors (supernet.checkpoint checks those against the space)
     "checkpoint": {
         "type": "object", "required": ["format", "space", "state_dict"],

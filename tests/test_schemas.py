@@ -56,3 +56,13 @@ def test_a_checkpoint_with_a_bool_for_its_classes_is_refused():
 def test_the_docs_name_every_schema():
     doc = (ROOT / "docs" / "file-formats.md").read_text()
     assert [kind for kind in SCHEMAS if f"schema `{kind}`" not in doc] == []
+
+
+def test_format_tags_in_the_schemas_are_the_ones_the_writers_write():
+    from nas.latency.costmodel.model import SCHEMA as COST_MODEL
+    from nas.ranking.check import STATE_FORMAT
+    from supernet.checkpoint import CHECKPOINT_FORMAT
+
+    tags = {kind: SCHEMAS[kind]["properties"]["format" if "format" in SCHEMAS[kind]["properties"] else "schema"]
+            ["const"] for kind in ("cost model", "ranking state", "checkpoint")}
+    assert tags == {"cost model": COST_MODEL, "ranking state": STATE_FORMAT, "checkpoint": CHECKPOINT_FORMAT}

@@ -37,6 +37,7 @@ from nas.errors import UsageError
 from nas.fileio import mark_owned, read_json, write_json_atomic
 from nas.ranking.jobs import Job, run_in_processes, run_job
 from nas.ranking.stats import BOOTSTRAP_DRAWS, Agreement, agreement, default_top_k, noise_ceiling
+from nas.schemas import check
 from nas.space import Arch, SearchSpace
 
 STATE_FORMAT = "nas-rank-state/1"
@@ -201,16 +202,12 @@ class RankState:
         if not resume:
             raise UsageError(f"--out {path.parent} holds a ranking check already; pass --resume to finish it, or "
                              "choose another --out")
-        saved = read_json(path, "ranking state")
-        if not isinstance(saved, dict) or saved.get("format") != STATE_FORMAT:
-            raise UsageError(f"{path} is not a ranking state ({STATE_FORMAT}); choose another --out")
-        theirs: dict[str, Any] = saved["fingerprint"] if isinstance(saved.get("fingerprint"), dict) else {}
+        saved = check(read_json(path, "ranking state"), "ranking state", str(path))
+        theirs: dict[str, Any] = saved["fingerprint"]
         for key, mine in fingerprint.items():          # the options first, in the words the user typed
             if theirs.get(key) != mine:
                 raise UsageError(_resume_mismatch(path.parent, key, theirs.get(key), mine))
-        state.archs = list(saved.get("archs", []))
-        state.scores = dict(saved.get("scores", {}))
-        state.trainings = dict(saved.get("trainings", {}))
+        state.archs, state.scores, state.trainings = saved["archs"], saved["scores"], saved["trainings"]
         return state
 
     def save(self) -> None:

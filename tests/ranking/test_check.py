@@ -86,7 +86,8 @@ def test_a_killed_check_resumes_without_retraining_what_finished(objects_ckpt, t
 def test_a_resume_with_other_settings_is_refused_naming_the_setting(objects_ckpt, tmp_path, capsys):
     out = tmp_path / "r"
     (out).mkdir()
-    (out / "state.json").write_text(json.dumps({"format": "nas-rank-state/1", "fingerprint": {"archs": 9}}))
+    (out / "state.json").write_text(json.dumps({"format": "nas-rank-state/1", "fingerprint": {"archs": 9},
+                                                         "archs": [], "scores": {}, "trainings": {}}))
     code = main(["supernet", "rank", str(objects_ckpt), "--out", str(out), "--resume", *FAST])
     err = capsys.readouterr().err
     assert code == 2 and "started with --archs 9, this run asks for --archs 4" in err
