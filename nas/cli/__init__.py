@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import errno
+import math
 import os
 import sys
 from collections.abc import Sequence
@@ -104,23 +105,35 @@ def _os_error(exc: OSError) -> int:
 # 2-thread process took 3.9 s spinning, 0.27 s passive. Latency measurements always keep the default: tables are
 # timed as deployed code runs.
 _TRAINING_COMMANDS = ("supernet", "export")
+BUSY_SAMPLE_S = 0.25
 
 
 def yield_idle_threads(args: argparse.Namespace) -> None:
-    """``OMP_WAIT_POLICY=PASSIVE`` for the training commands (and a search that measures nothing) when the load
-    average says other work holds a core already, unless the user set a policy; said in one line. torch is not
-    imported yet here, and OpenMP reads the variable when torch loads it."""
+    """``OMP_WAIT_POLICY=PASSIVE`` for the training commands (and a search that measures nothing) when other work
+    holds a core already, unless the user set a policy; said in one line. torch is not imported yet here, and
+    OpenMP reads the variable when torch loads it. "Other work" is sampled over a quarter second (the cores kept
+    busy while this process sleeps), not read from the load average: that is a minute's decaying mean, and a
+    training started just after a neighbour's job began ran with spinning threads, 4.6x slower than quiet
+    (``benchmarks/train_under_load.py``). Threads are cut to the cores left free as well: beside 6 spinning
+    processes on 2 cores, 1 thread trained 33 images/s, 2 sleeping threads 28.5, 2 spinning ones 11 (19x slower
+    than quiet, the issue #26 report's 17x)."""
     search_without_timing = args.command == "search" and not getattr(args, "verify", 0)
     if not (args.command in _TRAINING_COMMANDS or search_without_timing) or "OMP_WAIT_POLICY" in os.environ:
         return
     from nas.machine import busy_words, is_busy, load_now
 
-    load = load_now()
-    if is_busy(load):
-        os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
-        print(f"nas: note: this machine is busy ({busy_words(load)}): threads yield when idle "
-              "(OMP_WAIT_POLICY=PASSIVE), which keeps a shared machine from slowing this run many times over",
-              file=sys.stderr)
+    load = load_now(BUSY_SAMPLE_S)
+    if not is_busy(load):
+        return
+    os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
+    threads = ""
+    if "OMP_NUM_THREADS" not in os.environ:     # as many threads as cores the other work leaves free
+        free = max(1, load["cores"] - math.ceil(load.get("busy_cores", load["load_1m"])))
+        os.environ["OMP_NUM_THREADS"] = str(free)
+        threads = f" and run {free} thread{'s' if free > 1 else ''} (OMP_NUM_THREADS={free})"
+    print(f"nas: note: this machine is busy ({busy_words(load)}): threads yield when idle "
+          f"(OMP_WAIT_POLICY=PASSIVE){threads}, which keeps a shared machine from slowing this run many times over",
+          file=sys.stderr)
 
 
 # Commands whose --out is a folder (a run directory, an export, a check's state); every other --out, --plot and

@@ -110,19 +110,46 @@ def test_standalone_training_follows_the_recipe_and_its_seed(tiny):
 
 
 def test_training_commands_let_idle_openmp_threads_sleep_on_a_busy_machine(monkeypatch):
+    """The cores other work keeps busy are read from /proc/stat's counters over a short sleep; here the counters
+    say how busy the machine was (busy cores of 2), then the same with real spinning processes below."""
     import argparse
     import os
 
+    import nas.machine
     from nas.cli import yield_idle_threads
 
-    for load, command, verify, expected in ((9.0, "supernet", 0, "PASSIVE"), (9.0, "search", 0, "PASSIVE"),
-                                            (9.0, "search", 2, None), (9.0, "lut", 0, None),
-                                            (0.0, "supernet", 0, None)):
-        monkeypatch.setattr(os, "getloadavg", lambda load=load: (load, load, load))
+    for busy, command, verify, policy, threads in (
+            (2.0, "supernet", 0, "PASSIVE", "1"), (1.2, "search", 0, "PASSIVE", "1"), (2.0, "search", 2, None, None),
+            (2.0, "lut", 0, None, None), (0.1, "supernet", 0, None, None), (0.9, "export", 0, None, None)):
+        counters = iter([(1000, 2000), (1000 + 100 * (2 - busy), 2200)])     # idle, total jiffies of 2 cores
+        monkeypatch.setattr(nas.machine, "_cpu_times", lambda counters=counters: next(counters))
         monkeypatch.setattr(os, "cpu_count", lambda: 2)
         monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
+        monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
         yield_idle_threads(argparse.Namespace(command=command, verify=verify))
-        assert os.environ.get("OMP_WAIT_POLICY") == expected, (load, command)
+        assert (os.environ.get("OMP_WAIT_POLICY"), os.environ.get("OMP_NUM_THREADS")) == (policy, threads), busy
     monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")      # the user's own setting wins
     yield_idle_threads(argparse.Namespace(command="supernet"))
     assert os.environ["OMP_WAIT_POLICY"] == "ACTIVE"
+
+
+def test_a_training_started_beside_spinning_processes_runs_fewer_sleeping_threads(tmp_path):
+    """For real: as many spinning processes as cores, then a training command in a fresh process says so."""
+    import os
+    import subprocess
+    import sys
+
+    cores = os.cpu_count() or 1
+    if cores < 2:
+        pytest.skip("one core: there is no thread to take away")
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "OMP_NUM_THREADS")}
+    spinners = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(cores)]
+    try:
+        proc = subprocess.run([sys.executable, "-m", "nas", "supernet", "train", "--space", "tiny", "--data",
+                               "builtin:nosuch", "--epochs", "1", "--out", str(tmp_path / "s.pt")],
+                              env=env, capture_output=True, text=True, timeout=120)
+    finally:
+        for p in spinners:
+            p.kill()
+            p.wait()
+    assert "threads yield when idle (OMP_WAIT_POLICY=PASSIVE) and run 1 thread" in proc.stderr, proc.stderr
