@@ -197,23 +197,63 @@ def check_owned(path: Path, flag: str) -> None:
                          "writes into and replaces only folders it made: give a new or empty folder")
 
 
-# What the files nas writes begin with: JSON (tables, cost models, reports), PNG (plots), zip (torch checkpoints),
-# CSV headers nas writes (metrics, trials), or nothing yet.
-_NAS_FILE_STARTS = (b"{", b"[", b"\x89PNG", b"PK\x03\x04", b"epoch,", b"number,", b"trial,")
+# The PNG text chunk every plot of nas carries (``nas.plots``), by which a later run knows the file is its own.
+PNG_SOFTWARE = "nas (vit-latency-nas)"
+# The CSV headers nas writes (training metrics, trials).
+_NAS_CSV_STARTS = (b"epoch,", b"number,", b"trial,")
+
+
+def written_by_nas(path: Path) -> bool:
+    """Whether the file at ``path`` is one nas writes, by its content: a table, cost model, timings or state JSON
+    (their format tags), a plot (its PNG text chunk), a supernet checkpoint (its format tag inside the zip), one of
+    nas's CSVs, or nothing yet (empty)."""
+    with open(path, "rb") as f:
+        head = f.read(1 << 16)
+    if not head.strip():
+        return True
+    if head.startswith(b"\x89PNG"):
+        return b"Software\x00" + PNG_SOFTWARE.encode() in head
+    if head.startswith(b"PK\x03\x04"):
+        return _is_nas_checkpoint(path)
+    if head.lstrip().startswith((b"{", b"[")):
+        return _is_nas_json(path)
+    return head.startswith(_NAS_CSV_STARTS)
+
+
+def _is_nas_json(path: Path) -> bool:
+    try:
+        data = json.loads(path.read_text())
+    except (ValueError, OSError):
+        return False
+    if not isinstance(data, dict):
+        return False
+    header: dict[str, Any] = data["header"] if isinstance(data.get("header"), dict) else {}
+    tags = (data.get("schema"), data.get("format"), header.get("schema"))
+    return ("schema_version" in data and "produced_by" in header) or any(
+        isinstance(t, str) and t.startswith("nas-") for t in tags)
+
+
+def _is_nas_checkpoint(path: Path) -> bool:
+    """A torch zip whose pickle names nas's checkpoint format (read as bytes: nothing is unpickled)."""
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as archive:
+            pickles = [n for n in archive.namelist() if n.endswith("/data.pkl")]
+            return bool(pickles) and b"nas-supernet/" in archive.read(pickles[0])
+    except (zipfile.BadZipFile, OSError, KeyError):
+        return False
 
 
 def check_replaceable_file(path: Path, flag: str) -> None:
-    """Refuse an existing file that cannot be one nas wrote (a thesis given as --out by mistake): an output file is
-    replaced only when it starts like the files nas writes."""
+    """Refuse an existing file that nas did not write (a thesis, or a figure or JSON of the user's own, given as
+    --out by mistake): an output file is replaced only when it is one of nas's (``written_by_nas``)."""
     from nas.errors import UsageError
 
-    if not path.is_file():
-        return
-    with open(path, "rb") as f:
-        head = f.read(16).lstrip()
-    if head and not head.startswith(_NAS_FILE_STARTS):
-        raise UsageError(f"{flag} {path} exists and is not a file nas writes (JSON, PNG, a checkpoint or its CSVs); "
-                         "nas replaces only its own files: choose another path")
+    if path.is_file() and not written_by_nas(path):
+        raise UsageError(f"{flag} {path} exists and is not a file nas wrote (a table, plot, checkpoint or report of "
+                         "nas carries a mark of its own); nas replaces only its own files: choose another path, or "
+                         "remove it first")
 
 
 def refuse_links(folder: Path, names: tuple[str, ...]) -> None:

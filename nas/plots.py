@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from nas.fileio import atomic_output
+from nas.fileio import PNG_SOFTWARE, atomic_output
 
 
 def _pyplot() -> Any:
@@ -27,7 +27,7 @@ def _save(fig: Any, path: str | Path, dpi: int) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_output(path) as staging:
-        fig.savefig(staging, dpi=dpi, format="png")
+        fig.savefig(staging, dpi=dpi, format="png", metadata={"Software": PNG_SOFTWARE})
     _pyplot().close(fig)
     return path
 

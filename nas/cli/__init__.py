@@ -12,9 +12,12 @@ import argparse
 import errno
 import math
 import os
+import signal
 import sys
+import threading
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from nas import __version__
 from nas.cli import dashboard, devices, export, lut, measure, predict, search, space, supernet
@@ -39,7 +42,28 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (a scheduler's or a container's stop, ``kill PID``): raised in the main thread so that it unwinds
+    like Ctrl-C does (staging files removed, Optuna's trial in flight failed, the pool's children stopped) instead
+    of dying where it stands, as Python's default for SIGTERM does."""
+
+
+def _raise_terminated(signum: int, frame: Any) -> None:
+    raise Terminated()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    previous = None
+    if threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    try:
+        return _main(argv)
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _main(argv: Sequence[str] | None) -> int:
     try:
         args = build_parser().parse_args(argv)
         check_outputs(args)
@@ -71,6 +95,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except IsADirectoryError as exc:
         print(f"nas: error: {exc.filename} is a folder; expected a file", file=sys.stderr)
         return 2
+    except Terminated:
+        print("nas: stopped by SIGTERM; everything finished before it is kept: run the same command again to go on "
+              "(with --resume where the command has one)", file=sys.stderr)
+        return 128 + signal.SIGTERM
     except KeyboardInterrupt:
         print("nas: interrupted", file=sys.stderr)
         return 130

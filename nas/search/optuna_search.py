@@ -285,11 +285,15 @@ def run_study(settings: StudySettings, evaluator: Evaluator,
         try:
             with _Heartbeats(stored, [trial_id for *_, trial_id in runs]):
                 results = evaluator.map([arch for _, arch, _ in runs])
-        except Exception as exc:
-            # the objective itself failed (a worker's death is retried inside the evaluator): the trials are
-            # recorded as failed, so a resumed study does not repeat them, and the error surfaces
+        except BaseException as exc:
+            # the objective itself failed (a worker's death is retried inside the evaluator), or the run was
+            # stopped (Ctrl-C, SIGTERM): the trials are recorded as failed, so a resumed study neither repeats them
+            # nor waits for their heartbeats to go stale, and the error surfaces
+            why = f"{type(exc).__name__}: {exc}"
+            if isinstance(exc, KeyboardInterrupt):
+                why = "stopped (Ctrl-C or SIGTERM)"
             for trial, _, trial_id in runs:
-                stored._storage.set_trial_user_attr(trial_id, "error", f"{type(exc).__name__}: {exc}")
+                stored._storage.set_trial_user_attr(trial_id, "error", why)
                 stored._storage.set_trial_state_values(trial_id, TrialState.FAIL)
                 study.tell(trial, state=TrialState.FAIL)
             raise

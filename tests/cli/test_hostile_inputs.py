@@ -49,6 +49,7 @@ def f(tmp_path_factory, tiny):
         "garbage.db": "this is not an SQLite database, whatever its name says\n" * 20,
         "a_file": "I am a file, not a folder",
         "thesis.tex": "\\documentclass{article} a user's own work",
+        "own.json": json.dumps({"experiment": 3, "notes": "a user's own results"}),
         "text_ckpt.pt": "not a checkpoint",
         "bad_run/best_arch.json": json.dumps(arch),
         "bad_run/run.json": json.dumps({"best": {"objective": "high"}, "budgets": [{"device": "cpu"}]}),
@@ -85,6 +86,10 @@ def f(tmp_path_factory, tiny):
                          "ckpt_bad_classes": {"num_classes": -3}, "ckpt_meta_list": {"meta": [1]}}.items():
         files[name] = root / f"{name}.pt"
         torch.save({**good, **change}, files[name])
+    files["own_png"] = root / "own.png"      # a figure of the user's own: a PNG without nas's text chunk
+    files["own_png"].write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(64))
+    files["own_ckpt"] = root / "own.pt"      # a torch checkpoint, but not nas's
+    torch.save({"model": {"w": torch.zeros(1)}}, files["own_ckpt"])
     files["long"] = root / ("x" * 300)
     files["iphone12"] = SHIPPED_IPHONE12
     return files
@@ -170,9 +175,15 @@ CASES = [
     ("lut build --device cpu --space tiny --out {folder}", "is a folder; give a file path"),
     ("lut estimate --device iphone12 --space tiny --out {folder}", "is a folder; give a file path"),
     ("supernet train --space tiny --data builtin:digits --epochs 1 --out {folder}", "is a folder"),
-    ("lut estimate --device iphone12 --space tiny --out {thesis}", "is not a file nas writes"),
-    ("supernet train --space tiny --data builtin:digits --epochs 1 --out {thesis}", "is not a file nas writes"),
-    ("lut validate --device iphone12 --plot {thesis}", "is not a file nas writes"),
+    ("lut estimate --device iphone12 --space tiny --out {thesis}", "is not a file nas wrote"),
+    ("supernet train --space tiny --data builtin:digits --epochs 1 --out {thesis}", "is not a file nas wrote"),
+    ("lut validate --device iphone12 --plot {thesis}", "is not a file nas wrote"),
+    ("lut estimate --device iphone12 --space tiny --out {own}", "own.json exists and is not a file nas wrote"),
+    ("lut calibrate --device iphone12 --out {own}", "own.json exists and is not a file nas wrote"),
+    ("lut validate --device iphone12 --plot {own_png}", "own.png exists and is not a file nas wrote"),
+    ("supernet importance {text_ckpt} --plot {own_png}", "own.png exists and is not a file nas wrote"),
+    ("supernet train --space tiny --data builtin:digits --epochs 1 --out {own_ckpt}", "own.pt exists and is not a "
+     "file nas wrote"),
     (SEARCH + " --out {long}", "too long for the file system"),
     ("export l1 --format pt --out {long}", "too long for the file system"),
     ("lut estimate --device iphone12 --space tiny --out {long}.json", "too long for the file system"),

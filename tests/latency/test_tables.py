@@ -172,7 +172,10 @@ def test_corrupted_and_truncated_tables_are_refused(tiny_table, tmp_path):
         assert len(proc.stderr.strip().splitlines()) == 1
 
 
-def test_kill_and_resume_loses_nothing_and_repeats_nothing(tiny, tmp_path):
+@pytest.mark.parametrize("stop", [signal.SIGKILL, signal.SIGTERM], ids=["SIGKILL", "SIGTERM"])
+def test_kill_and_resume_loses_nothing_and_repeats_nothing(tiny, tmp_path, stop):
+    """SIGKILL: the process dies where it stands; SIGTERM: it unwinds (one line, exit 143, no staging file left
+    beside the table). Either way the resume measures exactly what was missing."""
     out = tmp_path / "t.json"
     cmd = [sys.executable, "-m", "nas", "lut", "build", "--device", "cpu", "--space", "tiny", "--out", str(out),
            "--calibrate", "2", "--no-progress"]
@@ -185,8 +188,12 @@ def test_kill_and_resume_loses_nothing_and_repeats_nothing(tiny, tmp_path):
             if len(before) >= 15:
                 break
         time.sleep(0.05)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    proc.send_signal(stop)
+    _, err = proc.communicate()
+    if stop == signal.SIGTERM:
+        assert proc.returncode == 128 + signal.SIGTERM, err
+        assert err.decode().strip().splitlines()[-1].startswith("nas: stopped by SIGTERM; everything finished")
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["t.json"]        # no .partial staging left
     before = LatencyTable.load(out).entries
     assert 15 <= len(before) < len(space_ops(tiny))
     again = run_nas("lut", "build", "--device", "cpu", "--space", "tiny", "--out", str(out), "--calibrate", "2",

@@ -186,7 +186,10 @@ def _completed(log: Path, study: str) -> list[optuna.trial.FrozenTrial]:
 
 
 @pytest.mark.slow
-def test_resume_after_kill_loses_and_repeats_no_trial(tmp_path, tiny_luts, tiny):
+@pytest.mark.parametrize("stop", [signal.SIGKILL, signal.SIGTERM], ids=["SIGKILL", "SIGTERM"])
+def test_resume_after_kill_loses_and_repeats_no_trial(tmp_path, tiny_luts, tiny, stop):
+    """SIGKILL: the trial in flight goes silent and is failed on resume; SIGTERM: the run unwinds, fails it
+    itself and says so in one line (exit 143). Either way the resume ends with exactly --trials."""
     run, total = tmp_path / "run", 80
     args = _tiny_args(tiny_luts, _middle_budget(tiny, tiny_luts), "--trials", str(total), "--study", "k",
                       "--out", str(run), "--export", "none")
@@ -194,8 +197,12 @@ def test_resume_after_kill_loses_and_repeats_no_trial(tmp_path, tiny_luts, tiny)
     deadline = time.time() + 120
     while len(_completed(run / "study.log", "k")) < 15 and time.time() < deadline and proc.poll() is None:
         time.sleep(0.2)
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
+    os.kill(proc.pid, stop)
+    _, err = proc.communicate()
+    if stop == signal.SIGTERM:
+        assert proc.returncode == 128 + signal.SIGTERM, err
+        assert err.decode().strip().splitlines()[-1].startswith("nas: stopped by SIGTERM")
+        assert not _study(run / "study.log", "k").get_trials(deepcopy=False, states=(TrialState.RUNNING,))
     before = {t.number: (t.params, t.values) for t in _completed(run / "study.log", "k")}
     assert 15 <= len(before) < total
 
