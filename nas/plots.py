@@ -105,8 +105,10 @@ def _pareto_panel(ax: Any, records: Sequence[Any], front: Sequence[Any], best: A
         if pts:
             ax.scatter(*zip(*pts), s=10, c=colour, label=label, alpha=0.7)
     if front:
+        # markers as well as the line: a front of one point (a slimming path often ends in one) draws no step,
+        # and the legend would list a line that is not there
         ax.step([r.latency_ms[device] for r in front], [r.objective for r in front], where="post",
-                c="#c44e52", label="Pareto front")
+                c="#c44e52", marker="o", ms=3, label="Pareto front")
     ax.axvline(budget_ms, ls="--", c="k", lw=1, label=f"budget {budget_ms:g} ms")
     if guarantee is not None and median_limit_ms is not None:
         ax.axvline(median_limit_ms, ls=":", c="k", lw=1,

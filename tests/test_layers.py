@@ -10,7 +10,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("nas", "supernet")
 # what supernet/ may import from nas: the torch-free core (and the data loaders its training reads)
-SUPERNET_MAY_IMPORT = {"nas", "nas.space", "nas.errors", "nas.fileio", "nas.data", "nas.plots", "nas.ray_cluster"}
+SUPERNET_MAY_IMPORT = {"nas", "nas.space", "nas.errors", "nas.fileio", "nas.data", "nas.plots", "nas.ray_cluster",
+                       "nas.schemas"}
 
 
 def _modules() -> dict[str, Path]:

@@ -76,8 +76,8 @@ CASES = [
     ("predict --device iphone12 --arch l1 --coverage 1.5", "--coverage"),
     ("predict --device iphone12 --arch l1 --coverage nan", "not finite"),
     ("predict --device iphone12 --arch l1 --lut {wrong_keys_table}", "wrong_keys_table.json"),
-    ("predict --device iphone12 --arch l1 --lut {nan_table}", "= nan; expected a finite non-negative number of ms"
-     "illiseconds"),
+    ("predict --device iphone12 --arch l1 --lut {nan_table}", "= nan; expected a finite non-negative number of "
+     "milliseconds"),
     ("predict --device iphone12 --arch l1 --lut {inf_correction}", "field 'header.correction.scale' = inf; expected "
      "a positive, finite number"),
     # measure

@@ -140,11 +140,15 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path, bad, words):
 
 
 def test_existing_out_without_resume_is_refused(tmp_path):
+    from supernet.checkpoint import save_supernet
+    from supernet.supernet import Supernet
+
     out = tmp_path / "x.pt"
-    out.write_bytes(b"PK\x03\x04 an earlier checkpoint")         # a zip, as torch.save writes
+    save_supernet(Supernet("tiny"), out)                            # an earlier checkpoint of nas
+    before = out.read_bytes()
     result = run_nas("supernet", "train", *SMALL, "--epochs", "1", "--out", str(out))
     assert result.returncode == 2 and "--resume" in result.stderr
-    assert out.read_bytes() == b"PK\x03\x04 an earlier checkpoint"
+    assert out.read_bytes() == before
 
 
 def test_trained_supernet_drives_search_and_export(trained, tmp_path, tiny):
