@@ -100,13 +100,16 @@ def plot_pareto(path: str | Path, records: Sequence[Any], front: Sequence[Any], 
 def _pareto_panel(ax: Any, records: Sequence[Any], front: Sequence[Any], best: Any, device: str, budget_ms: float,
                   table_kind: str, objective_label: str, guarantee: float | None,
                   median_limit_ms: float | None) -> None:
+    # The legend lists only what can be seen: the winner's own point sits under its star, so records at the star
+    # are left out, and a front of that one point is the star (a slimming path often ends in one feasible step,
+    # which drew an invisible "meets every budget" dot and "Pareto front" line in the legend).
+    star = (best.latency_ms[device], best.objective)
     for feasible, colour, label in ((False, "#bbbbbb", "misses a budget"), (True, "#4c72b0", "meets every budget")):
         pts = [(r.latency_ms[device], r.objective) for r in records if r.feasible == feasible]
+        pts = [p for p in pts if p != star]
         if pts:
             ax.scatter(*zip(*pts), s=10, c=colour, label=label, alpha=0.7)
-    if front:
-        # markers as well as the line: a front of one point (a slimming path often ends in one) draws no step,
-        # and the legend would list a line that is not there
+    if len({(r.latency_ms[device], r.objective) for r in front} - {star}) >= 1:
         ax.step([r.latency_ms[device] for r in front], [r.objective for r in front], where="post",
                 c="#c44e52", marker="o", ms=3, label="Pareto front")
     ax.axvline(budget_ms, ls="--", c="k", lw=1, label=f"budget {budget_ms:g} ms")
