@@ -48,13 +48,25 @@ class Terminated(KeyboardInterrupt):
     of dying where it stands, as Python's default for SIGTERM does."""
 
 
+_SIGTERM_SEEN = threading.Event()
+
+
 def _raise_terminated(signum: int, frame: Any) -> None:
+    _SIGTERM_SEEN.set()
     raise Terminated()
+
+
+def _after_sigterm() -> tuple[type[BaseException], ...]:
+    """What ``_main`` reports as the stop itself: nothing normally; once SIGTERM arrived, anything, since the
+    unwinding it started can raise again on its way (a lock file the interrupted code had not made yet, which its
+    ``finally`` then removes), and that second error must not be reported instead of the stop."""
+    return (BaseException,) if _SIGTERM_SEEN.is_set() else ()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     previous = None
     if threading.current_thread() is threading.main_thread():
+        _SIGTERM_SEEN.clear()
         previous = signal.signal(signal.SIGTERM, _raise_terminated)
     try:
         return _main(argv)
@@ -76,6 +88,10 @@ def _main(argv: Sequence[str] | None) -> int:
         status = handler(args)
         sys.stdout.flush()      # here, not at exit: a reader that went away is a BrokenPipeError below
         return status
+    except _after_sigterm():    # matches nothing unless SIGTERM arrived (the except expression is read now)
+        print("nas: stopped by SIGTERM; everything finished before it is kept: run the same command again to go on "
+              "(with --resume where the command has one)", file=sys.stderr)
+        return 128 + signal.SIGTERM
     except UsageError as exc:
         print(f"nas: error: {exc}", file=sys.stderr)
         return 2
@@ -95,10 +111,6 @@ def _main(argv: Sequence[str] | None) -> int:
     except IsADirectoryError as exc:
         print(f"nas: error: {exc.filename} is a folder; expected a file", file=sys.stderr)
         return 2
-    except Terminated:
-        print("nas: stopped by SIGTERM; everything finished before it is kept: run the same command again to go on "
-              "(with --resume where the command has one)", file=sys.stderr)
-        return 128 + signal.SIGTERM
     except KeyboardInterrupt:
         print("nas: interrupted", file=sys.stderr)
         return 130

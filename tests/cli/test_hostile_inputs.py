@@ -508,3 +508,32 @@ def test_a_disk_that_fills_mid_search_loses_no_finished_trial_and_the_resume_fin
     assert _run(command) == 0
     trials = optuna.load_study(study_name=None, storage=make_storage(journal)).trials
     assert len(trials) == 300 and all(t.state == optuna.trial.TrialState.COMPLETE for t in trials)
+
+
+def test_an_error_raised_while_a_sigterm_unwinds_is_not_reported_instead_of_the_stop(monkeypatch, capsys):
+    """SIGTERM mid-work, then the unwinding itself fails (Optuna's journal lock released by a ``finally`` that never
+    got to take it: a FileNotFoundError): the stop is what is said, exit 143, not the second error."""
+    import argparse
+    import signal
+    import time
+
+    import nas.cli as cli
+
+    def handler(args: argparse.Namespace) -> int:
+        try:
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(5)
+            return 0
+        finally:
+            raise FileNotFoundError(2, "No such file or directory", "study.log.lock")
+
+    parser = argparse.ArgumentParser()
+    parser.set_defaults(func=handler, command="search")
+    monkeypatch.setattr(cli, "build_parser", lambda: parser)
+    monkeypatch.setattr(cli, "check_outputs", lambda args: None)
+    monkeypatch.setattr(cli, "yield_idle_threads", lambda args: None)
+    assert cli.main([]) == 128 + signal.SIGTERM
+    assert capsys.readouterr().err.strip().splitlines() == [
+        "nas: stopped by SIGTERM; everything finished before it is kept: run the same command again to go on (with "
+        "--resume where the command has one)"]
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL or callable(signal.getsignal(signal.SIGTERM))
