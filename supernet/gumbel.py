@@ -1,9 +1,8 @@
 """EfficientFormer's MetaPath importance (paper §4.3, shared SEEDS.md §1.4): Gumbel-softmax architecture logits α
 over what each block position of the supernet can be, trained with the weights, read as importances by slimming.
 
-Paths of a position (``metapaths``): ``4d`` and ``identity`` everywhere; where the space allows an MB3D block
-(the last stage's ``positions_3d``) also ``3d_<mixer>`` for each token mixer, so the hybrid space's importances
-cover every attention it can choose.
+The paths of a position and α itself are ``supernet.metapath``'s (the supernet holds α; this module trains and
+reads it).
 
 One training step (``sample_paths`` then ``forward_sampled``) draws one path per position with straight-through
 Gumbel-softmax: the forward runs only the drawn path (memory stays at one path, as in GDAS), at the supernet's
@@ -24,54 +23,16 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
-import torch.nn as nn
 
 from nas.space import BlockSpec, SearchSpace
+from supernet.metapath import IDENTITY, MB4D, MetaPathLogits, metapaths, path_3d
+from supernet.supernet import Supernet
 
-if TYPE_CHECKING:
-    from supernet.supernet import Supernet
-
-IDENTITY = "identity"
-MB4D = "4d"
-
-
-def path_3d(mixer: str) -> str:
-    return f"3d_{mixer}"
-
-
-def metapaths(space: SearchSpace) -> list[tuple[int, int, tuple[str, ...]]]:
-    """``(stage, position, paths)`` of every position of the supernet, in forward order."""
-    out = []
-    last = space.num_stages - 1
-    allows_3d = set(space.positions_3d()) if max(space.n3d) > 0 else set()
-    for s in range(space.num_stages):
-        for i in range(space.max_depths[s]):
-            paths: tuple[str, ...] = (MB4D,)
-            if s == last and i in allows_3d:
-                paths += tuple(path_3d(m) for m in space.mixers)
-            out.append((s, i, paths + (IDENTITY,)))
-    return out
-
-
-def _key(stage: int, position: int) -> str:
-    return f"s{stage}_p{position}"
-
-
-class MetaPathLogits(nn.Module):
-    """α: one logit vector per position (zeros, i.e. uniform, until Gumbel training moves them)."""
-
-    def __init__(self, space: SearchSpace):
-        super().__init__()
-        self.paths = {(s, i): paths for s, i, paths in metapaths(space)}
-        self.logits = nn.ParameterDict({_key(s, i): nn.Parameter(torch.zeros(len(p)))
-                                        for (s, i), p in self.paths.items()})
-
-    def alpha(self, stage: int, position: int) -> torch.Tensor:
-        return self.logits[_key(stage, position)]
-
+__all__ = ["IDENTITY", "MB4D", "Draw", "Importance", "MetaPathLogits", "forward_sampled", "has_importance",
+           "metapaths", "path_3d", "sample_paths", "tau_at"]
 
 @dataclass(frozen=True)
 class Draw:

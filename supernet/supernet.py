@@ -7,7 +7,8 @@ output equals the supernet's for that arch.
 Slots: stage ``s`` has one MB4D slot per position up to its largest depth; in the last stage, every position that
 can hold an MB3D block also has an MB3D slot per token mixer (EfficientFormer's MetaPath {4D, 3D, I}). A block
 uses the slot its arch gives (``Arch.slots``; by default block ``i`` uses slot ``i``), and the slots no block uses
-are the identity. ``metapath`` holds the architecture logits α of Gumbel training (``supernet.gumbel``).
+are the identity. ``metapath`` holds the architecture logits α of Gumbel training (``supernet.metapath``; trained
+by ``supernet.gumbel``).
 """
 from __future__ import annotations
 
@@ -30,7 +31,7 @@ from supernet.elastic import (
     grow_from,
     shrink_into,
 )
-from supernet.gumbel import MetaPathLogits
+from supernet.metapath import MetaPathLogits
 from supernet.mixers import check_space
 
 

@@ -33,12 +33,12 @@ def run_notes(arch_or_run: str | Path) -> dict[str, Any]:
 
 def model_facts(sub: Subnet) -> dict[str, Any]:
     """Parameters, MACs (the sum over the arch's ops, each traced once with BatchNorm folded as deployed and cached:
-    ``nas.search.capacity``, exact and ~3 s faster than tracing the whole model) and predicted latency on every
+    ``nas.latency.counts``, exact and ~3 s faster than tracing the whole model) and predicted latency on every
     device with a table."""
+    from nas.latency.counts import OpCounts
     from nas.latency.devices import DEVICES
     from nas.latency.paths import default_table_path
     from nas.latency.predict import load_predictor
-    from nas.search.capacity import OpCounts
 
     params = sum(p.numel() for p in sub.model.parameters())
     counts = OpCounts(sub.space)

@@ -299,7 +299,7 @@ def _score_archs(state: RankState, ranked: list[RankedArch], net: Any, space: Se
     from tqdm import tqdm
 
     from nas.data import image_batches
-    from nas.search.capacity import OpCounts
+    from nas.latency.counts import OpCounts
     from nas.search.zero_cost import ZERO_COST, score
     from supernet.evaluate import evaluate_subnet
 

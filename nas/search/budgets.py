@@ -1,7 +1,7 @@
 """Budgets a winner must all meet: one or several (device, ms) latency budgets, each priced by its device's latency
 table (the same predictor as ``nas predict``), and optionally size limits (``--max-params`` in millions,
 ``--max-macs`` in GMACs; EfficientFormerV2's size constraint), counted from the same per-op decomposition as the
-capacity proxy (``nas.search.capacity``)."""
+capacity proxy (``nas.latency.counts``)."""
 from __future__ import annotations
 
 import math
@@ -109,7 +109,7 @@ class Budgets:
     def sizes(self, arch: Arch) -> dict[str, float]:
         """Parameters (M) and GMACs of ``arch``: what the size limits hold (computed for any arch)."""
         if self._counts is None:
-            from nas.search.capacity import OpCounts
+            from nas.latency.counts import OpCounts
             from nas.space import load_space
 
             self._counts = OpCounts(self._space or load_space(arch.space))

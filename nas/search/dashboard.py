@@ -16,7 +16,6 @@ from typing import Any
 
 from optuna.storages import BaseStorage
 from optuna.study import StudyDirection
-from optuna.study._constrained_optimization import _get_feasible_trials
 from optuna.trial import FrozenTrial, TrialState
 
 from nas import install_hint
@@ -50,13 +49,19 @@ def resolve_storage(target: str) -> str:
     return target
 
 
+def feasible_trials(trials: Sequence[FrozenTrial]) -> list[FrozenTrial]:
+    """The trials whose every constraint is <= 0, read through ``FrozenTrial.constraints`` (public since Optuna
+    5.0; it reads both the list the searches write and Optuna's named constraints)."""
+    return [t for t in trials if all(value <= 0.0 for value in t.constraints.values())]
+
+
 def feasible_best(storage: BaseStorage) -> BaseStorage:
     """``storage`` whose ``get_best_trial`` (what the dashboard asks) chooses among feasible trials only."""
     everything = storage.get_best_trial
 
     def get_best_trial(study_id: int) -> FrozenTrial:
         trials = storage.get_all_trials(study_id, deepcopy=False, states=(TrialState.COMPLETE,))
-        feasible = _get_feasible_trials(trials)
+        feasible = feasible_trials(trials)
         if not feasible:          # nothing meets the budget: the dashboard still needs a trial to show
             return everything(study_id)
         pick = max if storage.get_study_directions(study_id)[0] == StudyDirection.MAXIMIZE else min
@@ -68,7 +73,7 @@ def feasible_best(storage: BaseStorage) -> BaseStorage:
 
 def _feasible_front(front: Any) -> Any:
     def get_pareto_front_trials(trials: Sequence[FrozenTrial], directions: Sequence[StudyDirection]) -> Any:
-        feasible = _get_feasible_trials([t for t in trials if t.state == TrialState.COMPLETE])
+        feasible = feasible_trials([t for t in trials if t.state == TrialState.COMPLETE])
         return front(trials=feasible or trials, directions=directions)
 
     return get_pareto_front_trials

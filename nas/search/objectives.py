@@ -59,7 +59,7 @@ class CapacityProxy(Objective):
     cheap = True
 
     def __init__(self, space: SearchSpace):
-        from nas.search.capacity import OpCounts
+        from nas.latency.counts import OpCounts
 
         self.counts = OpCounts(space)
 

@@ -25,8 +25,6 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import optuna
-from optuna.storages._heartbeat import BaseHeartbeat
-from optuna.study._constrained_optimization import _CONSTRAINTS_KEY
 from optuna.trial import TrialState
 
 from nas.errors import UsageError
@@ -35,13 +33,14 @@ from nas.search.encoding import arch_params, suggest_arch
 from nas.search.objectives import Objective
 from nas.search.records import TrialRecord
 from nas.search.storage import (
-    BEAT_ATTR,
     GRACE_PERIOD_S,
-    HEARTBEAT_INTERVAL_S,
-    beat,
+    StoredStudy,
     fail_silent_trials,
     make_storage,
+    mark_alive,
     mask_url,
+    set_constraints,
+    trial_id,
 )
 from nas.search.strategy import SAMPLERS, SearchContext, Strategy
 from nas.search.workers import Evaluator
@@ -178,23 +177,21 @@ def working_copy(settings: StudySettings, stored: optuna.Study) -> tuple[optuna.
         seed_arch = settings.budgets.feasible_seed(settings.space)
         if seed_arch is not None:          # trial 0: the fastest arch, so the study always has a feasible trial
             work.enqueue_trial(arch_params(seed_arch, settings.space))
-    return work, {t._trial_id for t in finished}
+    return work, {trial_id(t) for t in finished}
 
 
 class _Heartbeats:
     """Optuna's heartbeat for the stored trials this process is running, from one thread, while they run."""
 
-    def __init__(self, stored: optuna.Study, trial_ids: list[int]):
-        self.storage, self.trial_ids = stored._storage, trial_ids
+    def __init__(self, stored: StoredStudy, trial_ids: list[int]):
+        self.stored, self.trial_ids = stored, trial_ids
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self._beat, daemon=True)
 
     def _beat(self) -> None:
-        storage = self.storage
-        interval = storage.get_heartbeat_interval() if isinstance(storage, BaseHeartbeat) else HEARTBEAT_INTERVAL_S
+        interval = self.stored.heartbeat_interval
         while interval:
-            for trial_id in self.trial_ids:
-                beat(storage, trial_id)
+            self.stored.beat(self.trial_ids)
             if self.stop.wait(interval):
                 return
 
@@ -213,7 +210,7 @@ def _describe_trial(trial: optuna.Trial, arch: Any, budgets: Budgets, objective:
     when all are <= 0), and sortable user attributes (latency per device, feasibility), next to the full record."""
     latencies, sizes = budgets.latencies(arch), budgets.limited_sizes(arch)
     violations = budgets.violations(latencies, sizes)
-    trial.storage.set_trial_system_attr(trial._trial_id, _CONSTRAINTS_KEY, violations)
+    set_constraints(trial, violations)
     feasible = budgets.feasible(latencies, sizes)
     for device, ms in latencies.items():
         trial.set_user_attr(f"latency_ms_{device}", ms)
@@ -237,12 +234,13 @@ def run_study(settings: StudySettings, evaluator: Evaluator,
     same study; returns its complete trials (stored numbering)."""
     stored = open_study(settings)
     study, synced = working_copy(settings, stored)
+    seam = StoredStudy(stored)
     space, budgets, objective = settings.space, settings.budgets, settings.objective
     reported: set[int] = set()
 
     def report(trial: optuna.trial.FrozenTrial) -> None:
-        if trial.state == TrialState.COMPLETE and trial._trial_id not in reported:
-            reported.add(trial._trial_id)
+        if trial.state == TrialState.COMPLETE and trial_id(trial) not in reported:
+            reported.add(trial_id(trial))
             if on_trial:
                 on_trial(trial)
 
@@ -250,9 +248,9 @@ def run_study(settings: StudySettings, evaluator: Evaluator,
         fail_silent_trials(stored)               # trials whose process died (no heartbeat for a while)
         trials = stored.get_trials(deepcopy=False)
         for t in trials:
-            if t.state in _FINISHED and t._trial_id not in synced:   # another process's, or a stale one
+            if t.state in _FINISHED and trial_id(t) not in synced:   # another process's, or a stale one
                 study.add_trial(t)
-                synced.add(t._trial_id)
+                synced.add(trial_id(t))
             report(t)
         complete = sum(t.state == TrialState.COMPLETE for t in trials)
         room = settings.trials - complete - sum(t.state == TrialState.RUNNING for t in trials)
@@ -265,25 +263,23 @@ def run_study(settings: StudySettings, evaluator: Evaluator,
         archs = [suggest_arch(trial, space) for trial in batch]
         for trial, arch in zip(batch, archs):
             _describe_trial(trial, arch, budgets, objective)
-            trial.storage.set_trial_system_attr(trial._trial_id, BEAT_ATTR, time.time())   # alive from creation
+            mark_alive(trial)
         # one write per trial: the drawn trial, RUNNING, with its parameters and attributes
-        ids = [stored._storage.create_new_trial(stored._study_id, template_trial=study._storage.get_trial(
-            trial._trial_id)) for trial in batch]
+        ids = [seam.create_running(trial) for trial in batch]
         synced.update(ids)
         now = stored.get_trials(deepcopy=False)
-        numbers = {t._trial_id: t.number for t in now}
+        numbers = {trial_id(t): t.number for t in now}
         runs = []
-        for trial, arch, trial_id in zip(batch, archs, ids):
-            if _rank(now, numbers[trial_id]) > settings.trials:   # another process took the last places first
-                stored._storage.set_trial_user_attr(trial_id, "not_run", "another process reached --trials first")
-                stored._storage.set_trial_state_values(trial_id, TrialState.FAIL)
+        for trial, arch, stored_id in zip(batch, archs, ids):
+            if _rank(now, numbers[stored_id]) > settings.trials:   # another process took the last places first
+                seam.fail(stored_id, not_run="another process reached --trials first")
                 study.tell(trial, state=TrialState.FAIL)
             else:
-                runs.append((trial, arch, trial_id))
+                runs.append((trial, arch, stored_id))
         if not runs:
             continue
         try:
-            with _Heartbeats(stored, [trial_id for *_, trial_id in runs]):
+            with _Heartbeats(seam, [stored_id for *_, stored_id in runs]):
                 results = evaluator.map([arch for _, arch, _ in runs])
         except BaseException as exc:
             # the objective itself failed (a worker's death is retried inside the evaluator), or the run was
@@ -292,24 +288,22 @@ def run_study(settings: StudySettings, evaluator: Evaluator,
             why = f"{type(exc).__name__}: {exc}"
             if isinstance(exc, KeyboardInterrupt):
                 why = "stopped (Ctrl-C or SIGTERM)"
-            for trial, _, trial_id in runs:
-                stored._storage.set_trial_user_attr(trial_id, "error", why)
-                stored._storage.set_trial_state_values(trial_id, TrialState.FAIL)
+            for trial, _, stored_id in runs:
+                seam.fail(stored_id, error=why)
                 study.tell(trial, state=TrialState.FAIL)
             raise
-        for (trial, arch, trial_id), (value, pid) in zip(runs, results):
+        for (trial, arch, stored_id), (value, pid) in zip(runs, results):
             values = [value, budgets.latencies(arch)[budgets.primary.device]] if settings.sampler == "nsga2" \
                 else [value]
             study.tell(trial, values)
-            stored._storage.set_trial_user_attr(trial_id, "worker_pid", pid)
             try:
-                stored._storage.set_trial_state_values(trial_id, TrialState.COMPLETE, values)
+                done = seam.complete(stored_id, values, worker_pid=pid)
             except optuna.exceptions.UpdateFinishedTrialError:
                 # silent past the grace period, so another process failed it; its place is drawn again
-                warnings.warn(f"trial {numbers[trial_id]} was taken for dead by another process (no heartbeat "
+                warnings.warn(f"trial {numbers[stored_id]} was taken for dead by another process (no heartbeat "
                               f"for {GRACE_PERIOD_S} s) and is not counted", stacklevel=1)
                 continue
-            report(stored._storage.get_trial(trial_id))
+            report(done)
     return stored.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
 
 

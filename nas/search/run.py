@@ -200,7 +200,7 @@ def _run_strategy(req: SearchRequest, strategy: Strategy, out: Path, study: str,
 
     try:
         ctx = SearchContext(req.space, req.objective, req.budgets, evaluator, out, study, storage, req.sampler,
-                            req.trials, req.seed, on_record, req.slim)
+                            req.trials, req.seed, on_record, settings=req.slim)
         return strategy.run(ctx), (0 if isinstance(evaluator, LocalEvaluator) else evaluator.workers)
     finally:
         for bar in bars:

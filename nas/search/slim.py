@@ -326,6 +326,7 @@ def slim(space: SearchSpace, objective: Objective, budgets: Budgets, evaluator: 
 class SlimStrategy(Strategy):
     name = "slim"
     unit = "step"
+    settings_type = SlimSettings
 
     def run(self, ctx: SearchContext) -> list[TrialRecord]:
         def record(i: int, step: dict[str, Any]) -> TrialRecord:
@@ -335,8 +336,11 @@ class SlimStrategy(Strategy):
         count = iter(range(1 << 62))
         on_record = ctx.on_record
         on_step = (lambda step: on_record(record(next(count), step))) if on_record else None
+        settings = ctx.settings
+        if settings is not None and not isinstance(settings, SlimSettings):
+            raise TypeError(f"--strategy slim takes SlimSettings, got {type(settings).__name__}")
         state = slim(ctx.space, ctx.objective, ctx.budgets, ctx.evaluator, ctx.out / "slim.json", on_step,
-                     ctx.slim, load_importance_of(ctx.objective))
+                     settings, load_importance_of(ctx.objective))
         self.summary = {"actions": state["config"]["actions"], "trade": state["config"]["trade"],
                         "pareto": state["config"]["pareto"], "evaluations": state["evaluations"],
                         "steps": len(state["steps"])}

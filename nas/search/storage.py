@@ -47,7 +47,7 @@ class HeartbeatJournalStorage(JournalStorage, BaseHeartbeat):
 
     def _get_stale_trial_ids(self, study_id: int) -> list[int]:
         now = time.time()
-        return [t._trial_id for t in self.get_all_trials(study_id, deepcopy=False, states=(TrialState.RUNNING,))
+        return [trial_id(t) for t in self.get_all_trials(study_id, deepcopy=False, states=(TrialState.RUNNING,))
                 if silent(t, now, self._grace_period)]
 
     def get_heartbeat_interval(self) -> int | None:
@@ -89,10 +89,7 @@ def fail_silent_trials(study: optuna.Study, grace_period: float = GRACE_PERIOD_S
     now = time.time()
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         if BEAT_ATTR in trial.system_attrs and silent(trial, now, grace_period):
-            try:
-                study._storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
-            except optuna.exceptions.UpdateFinishedTrialError:
-                pass                          # finished or failed meanwhile by its owner or another process
+            fail_if_running(study, trial)
 
 
 def mask_url(url: str) -> str:
@@ -217,3 +214,84 @@ def make_storage(url: str, heartbeat_interval: int = HEARTBEAT_INTERVAL_S,
         event.listen(storage.engine, "connect", on_connect)
         storage.engine.dispose()       # connections opened while creating the schema predate the listener
     return storage
+
+
+# --------------------------------------------------------------------------- where Optuna's public API stops
+# The one place nas reaches inside Optuna's objects (issue #27); every use below is what the public API does not
+# offer, and each has a test in tests/search/test_storage_seam.py, so an Optuna release that moves it fails there
+# first. Everywhere else goes through Optuna's public API.
+#
+# - A RUNNING trial created in the stored study from a trial drawn in memory, in one write: ``Study.add_trial``
+#   takes finished trials only, and ``Study.ask`` on the stored study writes each parameter separately (~40 writes
+#   a trial, 10x the sampling's cost on SQLite: benchmarks/search_speed.py).
+# - A stored trial's state and attributes set by its id from another thread or after its ``Trial`` object is gone
+#   (``Study.tell`` would also tell the sampler of the stored study, which is not the one that drew it).
+# - The constraint list where optuna-dashboard 0.21 reads it (``system_attrs["constraints"]``):
+#   ``Trial.set_constraint`` writes named keys (``constraints:NAME``), which the dashboard does not read yet;
+#   ``FrozenTrial.constraints`` (public) reads both forms.
+
+CONSTRAINTS_ATTR = "constraints"
+
+
+def trial_id(trial: FrozenTrial | optuna.Trial) -> int:
+    """The storage's id of a trial (unique across studies, unlike its number)."""
+    return int(trial._trial_id)
+
+
+def set_constraints(trial: optuna.Trial, values: list[float]) -> None:
+    """The trial's constraint values (feasible when all are <= 0) in the form Optuna's feasibility and
+    optuna-dashboard both read."""
+    trial.storage.set_trial_system_attr(trial_id(trial), CONSTRAINTS_ATTR, values)
+
+
+def mark_alive(trial: optuna.Trial) -> None:
+    """A first heartbeat from the moment the trial exists (``fail_silent_trials`` then tells a dead one apart)."""
+    trial.storage.set_trial_system_attr(trial_id(trial), BEAT_ATTR, time.time())
+
+
+def heartbeat_interval(storage: BaseStorage) -> int:
+    return (storage.get_heartbeat_interval() or 0) if isinstance(storage, BaseHeartbeat) else HEARTBEAT_INTERVAL_S
+
+
+class StoredStudy:
+    """The stored side of a study that ``run_study`` samples in memory: trials created RUNNING from a template,
+    then failed or completed by id, with user attributes."""
+
+    def __init__(self, study: optuna.Study):
+        self.study = study
+        self.storage: BaseStorage = study._storage
+        self._study_id: int = study._study_id
+
+    def create_running(self, drawn: optuna.Trial) -> int:
+        """``drawn`` (a trial of the in-memory study, RUNNING, with parameters and attributes) created here in one
+        write; its id in this storage."""
+        template = drawn.storage.get_trial(trial_id(drawn))
+        return int(self.storage.create_new_trial(self._study_id, template_trial=template))
+
+    def fail(self, trial_id: int, **user_attrs: Any) -> None:
+        for key, value in user_attrs.items():
+            self.storage.set_trial_user_attr(trial_id, key, value)
+        self.storage.set_trial_state_values(trial_id, TrialState.FAIL)
+
+    def complete(self, trial_id: int, values: list[float], **user_attrs: Any) -> FrozenTrial:
+        """Raises ``optuna.exceptions.UpdateFinishedTrialError`` if another process failed it meanwhile."""
+        for key, value in user_attrs.items():
+            self.storage.set_trial_user_attr(trial_id, key, value)
+        self.storage.set_trial_state_values(trial_id, TrialState.COMPLETE, values)
+        return self.storage.get_trial(trial_id)
+
+    def beat(self, trial_ids: list[int]) -> None:
+        for one in trial_ids:
+            beat(self.storage, one)
+
+    @property
+    def heartbeat_interval(self) -> int:
+        return heartbeat_interval(self.storage)
+
+
+def fail_if_running(study: optuna.Study, trial: FrozenTrial) -> None:
+    """Fail a RUNNING trial found silent (``fail_silent_trials``), unless its owner finished it meanwhile."""
+    try:
+        study._storage.set_trial_state_values(trial_id(trial), TrialState.FAIL)
+    except optuna.exceptions.UpdateFinishedTrialError:
+        pass                          # finished or failed meanwhile by its owner or another process

@@ -17,7 +17,6 @@ if TYPE_CHECKING:
     from nas.search.budgets import Budgets
     from nas.search.objectives import Objective
     from nas.search.records import TrialRecord
-    from nas.search.slim import SlimSettings
     from nas.search.workers import Evaluator
     from nas.space import SearchSpace
 
@@ -42,7 +41,9 @@ class SearchContext:
     trials: int = 100
     seed: int | None = 0
     on_record: Callable[[TrialRecord], None] | None = None   # progress: called once per record, resumed ones too
-    slim: SlimSettings | None = None                         # --strategy slim's choices (None: its defaults)
+    # the chosen strategy's own settings, of the type it declares (``Strategy.settings_type``; None: its defaults).
+    # Typed by each strategy, not here, so that this seam names no strategy.
+    settings: object | None = None
 
 
 class Strategy(abc.ABC):
@@ -50,6 +51,7 @@ class Strategy(abc.ABC):
     unit: str = "trial"             # what one record is, for progress and summaries ("trial", "step")
     uses_optuna_settings = False    # whether --storage, --study and --sampler mean anything to it
     summary: dict[str, Any] | None = None   # what run.json records of its own work, under its name (set by run)
+    settings_type: type | None = None       # the type of ``SearchContext.settings`` it reads (None: it has none)
 
     @abc.abstractmethod
     def run(self, ctx: SearchContext) -> list[TrialRecord]:

@@ -1,4 +1,5 @@
-"""Parameters and MACs of an arch, summed over its ops (the same ops the latency tables price).
+"""Parameters and MACs of an arch, summed over its ops (the same ops the latency tables price): the size side of
+an op beside its latency, read by the capacity objectives, the size budgets, the ranking check and model cards.
 
 Each op is built and traced once (``nas.latency.trace``: MACs as deployed, BatchNorm folded) and its counts are
 cached in memory and in ``~/.cache/nas/op_counts/<space>.json`` (``$NAS_LUT_DIR/../op_counts``), so a search
