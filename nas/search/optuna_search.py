@@ -244,66 +244,80 @@ def run_study(settings: StudySettings, evaluator: Evaluator,
             if on_trial:
                 on_trial(trial)
 
-    while True:
-        fail_silent_trials(stored)               # trials whose process died (no heartbeat for a while)
-        trials = stored.get_trials(deepcopy=False)
-        for t in trials:
-            if t.state in _FINISHED and trial_id(t) not in synced:   # another process's, or a stale one
-                study.add_trial(t)
-                synced.add(trial_id(t))
-            report(t)
-        complete = sum(t.state == TrialState.COMPLETE for t in trials)
-        room = settings.trials - complete - sum(t.state == TrialState.RUNNING for t in trials)
-        if complete >= settings.trials:
-            break
-        if room <= 0:                  # the remaining trials are running in other processes
-            time.sleep(POLL_S)
-            continue
-        batch = [study.ask() for _ in range(min(evaluator.workers, room))]
-        archs = [suggest_arch(trial, space) for trial in batch]
-        for trial, arch in zip(batch, archs):
-            _describe_trial(trial, arch, budgets, objective)
-            mark_alive(trial)
-        # one write per trial: the drawn trial, RUNNING, with its parameters and attributes
-        ids = [seam.create_running(trial) for trial in batch]
-        synced.update(ids)
-        now = stored.get_trials(deepcopy=False)
-        numbers = {trial_id(t): t.number for t in now}
-        runs = []
-        for trial, arch, stored_id in zip(batch, archs, ids):
-            if _rank(now, numbers[stored_id]) > settings.trials:   # another process took the last places first
-                seam.fail(stored_id, not_run="another process reached --trials first")
-                study.tell(trial, state=TrialState.FAIL)
-            else:
-                runs.append((trial, arch, stored_id))
-        if not runs:
-            continue
-        try:
-            with _Heartbeats(seam, [stored_id for *_, stored_id in runs]):
-                results = evaluator.map([arch for _, arch, _ in runs])
-        except BaseException as exc:
-            # the objective itself failed (a worker's death is retried inside the evaluator), or the run was
-            # stopped (Ctrl-C, SIGTERM): the trials are recorded as failed, so a resumed study neither repeats them
-            # nor waits for their heartbeats to go stale, and the error surfaces
-            why = f"{type(exc).__name__}: {exc}"
-            if isinstance(exc, KeyboardInterrupt):
-                why = "stopped (Ctrl-C or SIGTERM)"
-            for trial, _, stored_id in runs:
-                seam.fail(stored_id, error=why)
-                study.tell(trial, state=TrialState.FAIL)
-            raise
-        for (trial, arch, stored_id), (value, pid) in zip(runs, results):
-            values = [value, budgets.latencies(arch)[budgets.primary.device]] if settings.sampler == "nsga2" \
-                else [value]
-            study.tell(trial, values)
-            try:
-                done = seam.complete(stored_id, values, worker_pid=pid)
-            except optuna.exceptions.UpdateFinishedTrialError:
-                # silent past the grace period, so another process failed it; its place is drawn again
-                warnings.warn(f"trial {numbers[stored_id]} was taken for dead by another process (no heartbeat "
-                              f"for {GRACE_PERIOD_S} s) and is not counted", stacklevel=1)
+    pending: set[int] = set()      # this process's stored trials not finished yet
+    try:
+        while True:
+            fail_silent_trials(stored)               # trials whose process died (no heartbeat for a while)
+            trials = stored.get_trials(deepcopy=False)
+            for t in trials:
+                if t.state in _FINISHED and trial_id(t) not in synced:   # another process's, or a stale one
+                    study.add_trial(t)
+                    synced.add(trial_id(t))
+                report(t)
+            complete = sum(t.state == TrialState.COMPLETE for t in trials)
+            room = settings.trials - complete - sum(t.state == TrialState.RUNNING for t in trials)
+            if complete >= settings.trials:
+                break
+            if room <= 0:                  # the remaining trials are running in other processes
+                time.sleep(POLL_S)
                 continue
-            report(done)
+            batch = [study.ask() for _ in range(min(evaluator.workers, room))]
+            archs = [suggest_arch(trial, space) for trial in batch]
+            for trial, arch in zip(batch, archs):
+                _describe_trial(trial, arch, budgets, objective)
+                mark_alive(trial)
+            # one write per trial: the drawn trial, RUNNING, with its parameters and attributes
+            ids = []
+            for trial in batch:
+                ids.append(seam.create_running(trial))
+                pending.add(ids[-1])
+            synced.update(ids)
+            now = stored.get_trials(deepcopy=False)
+            numbers = {trial_id(t): t.number for t in now}
+            runs = []
+            for trial, arch, stored_id in zip(batch, archs, ids):
+                if _rank(now, numbers[stored_id]) > settings.trials:   # another process took the last places first
+                    seam.fail(stored_id, not_run="another process reached --trials first")
+                    pending.discard(stored_id)
+                    study.tell(trial, state=TrialState.FAIL)
+                else:
+                    runs.append((trial, arch, stored_id))
+            if not runs:
+                continue
+            try:
+                with _Heartbeats(seam, [stored_id for *_, stored_id in runs]):
+                    results = evaluator.map([arch for _, arch, _ in runs])
+            except Exception as exc:
+                # the objective itself failed (a worker's death is retried inside the evaluator): the trials are
+                # recorded as failed, so a resumed study does not repeat them, and the error surfaces
+                for trial, _, stored_id in runs:
+                    seam.fail(stored_id, error=f"{type(exc).__name__}: {exc}")
+                    pending.discard(stored_id)
+                    study.tell(trial, state=TrialState.FAIL)
+                raise
+            for (trial, arch, stored_id), (value, pid) in zip(runs, results):
+                values = [value, budgets.latencies(arch)[budgets.primary.device]] if settings.sampler == "nsga2" \
+                    else [value]
+                study.tell(trial, values)
+                try:
+                    done = seam.complete(stored_id, values, worker_pid=pid)
+                except optuna.exceptions.UpdateFinishedTrialError:
+                    # silent past the grace period, so another process failed it; its place is drawn again
+                    warnings.warn(f"trial {numbers[stored_id]} was taken for dead by another process (no heartbeat "
+                                  f"for {GRACE_PERIOD_S} s) and is not counted", stacklevel=1)
+                    continue
+                finally:
+                    pending.discard(stored_id)
+                report(done)
+    except KeyboardInterrupt:
+        # stopped (Ctrl-C, SIGTERM): this process's unfinished trials are failed now, so a resumed study neither
+        # repeats them nor waits for their heartbeats to go stale
+        for stored_id in pending:
+            try:
+                seam.fail(stored_id, error="stopped (Ctrl-C or SIGTERM)")
+            except optuna.exceptions.UpdateFinishedTrialError:
+                pass
+        raise
     return stored.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
 
 
