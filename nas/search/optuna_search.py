@@ -39,6 +39,7 @@ from nas.search.storage import (
     make_storage,
     mark_alive,
     mask_url,
+    process_owner,
     set_constraints,
     trial_id,
 )
@@ -244,7 +245,7 @@ def run_study(settings: StudySettings, evaluator: Evaluator,
             if on_trial:
                 on_trial(trial)
 
-    pending: set[int] = set()      # this process's stored trials not finished yet
+    owner = process_owner()          # marks the stored trials this process creates (failed if it is stopped)
     try:
         while True:
             fail_silent_trials(stored)               # trials whose process died (no heartbeat for a while)
@@ -265,12 +266,11 @@ def run_study(settings: StudySettings, evaluator: Evaluator,
             archs = [suggest_arch(trial, space) for trial in batch]
             for trial, arch in zip(batch, archs):
                 _describe_trial(trial, arch, budgets, objective)
-                mark_alive(trial)
+                mark_alive(trial, owner)
             # one write per trial: the drawn trial, RUNNING, with its parameters and attributes
             ids = []
             for trial in batch:
                 ids.append(seam.create_running(trial))
-                pending.add(ids[-1])
             synced.update(ids)
             now = stored.get_trials(deepcopy=False)
             numbers = {trial_id(t): t.number for t in now}
@@ -278,7 +278,6 @@ def run_study(settings: StudySettings, evaluator: Evaluator,
             for trial, arch, stored_id in zip(batch, archs, ids):
                 if _rank(now, numbers[stored_id]) > settings.trials:   # another process took the last places first
                     seam.fail(stored_id, not_run="another process reached --trials first")
-                    pending.discard(stored_id)
                     study.tell(trial, state=TrialState.FAIL)
                 else:
                     runs.append((trial, arch, stored_id))
@@ -292,7 +291,6 @@ def run_study(settings: StudySettings, evaluator: Evaluator,
                 # recorded as failed, so a resumed study does not repeat them, and the error surfaces
                 for trial, _, stored_id in runs:
                     seam.fail(stored_id, error=f"{type(exc).__name__}: {exc}")
-                    pending.discard(stored_id)
                     study.tell(trial, state=TrialState.FAIL)
                 raise
             for (trial, arch, stored_id), (value, pid) in zip(runs, results):
@@ -306,17 +304,14 @@ def run_study(settings: StudySettings, evaluator: Evaluator,
                     warnings.warn(f"trial {numbers[stored_id]} was taken for dead by another process (no heartbeat "
                                   f"for {GRACE_PERIOD_S} s) and is not counted", stacklevel=1)
                     continue
-                finally:
-                    pending.discard(stored_id)
                 report(done)
     except KeyboardInterrupt:
-        # stopped (Ctrl-C, SIGTERM): this process's unfinished trials are failed now, so a resumed study neither
-        # repeats them nor waits for their heartbeats to go stale
-        for stored_id in pending:
-            try:
-                seam.fail(stored_id, error="stopped (Ctrl-C or SIGTERM)")
-            except optuna.exceptions.UpdateFinishedTrialError:
-                pass
+        # stopped (Ctrl-C, SIGTERM), wherever it landed: this process's unfinished trials are failed now, so a
+        # resumed study neither repeats them nor waits for their heartbeats to go stale. Through a storage opened
+        # afresh: the stop may have landed inside Optuna's own bookkeeping, leaving this one's view of the file
+        # behind it (once in 20 tries a trial created just before the stop was not seen, and stayed RUNNING).
+        fresh = optuna.load_study(study_name=settings.study_name, storage=make_storage(settings.storage))
+        StoredStudy(fresh).fail_running_of(owner, error="stopped (Ctrl-C or SIGTERM)")
         raise
     return stored.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
 

@@ -244,9 +244,22 @@ def set_constraints(trial: optuna.Trial, values: list[float]) -> None:
     trial.storage.set_trial_system_attr(trial_id(trial), CONSTRAINTS_ATTR, values)
 
 
-def mark_alive(trial: optuna.Trial) -> None:
-    """A first heartbeat from the moment the trial exists (``fail_silent_trials`` then tells a dead one apart)."""
+OWNER_ATTR = "nas:owner"
+
+
+def process_owner() -> str:
+    """Who runs a trial: this host and process, and when it started (a pid is reused; the three are not)."""
+    import os
+    import socket
+
+    return f"{socket.gethostname()}:{os.getpid()}:{time.time():.3f}"
+
+
+def mark_alive(trial: optuna.Trial, owner: str) -> None:
+    """A first heartbeat from the moment the trial exists (``fail_silent_trials`` then tells a dead one apart), and
+    whose it is (a stopped process fails its own, ``StoredStudy.fail_running_of``)."""
     trial.storage.set_trial_system_attr(trial_id(trial), BEAT_ATTR, time.time())
+    trial.storage.set_trial_system_attr(trial_id(trial), OWNER_ATTR, owner)
 
 
 def heartbeat_interval(storage: BaseStorage) -> int:
@@ -279,6 +292,16 @@ class StoredStudy:
             self.storage.set_trial_user_attr(trial_id, key, value)
         self.storage.set_trial_state_values(trial_id, TrialState.COMPLETE, values)
         return self.storage.get_trial(trial_id)
+
+    def fail_running_of(self, owner: str, **user_attrs: Any) -> None:
+        """Fail every RUNNING trial ``owner`` created (a stopped process's, wherever the stop landed: between a
+        trial's creation and the moment its id was known included)."""
+        for trial in self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+            if trial.system_attrs.get(OWNER_ATTR) == owner:
+                try:
+                    self.fail(trial_id(trial), **user_attrs)
+                except optuna.exceptions.UpdateFinishedTrialError:
+                    pass              # finished meanwhile
 
     def beat(self, trial_ids: list[int]) -> None:
         for one in trial_ids:

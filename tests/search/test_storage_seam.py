@@ -13,6 +13,7 @@ from nas.search.dashboard import feasible_trials
 from nas.search.storage import (
     BEAT_ATTR,
     CONSTRAINTS_ATTR,
+    OWNER_ATTR,
     StoredStudy,
     fail_silent_trials,
     make_storage,
@@ -35,7 +36,7 @@ def _drawn() -> optuna.Trial:
     trial.suggest_categorical("mixer", ["mhsa", "ssa"])
     trial.set_user_attr("latency_ms_cpu", 3.5)
     set_constraints(trial, [-0.5, 1.25])
-    mark_alive(trial)
+    mark_alive(trial, "host:1:0.0")
     return trial
 
 
@@ -89,3 +90,15 @@ def test_trial_ids_are_unique_across_studies_of_one_storage(tmp_path):
     b = optuna.create_study(study_name="b", storage=storage)
     ids = {StoredStudy(a).create_running(_drawn()), StoredStudy(b).create_running(_drawn())}
     assert len(ids) == 2 and [t.number for t in b.get_trials()] == [0]
+
+
+def test_a_stopped_process_fails_the_running_trials_it_created_and_no_others(stored):
+    seam = StoredStudy(stored)
+    mine, done = seam.create_running(_drawn()), seam.create_running(_drawn())
+    seam.complete(done, [0.1])
+    other = _drawn()
+    other.storage.set_trial_system_attr(trial_id(other), OWNER_ATTR, "host:2:0.0")   # another process's
+    theirs = seam.create_running(other)
+    seam.fail_running_of("host:1:0.0", error="stopped")
+    states = {trial_id(t): t.state for t in stored.get_trials(deepcopy=False)}
+    assert states == {mine: TrialState.FAIL, done: TrialState.COMPLETE, theirs: TrialState.RUNNING}
