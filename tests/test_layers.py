@@ -151,3 +151,34 @@ def test_argument_parsing_and_torch_free_modules_import_without_torch():
             "print('ok')")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
     assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr
+
+
+def test_every_registry_refuses_a_name_given_twice():
+    """As timm's registry: a plug-in registered under a taken name is an error, never a silent replacement."""
+    import pytest
+    import torch
+
+    from nas.data.builtin import _REGISTRY, register
+    from nas.export.writers import writer
+    from nas.latency.backends import CpuBackend, register_backend
+    from nas.latency.devices import Device, register_device
+    from nas.search.zero_cost import zero_cost
+    from supernet.distill import DISTILLATIONS, distillation
+    from supernet.mixers import get_mixer, register_mixer
+    from supernet.sampling import SAMPLERS, sampler
+
+    mhsa = get_mixer("mhsa")
+    attempts = [
+        lambda: writer("pt")(lambda *a: ([], None)),
+        lambda: register_device(Device("cpu", "cpu")),
+        lambda: register_backend("cpu", CpuBackend),
+        lambda: register_mixer("mhsa", torch.nn.Identity, mhsa.elastic_cls, knobs=()),
+        lambda: zero_cost("synflow")(lambda *a: 0.0),
+        lambda: distillation(next(iter(DISTILLATIONS)))(lambda *a: (0, 0)),
+        lambda: sampler(next(iter(SAMPLERS)))(lambda *a: []),
+        lambda: register(next(iter(_REGISTRY.values()))),
+    ]
+    for attempt in attempts:
+        with pytest.raises(ValueError, match="twice|already"):
+            attempt()
+

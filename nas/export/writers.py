@@ -32,6 +32,8 @@ def writer(name: str) -> Callable[[Writer], Writer]:
         raise ValueError(f"export format {name!r} is not declared in nas.export.formats.FORMATS")
 
     def register(fn: Writer) -> Writer:
+        if name in WRITERS:     # as timm's registry: a second writer would silently replace the first
+            raise ValueError(f"export format {name!r} has a writer already ({WRITERS[name].__module__})")
         WRITERS[name] = fn
         return fn
 

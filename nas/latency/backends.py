@@ -161,6 +161,8 @@ BACKENDS: dict[str, type[Backend]] = {}
 
 
 def register_backend(key: str, cls: type[Backend]) -> type[Backend]:
+    if key in BACKENDS:
+        raise ValueError(f"backend {key!r} is registered twice ({BACKENDS[key].__name__} and {cls.__name__})")
     BACKENDS[key] = cls
     return cls
 

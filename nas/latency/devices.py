@@ -47,6 +47,8 @@ def register_device(device: Device) -> Device:
     if unknown or not device.table_sources:
         raise UsageError(f"device {device.name!r}: table sources {device.table_sources!r}; allowed: "
                          f"{', '.join(TABLE_SOURCES)}")
+    if device.name in DEVICES:  # as timm's registry: a second device of one name would silently replace the first
+        raise ValueError(f"device {device.name!r} is registered twice")
     DEVICES[device.name] = device
     return device
 
