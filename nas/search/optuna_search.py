@@ -43,7 +43,7 @@ from nas.search.storage import (
     set_constraints,
     trial_id,
 )
-from nas.search.strategy import SAMPLERS, SearchContext, Strategy
+from nas.search.strategy import SAMPLERS, Progress, SearchContext, Strategy
 from nas.search.workers import Evaluator
 from nas.space import SearchSpace
 
@@ -325,6 +325,9 @@ def record_of(trial: optuna.trial.FrozenTrial) -> TrialRecord:
 class OptunaStrategy(Strategy):
     name = "optuna"
     uses_optuna_settings = True
+
+    def progress(self, ctx: SearchContext, first: TrialRecord) -> Progress:
+        return Progress(f"search ({ctx.sampler})", ctx.trials, self.unit, lambda record, count: count)
 
     def run(self, ctx: SearchContext) -> list[TrialRecord]:
         settings = StudySettings(ctx.space, ctx.objective, ctx.budgets, ctx.sampler, ctx.seed, ctx.storage,

@@ -20,7 +20,7 @@ from nas.search.budgets import Budgets
 from nas.search.objectives import Objective
 from nas.search.records import TrialRecord, best_record, pareto_front, pareto_front_nd, write_trials_csv
 from nas.search.slim import SlimSettings
-from nas.search.strategy import SearchContext, Strategy, get_strategy
+from nas.search.strategy import Progress, SearchContext, Strategy, get_strategy
 from nas.search.verify import verify_winner
 from nas.search.workers import Evaluator, LocalEvaluator
 from nas.space import SearchSpace
@@ -48,6 +48,10 @@ class SearchRequest:
     progress: bool = True
     verify: int = 0                 # measure up to this many top candidates end to end on measurable devices
     slim: SlimSettings | None = None   # --strategy slim's choices (--actions, --objective, --pareto)
+
+    def sampler_label(self, strategy: Strategy) -> str:
+        """The strategy as plots name it: ``optuna/tpe``, ``slim``."""
+        return f"{strategy.name}/{self.sampler}" if strategy.uses_optuna_settings else strategy.name
 
     def study_name(self) -> str:
         if self.study:
@@ -169,38 +173,29 @@ def _run_strategy(req: SearchRequest, strategy: Strategy, out: Path, study: str,
     from tqdm import tqdm
 
     primary = req.budgets.primary.device
-    desc = f"search ({req.sampler})" if strategy.uses_optuna_settings else "slimming"
     bars: list[Any] = []          # made at the first record: a refusal before any trial prints no bar
+    progress: list[Progress] = []
     best_seen: list[TrialRecord] = []
-
-    optuna = strategy.uses_optuna_settings
-    start_ms: list[float] = []
+    count = [0]
 
     def on_record(record: TrialRecord) -> None:
-        if not bars:
-            if optuna:
-                bars.append(tqdm(total=req.trials, desc=desc, unit=strategy.unit, disable=not req.progress))
-            else:   # slimming's steps are not known in advance; the milliseconds to shed are
-                start_ms.append(record.latency_ms[primary])
-                end = req.budgets.fastest(req.space)[primary] if req.slim and req.slim.pareto \
-                    else req.budgets.primary.limit_ms
-                bars.append(tqdm(total=round(max(start_ms[0] - end, 1e-6), 4), desc=f"{desc} (ms to shed)",
-                                 unit="ms", disable=not req.progress))
+        count[0] += 1
+        if not bars:                # the strategy says how its bar counts (trials, or slimming's ms to shed)
+            progress.append(strategy.progress(ctx, record))
+            bars.append(tqdm(total=progress[0].total, desc=progress[0].desc, unit=progress[0].unit,
+                             disable=not req.progress))
         bar = bars[0]
-        if optuna:
-            bar.update(1)
-        else:
-            bar.n = round(min(bar.total, max(0.0, start_ms[0] - record.latency_ms[primary])), 4)
-            bar.refresh()
+        bar.n = progress[0].done(record, count[0])
+        bar.refresh()
         if record.feasible and (not best_seen or record.objective > best_seen[0].objective):
             best_seen[:] = [record]
         if best_seen:
             bar.set_postfix_str(f"best {best_seen[0].objective:.4g} at {best_seen[0].latency_ms[primary]:.3f} ms "
                                 f"on {primary}")
 
+    ctx = SearchContext(req.space, req.objective, req.budgets, evaluator, out, study, storage, req.sampler,
+                        req.trials, req.seed, on_record, settings=req.slim)
     try:
-        ctx = SearchContext(req.space, req.objective, req.budgets, evaluator, out, study, storage, req.sampler,
-                            req.trials, req.seed, on_record, settings=req.slim)
         return strategy.run(ctx), (0 if isinstance(evaluator, LocalEvaluator) else evaluator.workers)
     finally:
         for bar in bars:
@@ -220,14 +215,14 @@ def _write_run_dir(result: SearchResult) -> None:
     if len(req.budgets.items) > 1:      # a budget on each of several devices: the front on each of them
         pareto["front_by_device"] = {b.device: [r.to_dict() for r in pareto_front(result.records, b.device)]
                                      for b in req.budgets.items}
-    if not result.strategy.uses_optuna_settings:   # slimming: its whole path, step by step
+    if result.strategy.records_form_a_path:   # slimming: its whole path, step by step
         pareto["path"] = [r.to_dict() for r in result.records]
     write_json_atomic(out / "pareto.json", pareto)
-    optuna = result.strategy.uses_optuna_settings
+    label = req.sampler_label(result.strategy)
     plot_pareto(out / "pareto.png", result.records, result.front, result.best, primary,
                 req.budgets.primary.budget_ms, req.budgets.primary.predictor.kind, req.objective.label,
-                f"{req.strategy}{'/' + req.sampler if optuna else ''}: {len(result.records)} "
-                f"{result.strategy.unit}s", req.budgets.guarantee, req.budgets.primary.limit_ms,
+                f"{label}: {len(result.records)} {result.strategy.unit}s", req.budgets.guarantee,
+                req.budgets.primary.limit_ms,
                 others=[{"device": b.device, "budget_ms": b.budget_ms, "table_kind": b.predictor.kind,
                          "front": pareto_front(result.records, b.device), "median_limit_ms": b.limit_ms}
                         for b in req.budgets.items[1:]])

@@ -26,7 +26,7 @@ from nas.schemas import check
 from nas.search.budgets import Budgets
 from nas.search.objectives import Objective
 from nas.search.records import TrialRecord
-from nas.search.strategy import SearchContext, Strategy
+from nas.search.strategy import Progress, SearchContext, Strategy
 from nas.search.workers import Evaluator
 from nas.space import Arch, SearchSpace, first_3d_index
 
@@ -327,6 +327,18 @@ class SlimStrategy(Strategy):
     name = "slim"
     unit = "step"
     settings_type = SlimSettings
+    records_form_a_path = True
+
+    def progress(self, ctx: SearchContext, first: TrialRecord) -> Progress:
+        """Its steps are not known in advance; the milliseconds to shed are (to the budget, or with --pareto to the
+        fastest arch)."""
+        primary = ctx.budgets.primary.device
+        start = first.latency_ms[primary]
+        pareto = isinstance(ctx.settings, SlimSettings) and ctx.settings.pareto
+        end = ctx.budgets.fastest(ctx.space)[primary] if pareto else ctx.budgets.primary.limit_ms
+        total = round(max(start - end, 1e-6), 4)
+        return Progress("slimming (ms to shed)", total, "ms",
+                        lambda record, count: round(min(total, max(0.0, start - record.latency_ms[primary])), 4))
 
     def run(self, ctx: SearchContext) -> list[TrialRecord]:
         def record(i: int, step: dict[str, Any]) -> TrialRecord:

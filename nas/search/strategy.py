@@ -46,16 +46,31 @@ class SearchContext:
     settings: object | None = None
 
 
+@dataclass
+class Progress:
+    """How a strategy's progress bar counts: ``total`` in ``unit``, and how far one record has brought it."""
+
+    desc: str
+    total: float
+    unit: str
+    done: Callable[[TrialRecord, int], float]     # (the latest record, records so far) -> position on the bar
+
+
 class Strategy(abc.ABC):
     name: str
     unit: str = "trial"             # what one record is, for progress and summaries ("trial", "step")
     uses_optuna_settings = False    # whether --storage, --study and --sampler mean anything to it
+    records_form_a_path = False     # whether its records are one path (slimming's steps), written as such
     summary: dict[str, Any] | None = None   # what run.json records of its own work, under its name (set by run)
     settings_type: type | None = None       # the type of ``SearchContext.settings`` it reads (None: it has none)
 
     @abc.abstractmethod
     def run(self, ctx: SearchContext) -> list[TrialRecord]:
         """Every record of the search (a resumed search included), in order."""
+
+    def progress(self, ctx: SearchContext, first: TrialRecord) -> Progress:
+        """Its progress bar, made at the first record: by default ``ctx.trials`` records, counted."""
+        return Progress(f"search ({self.name})", ctx.trials, self.unit, lambda record, count: count)
 
 
 def get_strategy(name: str) -> Strategy:

@@ -48,3 +48,42 @@ def test_every_strategy_finds_a_feasible_arch(tmp_path, tiny, budgets, strategy)
 def test_every_sampler_runs_the_study_to_its_trial_count(tmp_path, tiny, budgets, sampler):
     records, _ = _run(tmp_path, tiny, budgets, "optuna", sampler)
     assert len(records) == 8 and best_record(records) is not None
+
+
+class RandomStrategy(Strategy):
+    """A contributor's strategy, as CONTRIBUTING.md's recipe writes it: random archs, nothing else."""
+
+    name = "random-test"
+
+    def run(self, ctx: SearchContext) -> list:
+        import random
+
+        from nas.search.records import TrialRecord
+
+        rng, records = random.Random(ctx.seed), []
+        for number in range(ctx.trials):
+            arch = ctx.space.sample(rng=rng)
+            latencies = ctx.budgets.latencies(arch)
+            records.append(TrialRecord(number, ctx.objective(arch), arch.to_dict(), latencies,
+                                       ctx.budgets.feasible(latencies)))
+            if ctx.on_record:
+                ctx.on_record(records[-1])
+        return records
+
+
+def test_a_new_strategy_gets_its_own_progress_and_no_slimming_output(tmp_path, tiny, budgets, monkeypatch, capsys):
+    """Issue #27: a strategy that is neither Optuna nor slimming ran under slimming's "ms to shed" bar and wrote
+    slimming's ``path`` into pareto.json; the orchestration now asks the strategy."""
+    import json
+
+    from nas.search.run import SearchRequest, run_search
+
+    monkeypatch.setitem(STRATEGIES, "random-test", f"{__name__}:RandomStrategy")
+    objective = CapacityProxy(tiny)
+    objective.counts.cache = tmp_path / "counts.json"
+    result = run_search(SearchRequest(tiny, objective, budgets, strategy="random-test", trials=12, out=tmp_path / "r",
+                                      export_formats=[], progress=True))
+    err = capsys.readouterr().err
+    assert "search (random-test)" in err and "ms to shed" not in err and "12/12" in err
+    pareto = json.loads((tmp_path / "r" / "pareto.json").read_text())
+    assert "path" not in pareto and len(result.records) == 12
