@@ -281,17 +281,17 @@ class StoredStudy:
         template = drawn.storage.get_trial(trial_id(drawn))
         return int(self.storage.create_new_trial(self._study_id, template_trial=template))
 
-    def fail(self, trial_id: int, **user_attrs: Any) -> None:
+    def fail(self, stored_id: int, **user_attrs: Any) -> None:
         for key, value in user_attrs.items():
-            self.storage.set_trial_user_attr(trial_id, key, value)
-        self.storage.set_trial_state_values(trial_id, TrialState.FAIL)
+            self.storage.set_trial_user_attr(stored_id, key, value)
+        self.storage.set_trial_state_values(stored_id, TrialState.FAIL)
 
-    def complete(self, trial_id: int, values: list[float], **user_attrs: Any) -> FrozenTrial:
+    def complete(self, stored_id: int, values: list[float], **user_attrs: Any) -> FrozenTrial:
         """Raises ``optuna.exceptions.UpdateFinishedTrialError`` if another process failed it meanwhile."""
         for key, value in user_attrs.items():
-            self.storage.set_trial_user_attr(trial_id, key, value)
-        self.storage.set_trial_state_values(trial_id, TrialState.COMPLETE, values)
-        return self.storage.get_trial(trial_id)
+            self.storage.set_trial_user_attr(stored_id, key, value)
+        self.storage.set_trial_state_values(stored_id, TrialState.COMPLETE, values)
+        return self.storage.get_trial(stored_id)
 
     def fail_running_of(self, owner: str, **user_attrs: Any) -> None:
         """Fail every RUNNING trial ``owner`` created (a stopped process's, wherever the stop landed: between a
