@@ -253,33 +253,38 @@ def _validator(kind: str) -> Any:
 def check(data: Any, kind: str, where: str = "", error: type[UsageError] = UsageError) -> Any:
     """``data`` when it has the shape of a ``kind`` file; else ``error`` (a ``UsageError``) naming ``where``, the
     field, the value and what is accepted."""
+    found = problem(data, kind)
+    if found is None:
+        return data
+    raise error(f"{kind} {where}: {found}" if where else f"{kind}: {found}")
+
+
+def problem(data: Any, kind: str) -> str | None:
+    """What is wrong with ``data`` as a ``kind`` file (the field, the value, what is accepted), or ``None``."""
     # a wrong format tag or version first (another kind of file: the rest follows from it), then the shallowest;
     # at one level an unknown field before a missing one (a typo names both; the writer recognises their spelling)
     errors = sorted(_validator(kind).iter_errors(data), key=lambda e: (
         e.validator != "const", len(e.path), list(map(str, e.path)), e.validator != "additionalProperties"))
-    if not errors:
-        return data
-    raise error(_message(errors[0], kind, where))
+    return _message(errors[0]) if errors else None
 
 
-def _message(error: Any, kind: str, where: str) -> str:
+def _message(error: Any) -> str:
     if error.validator == "anyOf" and error.context:
         # the branch of the instance's own type (a mapping, not the list form) says what is wrong inside it
         inside = [e for e in error.context if e.validator in ("required", "additionalProperties") or e.relative_path]
         if inside:
-            return _message(sorted(inside, key=lambda e: -len(e.relative_path))[0], kind, where)
-    head = f"{kind} {where}" if where else kind
+            return _message(sorted(inside, key=lambda e: -len(e.relative_path))[0])
     field = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in error.absolute_path).lstrip(".")
     expected = error.schema.get("description") if isinstance(error.schema, dict) else None
     if error.validator == "required":
         missing = error.message.split("'")[1] if "'" in error.message else error.message
         where_in = f" in {field}" if field else ""
-        return f"{head}: field {missing!r} is missing{where_in}; required: {', '.join(error.validator_value)}"
+        return f"field {missing!r} is missing{where_in}; required: {', '.join(error.validator_value)}"
     if error.validator == "additionalProperties" and error.validator_value is False:
         unknown = sorted(set(error.instance) - set(error.schema.get("properties", {})))
         where_in = f" in {field}" if field else ""
         allowed = ", ".join(error.schema.get("properties", {})) or "none"
-        return f"{head}: field {unknown[0]!r} is unknown{where_in}; allowed fields: {allowed}"
+        return f"field {unknown[0]!r} is unknown{where_in}; allowed fields: {allowed}"
     if expected is None and error.validator == "type":
         expected = f"a JSON {_JSON_TYPES.get(str(error.validator_value), error.validator_value)}"
     elif expected is None:
@@ -287,7 +292,7 @@ def _message(error: Any, kind: str, where: str) -> str:
     value = repr(error.instance)
     value = value if len(value) <= 60 else value[:57] + "..."
     place = f"field {field!r}" if field else "the top level"
-    return f"{head}: {place} = {value}; expected {expected}"
+    return f"{place} = {value}; expected {expected}"
 
 
 _JSON_TYPES = {"object": "object ({...})", "array": "list ([...])", "string": "string", "number": "number",

@@ -27,9 +27,8 @@ from typing import Any
 import yaml
 
 from nas.errors import ArchError, SpaceError
-from nas.schemas import ARCH_FIELDS, ARCH_OPTIONAL_FIELDS, check
+from nas.schemas import ARCH_FIELDS, check
 
-OPTIONAL_FIELDS = ARCH_OPTIONAL_FIELDS
 DEFAULT_SPACE = "efficientformer"   # the space every command and table uses unless told otherwise
 
 
@@ -207,14 +206,13 @@ class Arch:
 # --------------------------------------------------------------------------------------------------- the space
 
 
-def _choices(spec: Any, where: str) -> tuple[int, ...]:
+def _choices(spec: Any, where: str, field: str) -> tuple[int, ...]:
     """A choice list written either as a YAML list or as ``{min, max, step}`` (its shape checked by the schema)."""
     if isinstance(spec, list):
         return tuple(sorted(set(spec)))
     values = tuple(range(spec["min"], spec["max"] + 1, spec.get("step", 1)))
     if not values:
-        path, _, field = where.rpartition(": ")
-        raise SpaceError(f"search space {path}: field {field!r} = {spec!r} holds no value; expected min <= max")
+        raise SpaceError(f"search space {where}: field {field!r} = {spec!r} holds no value; expected min <= max")
     return values
 
 
@@ -530,8 +528,8 @@ def _parse_mixers(att: Any, where: str) -> tuple[tuple[str, MixerChoices], ...]:
     for name, knobs in mixers.items():
         knobs = knobs or {}
         out.append((str(name), MixerChoices(
-            heads=_choices(knobs["heads"], f"{where}: attention.mixers.{name}.heads") if "heads" in knobs else (),
-            key_dims=(_choices(knobs["key_dims"], f"{where}: attention.mixers.{name}.key_dims")
+            heads=_choices(knobs["heads"], where, f"attention.mixers.{name}.heads") if "heads" in knobs else (),
+            key_dims=(_choices(knobs["key_dims"], where, f"attention.mixers.{name}.key_dims")
                       if "key_dims" in knobs else ()),
             attn_ratio=int(knobs.get("attn_ratio", 0)))))
     return tuple(out)
@@ -542,8 +540,8 @@ def _parse_space(raw: Any, where: str) -> SearchSpace:
     try:
         att = raw["attention"]
         stages = tuple(
-            StageChoices(_choices(s["widths"], f"{where}: stages[{i}].widths"),
-                         _choices(s["depths"], f"{where}: stages[{i}].depths"))
+            StageChoices(_choices(s["widths"], where, f"stages[{i}].widths"),
+                         _choices(s["depths"], where, f"stages[{i}].depths"))
             for i, s in enumerate(raw["stages"]))
         space = SearchSpace(
             name=str(raw["name"]),
@@ -551,8 +549,8 @@ def _parse_space(raw: Any, where: str) -> SearchSpace:
             input_size=int(raw.get("input_size", 224)),
             num_classes=int(raw.get("num_classes", 1000)),
             stages=stages,
-            mlp_ratios=_choices(raw["mlp_ratios"], f"{where}: mlp_ratios"),
-            n3d=_choices(raw["n3d"], f"{where}: n3d"),
+            mlp_ratios=_choices(raw["mlp_ratios"], where, "mlp_ratios"),
+            n3d=_choices(raw["n3d"], where, "n3d"),
             mixer_choices=_parse_mixers(att, where),
             presets=dict(raw.get("presets") or {}),
             source=where,

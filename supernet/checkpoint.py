@@ -14,7 +14,7 @@ import torch
 
 from nas.errors import UsageError
 from nas.fileio import atomic_output
-from nas.schemas import check
+from nas.schemas import problem
 from supernet.supernet import Supernet
 
 CHECKPOINT_FORMAT = "nas-supernet/1"
@@ -91,10 +91,9 @@ def _shape_problem(payload: dict[str, Any]) -> str | None:
     """What is wrong with a checkpoint that has the right format tag but not the right fields (None: nothing): its
     fields by the ``checkpoint`` schema (``nas.schemas``), its weights (tensors, which JSON Schema cannot name)
     here."""
-    try:
-        check(payload, "checkpoint")
-    except UsageError as exc:
-        return str(exc).removeprefix("checkpoint: ")
+    found = problem(payload, "checkpoint")
+    if found is not None:
+        return found
     if not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in payload["state_dict"].items()):
         return "field 'state_dict' is not a mapping of names to tensors"
     return None

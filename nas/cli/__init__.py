@@ -153,10 +153,10 @@ def yield_idle_threads(args: argparse.Namespace) -> None:
     holds a core already, unless the user set a policy; said in one line. torch is not imported yet here, and
     OpenMP reads the variable when torch loads it. "Other work" is sampled over a quarter second (the cores kept
     busy while this process sleeps), not read from the load average: that is a minute's decaying mean, and a
-    training started just after a neighbour's job began ran with spinning threads, 4.6x slower than quiet
-    (``benchmarks/train_under_load.py``). Threads are cut to the cores left free as well: beside 6 spinning
-    processes on 2 cores, 1 thread trained 33 images/s, 2 sleeping threads 28.5, 2 spinning ones 11 (19x slower
-    than quiet, the issue #26 report's 17x)."""
+    training started just after a neighbour's job began kept spinning threads. Threads are cut to the cores left
+    free as well. Beside 6 spinning processes on 2 cores (``benchmarks/train_under_load.py``, docs/benchmarks.md):
+    2 spinning threads trained 8.0 images/s (24.7x slower than quiet; the issue #26 report's 17x), 2 sleeping
+    ones 28.1, 1 thread 33.9, and this rule 30.7."""
     search_without_timing = args.command == "search" and not getattr(args, "verify", 0)
     if not (args.command in _TRAINING_COMMANDS or search_without_timing) or "OMP_WAIT_POLICY" in os.environ:
         return

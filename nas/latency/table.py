@@ -22,8 +22,6 @@ from nas.space import SearchSpace
 if TYPE_CHECKING:
     from nas.latency.devices import Device
 
-SCHEMA_VERSION = TABLE_VERSION
-KINDS = TABLE_KINDS
 
 # Whole archs timed end to end to fit a table's correction are seeds 0..K-1 of the space; `nas lut validate`
 # measures others (seeds 10000..), so its report is held-out error.
@@ -55,7 +53,7 @@ class LatencyTable:
         return {k: {"ops": len(v), "min_ms": min(v), "max_ms": max(v)} for k, v in by_kind.items()}
 
     def to_dict(self) -> dict[str, Any]:
-        return {"schema_version": SCHEMA_VERSION, "header": self.header, "entries": self.entries,
+        return {"schema_version": TABLE_VERSION, "header": self.header, "entries": self.entries,
                 "calibration": self.calibration}
 
     def digest(self) -> str:
@@ -127,8 +125,8 @@ def new_header(device: Device, space: SearchSpace, *, kind: str, produced_by: st
                backend_version: str, **extra: Any) -> dict[str, Any]:
     """The header every table starts with, whichever way it is made (built here, ingested, estimated);
     ``extra`` adds or overrides fields (an ingested table's host is the Mac's, not this machine's)."""
-    if kind not in KINDS:
-        raise ValueError(f"table kind {kind!r}; allowed: {', '.join(KINDS)}")
+    if kind not in TABLE_KINDS:
+        raise ValueError(f"table kind {kind!r}; allowed: {', '.join(TABLE_KINDS)}")
     header = {
         "device": device.name, "backend": backend, "backend_version": backend_version,
         "torch_version": _torch_version(), "threads": device.threads, "dtype": device.dtype,

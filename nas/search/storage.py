@@ -262,10 +262,6 @@ def mark_alive(trial: optuna.Trial, owner: str) -> None:
     trial.storage.set_trial_system_attr(trial_id(trial), OWNER_ATTR, owner)
 
 
-def heartbeat_interval(storage: BaseStorage) -> int:
-    return (storage.get_heartbeat_interval() or 0) if isinstance(storage, BaseHeartbeat) else HEARTBEAT_INTERVAL_S
-
-
 class StoredStudy:
     """The stored side of a study that ``run_study`` samples in memory: trials created RUNNING from a template,
     then failed or completed by id, with user attributes."""
@@ -309,7 +305,8 @@ class StoredStudy:
 
     @property
     def heartbeat_interval(self) -> int:
-        return heartbeat_interval(self.storage)
+        storage = self.storage
+        return (storage.get_heartbeat_interval() or 0) if isinstance(storage, BaseHeartbeat) else HEARTBEAT_INTERVAL_S
 
 
 def fail_if_running(study: optuna.Study, trial: FrozenTrial) -> None:
