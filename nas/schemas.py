@@ -88,6 +88,30 @@ SCHEMAS: dict[str, dict[str, Any]] = {
                           "additionalProperties": {"type": "number", "description": "a number"}},
         },
     },
+    # a strategy's records as it makes them (evolution.json; nas.search.records.RecordLog), resumed from it
+    "strategy records": {
+        "type": "object", "required": ["schema", "strategy", "config", "records"],
+        "properties": {
+            "schema": _TEXT, "strategy": _TEXT,
+            "config": {"type": "object", "description": "the settings it was started with"},
+            "records": {"type": "array", "description": "a list of records", "items": {
+                "type": "object", "required": ["number", "objective", "arch", "latency_ms", "feasible"],
+                "additionalProperties": False,
+                "description": "a record {number, objective, arch, latency_ms, feasible, ...}",
+                "properties": {"number": {"type": "integer", "minimum": 0, "description": "a count"},
+                               "arch": _ARCH, "objective": {"type": "number", "finite": True,
+                                                            "description": "a finite number"},
+                               "latency_ms": {"type": "object", "description": "{device: ms}",
+                                              "additionalProperties": _NUMBER_MS},
+                               "feasible": {"type": "boolean", "description": "true or false"},
+                               "details": {"type": "object", "description": "{name: number}",
+                                           "additionalProperties": {"type": "number", "description": "a number"}},
+                               "worker_pid": {"type": "integer", "description": "a process id"},
+                               "action": _TEXT,
+                               "measured_ms": {"type": "object", "description": "{device: ms}",
+                                               "additionalProperties": _NUMBER_MS}}}},
+        },
+    },
     # manifest.json of a Core ML build (nas lut build --device iphone12), read by measure and ingest
     "manifest": {
         "type": "object", "required": ["header", "packages"],

@@ -1,7 +1,11 @@
 """Fixtures shared by every test folder: the spaces, loaded once per session."""
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
+import tempfile
+from pathlib import Path
 
 import pytest
 
@@ -10,6 +14,15 @@ import pytest
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from nas.space import load_space
+
+# a private cache per run and per xdist worker: the suite neither reads nor fills the user's ~/.cache/nas, and two
+# workers never race on one table or dataset file (subprocesses the tests start inherit these;
+# nas reads both when it looks, not when imported)
+_WORKER = os.environ.get("PYTEST_XDIST_WORKER", "main")
+_CACHE = Path(tempfile.mkdtemp(prefix=f"nas-tests-{_WORKER}-"))
+os.environ["NAS_LUT_DIR"] = str(_CACHE / "latency_luts")
+os.environ["NAS_DATA_DIR"] = str(_CACHE / "datasets")
+atexit.register(shutil.rmtree, _CACHE, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
@@ -80,3 +93,11 @@ def objects_ckpt(tmp_path_factory):
                       bn_images=32, warmup_epochs=0.5)
     train_supernet(cfg, path, progress=False)
     return path
+
+
+def pytest_collection_modifyitems(config, items):
+    """Under pytest-xdist (``-n 2 --dist loadgroup``, the default in pyproject.toml) every test that starts a local
+    Ray runtime runs on one worker: two Ray runtimes on 2 cores starve each other's raylets into timeouts."""
+    for item in items:
+        if item.get_closest_marker("ray") is not None:
+            item.add_marker(pytest.mark.xdist_group("ray"))

@@ -162,6 +162,7 @@ def test_every_registry_refuses_a_name_given_twice():
     from nas.export.writers import writer
     from nas.latency.backends import CpuBackend, register_backend
     from nas.latency.devices import Device, register_device
+    from nas.search.strategy import STRATEGIES, register_strategy
     from nas.search.zero_cost import zero_cost
     from supernet.distill import DISTILLATIONS, distillation
     from supernet.mixers import get_mixer, register_mixer
@@ -177,6 +178,7 @@ def test_every_registry_refuses_a_name_given_twice():
         lambda: distillation(next(iter(DISTILLATIONS)))(lambda *a: (0, 0)),
         lambda: sampler(next(iter(SAMPLERS)))(lambda *a: []),
         lambda: register(next(iter(_REGISTRY.values()))),
+        lambda: register_strategy("slim", STRATEGIES["evolution"]),
     ]
     for attempt in attempts:
         with pytest.raises(ValueError, match="twice|already"):

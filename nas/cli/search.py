@@ -21,11 +21,8 @@ from nas.cli._common import (
     seed,
 )
 from nas.errors import UsageError
-from nas.search.strategy import SAMPLERS, STRATEGIES
+from nas.search.strategy import SAMPLERS, STRATEGIES, Strategy, setting_options, settings_type
 from supernet.config import EVAL_BN_IMAGES, EVAL_VAL_IMAGES
-
-ACTION_MODES = ("auto", "importance", "all")   # nas.search.slim's (kept here: the parser imports no search code)
-TRADES = ("latency", "mes")
 
 
 def register(commands: Commands) -> None:
@@ -40,7 +37,7 @@ def register(commands: Commands) -> None:
     p.add_argument("--sampler", choices=SAMPLERS, default="tpe",
                    help="Optuna sampler (nsga2: objective-latency Pareto front; default tpe)")
     p.add_argument("--strategy", choices=tuple(STRATEGIES), default="optuna",
-                   help="optuna: a sampled study; slim: EfficientFormer's greedy slimming from the largest arch")
+                   help="; ".join(f"{name}: {entry.help}" for name, entry in STRATEGIES.items()))
     p.add_argument("--max-params", type=positive_float, metavar="M",
                    help="also a size limit: at most M million parameters (a budget that must hold like latency)")
     p.add_argument("--max-macs", type=positive_float, metavar="G",
@@ -49,15 +46,6 @@ def register(commands: Commands) -> None:
                    help="hold the budgets with the latency's upper bound at coverage P (e.g. 0.9: the table's "
                         "held-out errors say the measured latency is below the bound 90%% of the time) instead of "
                         "the median prediction")
-    p.add_argument("--actions", choices=ACTION_MODES, default="auto",
-                   help="slim: importance = EfficientFormer's guided actions (needs a --gumbel supernet), all = every "
-                        "action; auto = importance when the supernet has importances (default)")
-    p.add_argument("--objective", choices=TRADES, default="latency", dest="trade",
-                   help="slim: what an accuracy drop is weighed against: latency = ms saved (EfficientFormer), mes = "
-                        "MES gained (EfficientFormerV2's size-and-latency score); default latency")
-    p.add_argument("--pareto", action="store_true",
-                   help="slim: go on past the first arch within the budgets, down to where no action saves "
-                        "anything; pareto.json/.png keep the whole front")
     p.add_argument("--supernet", metavar="CKPT", help="trained supernet: the objective becomes the inherited "
                                                     "top-1 on --data's validation split (default: capacity proxy)")
     p.add_argument("--data", metavar="DIR", help="ImageFolder tree (DIR/val and DIR/train, or DIR itself), or "
@@ -84,7 +72,39 @@ def register(commands: Commands) -> None:
                    help="measure up to K best candidates end to end on the budget devices measurable here "
                         "(cpu, cuda, onnxruntime) and keep the best that really meets the budgets (default 0)")
     add_output_args(p)
+    _add_strategy_settings(p)
     p.set_defaults(func=search)
+
+
+def _add_strategy_settings(p: argparse.ArgumentParser) -> None:
+    """Each strategy's settings, as its settings dataclass declares them, in a group of their own."""
+    for name in STRATEGIES:
+        options = setting_options(name)
+        if not options:
+            continue
+        group = p.add_argument_group(f"--strategy {name} settings")
+        for o in options:
+            if isinstance(o.default, bool):
+                group.add_argument(o.flag, dest=o.dest, action="store_true", default=None, help=o.help)
+            else:
+                group.add_argument(o.flag, dest=o.dest, type=type(o.default), choices=o.choices, default=None,
+                                   metavar=None if o.choices else ("N" if isinstance(o.default, int) else "X"),
+                                   help=f"{o.help} (default {o.default})" if o.choices is None else o.help)
+
+
+def _strategy_settings(args: argparse.Namespace) -> object | None:
+    """The chosen strategy's settings from the options given (its defaults for the rest); a setting of another
+    strategy is refused, naming the strategy it belongs to."""
+    for name in STRATEGIES:
+        given = [o.flag for o in setting_options(name) if getattr(args, o.dest) is not None]
+        if given and name != args.strategy:
+            raise UsageError(f"{', '.join(given)}: {'settings' if len(given) > 1 else 'a setting'} of --strategy "
+                             f"{name}; add --strategy {name}")
+    cls = settings_type(args.strategy)
+    if cls is None:
+        return None
+    return cls(**{o.field: o.check(getattr(args, o.dest)) for o in setting_options(args.strategy)
+                  if getattr(args, o.dest) is not None})
 
 
 def search(args: argparse.Namespace) -> int:
@@ -92,7 +112,6 @@ def search(args: argparse.Namespace) -> int:
     from nas.search.budgets import Budgets, parse_luts
     from nas.search.objectives import make_objective
     from nas.search.run import SearchRequest, run_search
-    from nas.search.slim import SlimSettings
     from nas.search.strategy import get_strategy
     from nas.space import load_space
 
@@ -107,9 +126,7 @@ def search(args: argparse.Namespace) -> int:
     if not strategy.uses_optuna_settings and (args.storage or args.study or args.sampler != "tpe"):
         raise UsageError(f"--storage, --study and --sampler are Optuna settings; --strategy {args.strategy} "
                          "resumes from its own record in --out instead")
-    if args.strategy != "slim" and (args.actions != "auto" or args.trade != "latency" or args.pareto):
-        raise UsageError("--actions, --objective and --pareto are settings of slimming; add --strategy slim "
-                         "(an Optuna study takes --sampler nsga2 for a Pareto front)")
+    settings = _strategy_settings(args)
     if args.supernet is None and (args.val_images, args.bn_images) != (EVAL_VAL_IMAGES, EVAL_BN_IMAGES):
         raise UsageError("--val-images and --bn-images are settings of the inherited-accuracy objective; add "
                          "--supernet CKPT --data DIR")
@@ -119,28 +136,24 @@ def search(args: argparse.Namespace) -> int:
     request = SearchRequest(space, objective, budgets, args.strategy, args.sampler, args.trials, args.seed,
                             args.storage, args.study, Path(args.out) if args.out else None, args.workers,
                             args.ray_address, formats, progress=not args.no_progress, verify=args.verify,
-                            slim=SlimSettings(args.actions, args.trade, args.pareto))
+                            settings=settings)
     # Ray's driver prints worker deaths and retries on sys.stdout; stdout carries only our result (--json contract)
     with contextlib.redirect_stdout(sys.stderr):
         result = run_search(request).to_dict()
-    emit(args, result, lambda: _print_summary(result, objective.label, strategy.unit, bool(formats)))
+    emit(args, result, lambda: _print_summary(result, objective.label, strategy, bool(formats)))
     return 0
 
 
-def _print_summary(result: dict[str, Any], objective_label: str, unit: str, exported: bool) -> None:
+def _print_summary(result: dict[str, Any], objective_label: str, strategy: Strategy, exported: bool) -> None:
     best = result["best"]
     kinds = {b["device"]: b["table_kind"] for b in result["budgets"]}
-    what = "trials" if unit == "trial" else "slimming steps"
     print(f"objective: {objective_label}")
-    print(f"best of {result['trials']} {what} ({result['feasible']} meet every budget): objective "
+    print(f"best of {result['trials']} {strategy.records_called} ({result['feasible']} meet every budget): objective "
           f"{best['objective']:.4g}" + "".join(f", {k.replace('_', ' ')} {v:.3g}"
                                                for k, v in best.get("details", {}).items()))
-    if "slim" in result:
-        sl = result["slim"]
-        per = "MES gained" if sl["trade"] == "mes" else "ms saved"
-        print(f"  slimming: {sl['actions']} actions, objective drop per {per}; {sl['evaluations']} objective "
-              f"evaluations over {sl['steps'] - 1} steps"
-              + (" (on to the end of the front: --pareto)" if sl["pareto"] else ""))
+    line = strategy.describe(result[strategy.name]) if strategy.name in result else None
+    if line:
+        print(f"  {line}")
     for key, limit in result.get("size_limits", {}).items():
         print(f"  {key.replace('_m', ' (M)').replace('gmacs', 'GMACs'):<12} {'limit':>10} {limit:>11.3f}  "
               f"winner {best['details'][key]:.3f}")

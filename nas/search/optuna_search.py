@@ -325,9 +325,13 @@ def record_of(trial: optuna.trial.FrozenTrial) -> TrialRecord:
 class OptunaStrategy(Strategy):
     name = "optuna"
     uses_optuna_settings = True
+    state_files = ("study.log", "study.log.lock")   # the study's journal, unless --storage puts it elsewhere
 
     def progress(self, ctx: SearchContext, first: TrialRecord) -> Progress:
         return Progress(f"search ({ctx.sampler})", ctx.trials, self.unit, lambda record, count: count)
+
+    def run_label(self, sampler: str, settings: object | None) -> str:
+        return sampler       # runs of a study have always been named by their sampler alone
 
     def run(self, ctx: SearchContext) -> list[TrialRecord]:
         settings = StudySettings(ctx.space, ctx.objective, ctx.budgets, ctx.sampler, ctx.seed, ctx.storage,

@@ -11,7 +11,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from nas.fileio import atomic_output
+from nas.errors import UsageError
+from nas.fileio import atomic_output, read_json, write_json_atomic
+from nas.schemas import check
+
+RECORD_LOG_SCHEMA = "nas-strategy-records/1"
 
 
 @dataclass
@@ -29,6 +33,34 @@ class TrialRecord:
     def to_dict(self) -> dict[str, Any]:
         """JSON-able, leaving out what this record does not have."""
         return {k: v for k, v in asdict(self).items() if v is not None}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrialRecord:
+        return cls(**data)
+
+
+class RecordLog:
+    """A strategy's records, kept in the run directory as they are made, so that a killed search resumes with
+    nothing lost: ``{schema, strategy, config, records}``, checked against the schema ``strategy records`` and
+    refused when it records another search (other settings: another ``--out`` is needed)."""
+
+    def __init__(self, path: Path, strategy: str, config: dict[str, Any]):
+        self.path, self.strategy, self.config = path, strategy, config
+        self.records: list[TrialRecord] = []
+        if path.exists():
+            saved = check(read_json(path, f"{strategy} record"), "strategy records", str(path))
+            if saved["schema"] != RECORD_LOG_SCHEMA or saved["strategy"] != strategy or saved["config"] != config:
+                raise UsageError(f"{path} records a {saved['strategy']} search with other settings "
+                                 f"({saved['config']}); use another --out")
+            self.records = [TrialRecord.from_dict(r) for r in saved["records"]]
+
+    def append(self, record: TrialRecord) -> None:
+        """Add ``record`` (written at the next ``save``)."""
+        self.records.append(record)
+
+    def save(self) -> None:
+        write_json_atomic(self.path, {"schema": RECORD_LOG_SCHEMA, "strategy": self.strategy, "config": self.config,
+                                      "records": [r.to_dict() for r in self.records]})
 
 
 def best_record(records: Sequence[TrialRecord]) -> TrialRecord | None:

@@ -19,15 +19,14 @@ from nas.plots import plot_pareto
 from nas.search.budgets import Budgets
 from nas.search.objectives import Objective
 from nas.search.records import TrialRecord, best_record, pareto_front, pareto_front_nd, write_trials_csv
-from nas.search.slim import SlimSettings
 from nas.search.strategy import Progress, SearchContext, Strategy, get_strategy
 from nas.search.verify import verify_winner
 from nas.search.workers import Evaluator, LocalEvaluator
 from nas.space import SearchSpace
 
 # what a search writes in its run directory (none of them may be a link planted there)
-RUN_FILES = ("run.json", "best_arch.json", "trials.csv", "pareto.json", "pareto.png", "study.log",
-             "study.log.lock", "slim.json", "export")
+# (with the strategy's own ``state_files``)
+RUN_FILES = ("run.json", "best_arch.json", "trials.csv", "pareto.json", "pareto.png", "export")
 
 
 @dataclass
@@ -47,22 +46,20 @@ class SearchRequest:
     export_formats: list[str] = field(default_factory=lambda: ["pt"])
     progress: bool = True
     verify: int = 0                 # measure up to this many top candidates end to end on measurable devices
-    slim: SlimSettings | None = None   # --strategy slim's choices (--actions, --objective, --pareto)
+    settings: object | None = None  # the strategy's own settings, of the type its entry names (None: defaults)
 
     def sampler_label(self, strategy: Strategy) -> str:
         """The strategy as plots name it: ``optuna/tpe``, ``slim``."""
         return f"{strategy.name}/{self.sampler}" if strategy.uses_optuna_settings else strategy.name
 
-    def study_name(self) -> str:
+    def study_name(self, strategy: Strategy) -> str:
+        """``--study``, else a name made of the settings, so that the same settings resume the same run."""
         if self.study:
             return self.study
         budgets = "_".join([f"{b.device}-{b.budget_ms:g}ms" for b in self.budgets.items]
                            + [f"{k}-{v:g}" for k, v in self.budgets.size_limits.items()]
                            + ([f"p{self.budgets.guarantee:g}"] if self.budgets.guarantee is not None else []))
-        method = self.sampler if self.strategy == "optuna" else self.strategy   # "slim", or a new strategy's name
-        if self.strategy == "slim" and self.slim is not None:   # settings other than the defaults name the run
-            method += "".join(f"-{v}" for v, default in ((self.slim.actions, "auto"), (self.slim.trade, "latency"))
-                              if v != default) + ("-pareto" if self.slim.pareto else "")
+        method = strategy.run_label(self.sampler, self.settings)
         return f"{self.space.name}_{budgets}_{self.objective.name}_{method}_seed{self.seed}"
 
 
@@ -128,9 +125,9 @@ def run_search(req: SearchRequest) -> SearchResult:
     started = time.perf_counter()
     strategy = get_strategy(req.strategy)
     req.budgets.require_reachable(req.space)
-    name = check_name(req.study_name(), "--study")
+    name = check_name(req.study_name(strategy), "--study")
     out = Path(req.out) if req.out else Path("runs") / name
-    refuse_links(out, RUN_FILES)
+    refuse_links(out, RUN_FILES + strategy.state_files)
     if req.storage and strategy.uses_optuna_settings:
         from nas.search.storage import check_storage
 
@@ -194,7 +191,7 @@ def _run_strategy(req: SearchRequest, strategy: Strategy, out: Path, study: str,
                                 f"on {primary}")
 
     ctx = SearchContext(req.space, req.objective, req.budgets, evaluator, out, study, storage, req.sampler,
-                        req.trials, req.seed, on_record, settings=req.slim)
+                        req.trials, req.seed, on_record, settings=req.settings)
     try:
         return strategy.run(ctx), (0 if isinstance(evaluator, LocalEvaluator) else evaluator.workers)
     finally:

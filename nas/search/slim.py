@@ -23,14 +23,14 @@ from typing import TYPE_CHECKING, Any
 from nas.errors import UsageError
 from nas.fileio import read_json, write_json_atomic
 from nas.schemas import check
-from nas.search.budgets import Budgets
-from nas.search.objectives import Objective
 from nas.search.records import TrialRecord
-from nas.search.strategy import Progress, SearchContext, Strategy
-from nas.search.workers import Evaluator
+from nas.search.strategy import Progress, SearchContext, Strategy, setting
 from nas.space import Arch, SearchSpace, first_3d_index
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:     # annotations only: the command line reads SlimSettings here, so no torch at import
+    from nas.search.budgets import Budgets
+    from nas.search.objectives import Objective
+    from nas.search.workers import Evaluator
     from supernet.gumbel import Importance
 
 SLIM_SCHEMA = "nas-slim/2"   # /2: settings, evaluation cache and counts beside the steps
@@ -198,16 +198,16 @@ def mes(params_m: float, latency_ms: float) -> float:
 
 @dataclass(frozen=True)
 class SlimSettings:
-    """How slimming chooses (``nas search --strategy slim``)."""
+    """How slimming chooses (``nas search --strategy slim``): each field is also its command-line option."""
 
-    actions: str = "auto"    # "importance" (EfficientFormer's guided actions), "all" (every action), "auto":
-    #                          importance when the supernet was trained with --gumbel, else all
-    trade: str = "latency"   # what an objective drop is divided by: ms saved (V1) or MES gained ("mes", V2)
-    pareto: bool = False     # go on past the first arch meeting every budget, for the whole front
-
-
-ACTION_MODES = ("auto", "importance", "all")   # the command line keeps a copy (its parser imports no search code)
-TRADES = ("latency", "mes")
+    actions: str = setting("auto", "importance = EfficientFormer's guided actions (needs a --gumbel supernet), all "
+                           "= every action; auto = importance when the supernet has importances (default)",
+                           choices=("auto", "importance", "all"))
+    trade: str = setting("latency", "what an accuracy drop is weighed against: latency = ms saved "
+                         "(EfficientFormer), mes = MES gained (EfficientFormerV2's size-and-latency score); "
+                         "default latency", flag="--objective", choices=("latency", "mes"))
+    pareto: bool = setting(False, "go on past the first arch within the budgets, down to where no action saves "
+                           "anything; pareto.json/.png keep the whole front")
 
 
 def _step(name: str, arch: Arch, value: float, latencies: dict[str, float], sizes: dict[str, float],
@@ -326,8 +326,15 @@ def slim(space: SearchSpace, objective: Objective, budgets: Budgets, evaluator: 
 class SlimStrategy(Strategy):
     name = "slim"
     unit = "step"
-    settings_type = SlimSettings
+    records_called = "slimming steps"
     records_form_a_path = True
+    state_files = ("slim.json",)
+
+    def describe(self, summary: dict[str, Any]) -> str | None:
+        per = "MES gained" if summary["trade"] == "mes" else "ms saved"
+        return (f"slimming: {summary['actions']} actions, objective drop per {per}; {summary['evaluations']} "
+                f"objective evaluations over {summary['steps'] - 1} steps"
+                + (" (on to the end of the front: --pareto)" if summary["pareto"] else ""))
 
     def progress(self, ctx: SearchContext, first: TrialRecord) -> Progress:
         """Its steps are not known in advance; the milliseconds to shed are (to the budget, or with --pareto to the
@@ -348,9 +355,7 @@ class SlimStrategy(Strategy):
         count = iter(range(1 << 62))
         on_record = ctx.on_record
         on_step = (lambda step: on_record(record(next(count), step))) if on_record else None
-        settings = ctx.settings
-        if settings is not None and not isinstance(settings, SlimSettings):
-            raise TypeError(f"--strategy slim takes SlimSettings, got {type(settings).__name__}")
+        settings = self.settings_of(ctx, SlimSettings)
         state = slim(ctx.space, ctx.objective, ctx.budgets, ctx.evaluator, ctx.out / "slim.json", on_step,
                      settings, load_importance_of(ctx.objective))
         self.summary = {"actions": state["config"]["actions"], "trade": state["config"]["trade"],

@@ -127,8 +127,11 @@ def test_max_params_holds_for_optuna_too(tmp_path, tiny, tiny_iphone12):
 
 @pytest.mark.parametrize("extra, words", [
     (["--strategy", "slim", "--actions", "importance"], "needs MetaPath importances"),
-    (["--pareto"], "settings of slimming"),
-    (["--objective", "mes"], "settings of slimming"),
+    (["--pareto"], "--pareto: a setting of --strategy slim; add --strategy slim"),
+    (["--objective", "mes", "--actions", "all"], "--actions, --objective: settings of --strategy slim"),
+    (["--strategy", "evolution", "--pareto"], "a setting of --strategy slim"),
+    (["--strategy", "slim", "--population", "8"], "--population: a setting of --strategy evolution"),
+    (["--strategy", "evolution", "--population", "1"], "--population 1: accepted a number in [2, 100000]"),
     (["--max-params", "0"], "positive number"),
     (["--max-params", "0.0001"], "cannot be met"),
     (["--max-macs", "0.000001"], "cannot be met"),
@@ -170,8 +173,29 @@ def test_efficientformer_procedure_end_to_end(tmp_path, tiny, tiny_iphone12, gum
         assert torch.allclose(model.eval()(x), net.extract(arch).eval()(x), atol=1e-5)
 
 
-def test_the_command_line_offers_what_slimming_accepts():
-    from nas.cli import search as cli
-    from nas.search import slim as slim_module
+def test_the_command_line_offers_what_each_strategy_settings_declare():
+    """Each strategy's settings reach the parser from their dataclass alone: every field is an option, and what
+    the command line makes of it is that dataclass with that field changed."""
+    import dataclasses
 
-    assert cli.ACTION_MODES == slim_module.ACTION_MODES and cli.TRADES == slim_module.TRADES
+    from nas.cli import build_parser
+    from nas.cli.search import _strategy_settings
+    from nas.search.strategy import STRATEGIES, setting_options, settings_type
+
+    parser, declared = build_parser(), 0
+    for name in STRATEGIES:
+        cls = settings_type(name)
+        assert [o.field for o in setting_options(name)] == ([f.name for f in dataclasses.fields(cls)] if cls else [])
+        for o in setting_options(name):
+            if isinstance(o.default, bool):
+                given, value = [o.flag], not o.default
+            elif o.choices:
+                value = next(c for c in o.choices if c != o.default)
+                given = [o.flag, str(value)]
+            else:
+                value = o.maximum if o.maximum is not None else o.default * 2
+                given = [o.flag, str(value)]
+            args = parser.parse_args(["search", "--strategy", name, *given])
+            assert _strategy_settings(args) == dataclasses.replace(cls(), **{o.field: value})
+            declared += 1
+    assert declared >= 7        # slimming's three, evolution's four

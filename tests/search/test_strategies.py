@@ -10,7 +10,7 @@ from nas.latency.devices import get_device
 from nas.search.budgets import Budgets
 from nas.search.objectives import CapacityProxy
 from nas.search.records import best_record
-from nas.search.strategy import SAMPLERS, STRATEGIES, SearchContext, Strategy, get_strategy
+from nas.search.strategy import SAMPLERS, STRATEGIES, SearchContext, Strategy, StrategyEntry, get_strategy
 from nas.search.workers import LocalEvaluator
 
 
@@ -78,7 +78,7 @@ def test_a_new_strategy_gets_its_own_progress_and_no_slimming_output(tmp_path, t
 
     from nas.search.run import SearchRequest, run_search
 
-    monkeypatch.setitem(STRATEGIES, "random-test", f"{__name__}:RandomStrategy")
+    monkeypatch.setitem(STRATEGIES, "random-test", StrategyEntry(f"{__name__}:RandomStrategy", "random archs"))
     objective = CapacityProxy(tiny)
     objective.counts.cache = tmp_path / "counts.json"
     result = run_search(SearchRequest(tiny, objective, budgets, strategy="random-test", trials=12, out=tmp_path / "r",
