@@ -1,7 +1,9 @@
-"""How many trials does each sampler need? The capacity proxy under an iPhone 12 budget (the main command's
-setting): the best objective among 20,000 random feasible-or-not archs is the reference; for TPE, NSGA-II and
-random search (Optuna, in-memory storage, several seeds), count the trials until a feasible trial reaches 99% of
-it. Also times the main command end to end.
+"""How many trials does each strategy need? The capacity proxy under an iPhone 12 budget (the main command's
+setting): the best objective among 20,000 random feasible-or-not archs is the reference; for random search, TPE,
+NSGA-II (Optuna, in-memory storage), Once-for-All's evolution (``--strategy evolution``, its default settings) and
+several seeds, count the trials until a feasible trial reaches 99% of it, and the best feasible objective after 100
+trials (the default ``--trials``). Slimming walks one path and has no trial budget: its row is the objective
+evaluations it spends and where it ends. Also times the main command end to end.
 
     python benchmarks/search_efficiency.py [--budget-ms 1.6 --device iphone12 --seeds 5]
 
@@ -42,12 +44,38 @@ def reference_best(space, objective, budgets, n: int, seed: int) -> tuple[float,
     return best, feasible
 
 
-def trials_to_reach(sampler: str, seed: int, target: float, space, objective, budgets, max_trials: int) -> int | None:
-    """Trials (1-based) until a feasible trial reaches ``target``; None if not within ``max_trials``."""
+AT_TRIALS = 100      # nas search's default --trials
+
+
+class Tracker:
+    """Counts trials as a search makes them: the first that reaches ``target`` (feasible), and the best feasible
+    objective after ``AT_TRIALS``; raises ``Done`` once both are known."""
+
+    class Done(Exception):
+        pass
+
+    def __init__(self, target: float):
+        self.target, self.count, self.best = target, 0, float("-inf")
+        self.reached: int | None = None
+        self.best_at: float | None = None
+
+    def add(self, value: float, feasible: bool) -> None:
+        self.count += 1
+        if feasible:
+            self.best = max(self.best, value)
+            if value >= self.target and self.reached is None:
+                self.reached = self.count
+        if self.count == AT_TRIALS:
+            self.best_at = self.best
+        if self.reached is not None and self.best_at is not None:
+            raise Tracker.Done
+
+
+def run_optuna(sampler: str, seed: int, tracker: Tracker, space, objective, budgets, max_trials: int) -> None:
     study = optuna.create_study(directions=["maximize", "minimize"] if sampler == "nsga2" else ["maximize"],
                                 sampler=make_sampler(sampler, seed))
     device = budgets.primary.device
-    for k in range(1, max_trials + 1):
+    for _ in range(max_trials):
         trial = study.ask()
         arch = suggest_arch(trial, space)
         latencies = budgets.latencies(arch)
@@ -55,9 +83,53 @@ def trials_to_reach(sampler: str, seed: int, target: float, space, objective, bu
             trial.set_constraint(f"latency_{b.device}", v)
         value = objective(arch)
         study.tell(trial, [value, latencies[device]] if sampler == "nsga2" else [value])
-        if budgets.feasible(latencies) and value >= target:
-            return k
-    return None
+        tracker.add(value, budgets.feasible(latencies))
+
+
+def run_evolution(seed: int, tracker: Tracker, space, objective, budgets, max_trials: int) -> None:
+    """``nas search --strategy evolution`` with its default settings, through the strategy itself."""
+    import tempfile
+
+    from nas.search.evolution import EvolutionStrategy
+    from nas.search.strategy import SearchContext
+    from nas.search.workers import LocalEvaluator
+
+    ctx = SearchContext(space, objective, budgets, LocalEvaluator(objective), Path(tempfile.mkdtemp()), "bench",
+                        "unused", trials=max_trials, seed=seed,
+                        on_record=lambda record: tracker.add(record.objective, record.feasible))
+    EvolutionStrategy().run(ctx)
+
+
+def trials_to_reach(method: str, seed: int, target: float, space, objective, budgets,
+                    max_trials: int) -> tuple[int | None, float | None]:
+    """Trials (1-based) until a feasible trial reaches ``target`` (None: not within ``max_trials``), and the best
+    feasible objective after ``AT_TRIALS`` trials."""
+    tracker = Tracker(target)
+    try:
+        if method == "evolution":
+            run_evolution(seed, tracker, space, objective, budgets, max_trials)
+        else:
+            run_optuna(method, seed, tracker, space, objective, budgets, max_trials)
+    except Tracker.Done:
+        pass
+    return tracker.reached, tracker.best_at
+
+
+def run_slimming(space, objective, budgets) -> dict[str, Any]:
+    """``nas search --strategy slim`` (every action: the capacity proxy has no importances): where it ends."""
+    import tempfile
+
+    from nas.search.slim import SlimStrategy
+    from nas.search.strategy import SearchContext
+    from nas.search.workers import LocalEvaluator
+
+    ctx = SearchContext(space, objective, budgets, LocalEvaluator(objective), Path(tempfile.mkdtemp()), "bench",
+                        "unused")
+    strategy = SlimStrategy()
+    records = strategy.run(ctx)
+    assert strategy.summary is not None
+    return {"objective": records[-1].objective, "latency_ms": records[-1].latency_ms[budgets.primary.device],
+            "evaluations": strategy.summary["evaluations"], "steps": strategy.summary["steps"]}
 
 
 def main() -> None:
@@ -86,20 +158,30 @@ def main() -> None:
           f"[{time.perf_counter() - start:.0f} s]")
 
     rows: dict[str, dict[str, Any]] = {}
-    for sampler in ("random", "tpe", "nsga2"):
-        counts = []
+    for method in ("random", "tpe", "nsga2", "evolution"):
+        counts, bests = [], []
+        cap = args.max_trials_random if method == "random" else args.max_trials
         for seed in range(args.seeds):
             t0 = time.perf_counter()
-            cap = args.max_trials_random if sampler == "random" else args.max_trials
-            k = trials_to_reach(sampler, seed, target, space, objective, budgets, cap)
+            k, best_at = trials_to_reach(method, seed, target, space, objective, budgets, cap)
             counts.append(k)
-            print(f"  {sampler:<7} seed {seed}: {k if k else f'>{cap}'} trials "
-                  f"[{time.perf_counter() - t0:.0f} s]", flush=True)
+            bests.append(best_at)
+            print(f"  {method:<9} seed {seed}: {k if k else f'>{cap}'} trials; best after {AT_TRIALS}: "
+                  f"{best_at if best_at is not None else float('nan'):.4f} [{time.perf_counter() - t0:.0f} s]",
+                  flush=True)
         reached = [c if c else cap for c in counts]   # a miss counts as the cap (a lower bound)
-        rows[sampler] = {"trials": counts, "median": statistics.median(reached),
-                         "mean": statistics.fmean(reached), "misses": sum(c is None for c in counts)}
-    for sampler in ("tpe", "nsga2"):
-        rows[sampler]["fewer_than_random_x"] = rows["random"]["median"] / rows[sampler]["median"]
+        feasible_bests = [b for b in bests if b is not None and b > float("-inf")]
+        rows[method] = {"trials": counts, "median": statistics.median(reached),
+                        "mean": statistics.fmean(reached), "misses": sum(c is None for c in counts),
+                        "best_at_100": bests,
+                        "best_at_100_median_pct": 100 * statistics.median(feasible_bests) / best
+                        if feasible_bests else None}
+    for method in ("tpe", "nsga2", "evolution"):
+        rows[method]["fewer_than_random_x"] = rows["random"]["median"] / rows[method]["median"]
+    t0 = time.perf_counter()
+    slimming = run_slimming(space, objective, budgets)
+    print(f"  slim: {slimming['evaluations']} evaluations over {slimming['steps'] - 1} steps, ends at "
+          f"{slimming['objective']:.4f} [{time.perf_counter() - t0:.0f} s]")
 
     # the main command in a fresh run directory, first with an empty op-count cache (a new machine), then warm
     import os
@@ -122,10 +204,15 @@ def main() -> None:
     main_best = json.loads(proc.stdout)["best"]
 
     print()
-    print(f"{'sampler':<8}{'median trials':>14}{'mean':>8}{'misses':>8}{'vs random':>11}   per seed")
-    for sampler, r in rows.items():
+    print(f"{'strategy':<10}{'median trials':>14}{'mean':>8}{'misses':>8}{'vs random':>11}"
+          f"{f'best @{AT_TRIALS} (% ref)':>20}   per seed")
+    for method, r in rows.items():
         ratio = f"{r['fewer_than_random_x']:.1f}x" if "fewer_than_random_x" in r else "-"
-        print(f"{sampler:<8}{r['median']:>14.0f}{r['mean']:>8.0f}{r['misses']:>8}{ratio:>11}   {r['trials']}")
+        pct = f"{r['best_at_100_median_pct']:.1f}%" if r["best_at_100_median_pct"] is not None else "none feasible"
+        print(f"{method:<10}{r['median']:>14.0f}{r['mean']:>8.0f}{r['misses']:>8}{ratio:>11}{pct:>20}   "
+              f"{r['trials']}")
+    print(f"{'slim':<10}{slimming['evaluations']:>14} evaluations (one path); ends at {slimming['objective']:.4f} "
+          f"({100 * slimming['objective'] / best:.1f}% of the reference) at {slimming['latency_ms']:.3f} ms")
     print(f"main command (`nas search --budget-ms {args.budget_ms:g} --device {args.device}`, 100 trials, SQLite, "
           f"export): {main_walls[0]:.1f} s wall with an empty op-count cache, {main_walls[1]:.1f} s warm; best "
           f"objective {main_best['objective']:.4f} "
@@ -134,7 +221,8 @@ def main() -> None:
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps({"budget_ms": args.budget_ms, "device": args.device,
                                           "reference_best": best, "reference_feasible": feasible,
-                                          "target": target, "max_trials": args.max_trials, "samplers": rows,
+                                          "target": target, "max_trials": args.max_trials, "strategies": rows,
+                                          "slimming": slimming,
                                           "main_command_wall_s": {"cold": main_walls[0], "warm": main_walls[1]},
                                           "main_command_best": main_best}, indent=1))
 

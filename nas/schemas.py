@@ -112,14 +112,18 @@ SCHEMAS: dict[str, dict[str, Any]] = {
                                                "additionalProperties": _NUMBER_MS}}}},
         },
     },
-    # manifest.json of a Core ML build (nas lut build --device iphone12), read by measure and ingest
+    # manifest.json of a build for a device measured elsewhere (nas lut build --device iphone12 or
+    # onnxruntime-remote), read by measure and ingest; a /1 manifest (Core ML only) has no package_format
     "manifest": {
         "type": "object", "required": ["header", "packages"],
         "properties": {
             "header": {"type": "object", "description": "the build's header",
-                       "required": ["schema", "device", "space", "input_size", "batch", "compute_units", "precision",
-                                    "coremltools_version", "torch_version"],
+                       "required": ["schema", "device", "space", "input_size", "batch", "precision",
+                                    "torch_version"],
                        "properties": {"device": _TEXT, "space": _TEXT, "space_source": _TEXT,
+                                      "package_format": _TEXT,
+                                      "threads": {"type": "integer", "minimum": 0, "maximum": 1024,
+                                                  "description": "a thread count"},
                                       "input_size": {"type": "integer", "minimum": 8, "maximum": 4096,
                                                      "description": "an image side in pixels"},
                                       "batch": {"type": "integer", "minimum": 1, "maximum": 4096,

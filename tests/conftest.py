@@ -97,7 +97,8 @@ def objects_ckpt(tmp_path_factory):
 
 def pytest_collection_modifyitems(config, items):
     """Under pytest-xdist (``-n 2 --dist loadgroup``, the default in pyproject.toml) every test that starts a local
-    Ray runtime runs on one worker: two Ray runtimes on 2 cores starve each other's raylets into timeouts."""
+    Ray runtime or torch.distributed workers runs on one worker, one such test at a time: two of them on 2 cores
+    starve each other's raylets and gloo rendezvous into timeouts."""
     for item in items:
-        if item.get_closest_marker("ray") is not None:
-            item.add_marker(pytest.mark.xdist_group("ray"))
+        if item.get_closest_marker("ray") is not None or item.get_closest_marker("distributed") is not None:
+            item.add_marker(pytest.mark.xdist_group("multiprocess"))

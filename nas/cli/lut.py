@@ -22,7 +22,7 @@ from nas.cli._common import (
     print_trust,
 )
 from nas.cli.lut_elsewhere import (
-    build_coreml_packages,
+    build_packages,
     calibrate_cost_model,
     correction_text,
     estimate_table,
@@ -115,13 +115,15 @@ def register(commands: Commands) -> None:
     add_output_args(check)
     check.set_defaults(func=check_table)
 
-    measure = sub.add_parser("measure", help="(macOS) time the Core ML packages of a manifest on this Mac "
-                                            "or a connected iPhone")
-    measure.add_argument("manifest", help="manifest.json written by nas lut build --device iphone12")
+    measure = sub.add_parser("measure", help="time the packages of a manifest where they run: Core ML on this Mac "
+                                            "or a connected iPhone, ONNX with ONNX Runtime on this machine")
+    measure.add_argument("manifest", help="manifest.json written by nas lut build --device DEVICE")
     measure.add_argument("--out", required=True, help="timings JSON (rewritten after every package)")
-    measure.add_argument("--on", choices=("mac", "iphone"), default="mac",
-                         help="mac: coremltools predictions here; iphone: coremltools' remote-device benchmarker")
-    measure.add_argument("--iterations", type=positive_int, default=100, help="--on iphone: predictions per package")
+    measure.add_argument("--on", choices=("mac", "iphone"),
+                         help="Core ML: mac = coremltools predictions here (default); iphone = coremltools' "
+                              "remote-device benchmarker")
+    measure.add_argument("--iterations", type=positive_int, help="Core ML --on iphone: predictions per package "
+                                                                 "(default 100)")
     measure.add_argument("--resume", action="store_true", help="continue a timings file")
     add_output_args(measure)
     measure.set_defaults(func=measure_packages)
@@ -160,11 +162,11 @@ def register(commands: Commands) -> None:
 
 
 def build_table(args: argparse.Namespace) -> int:
-    from nas.latency.devices import INGESTED, MEASURED, get_device
+    from nas.latency.devices import MEASURED, get_device
 
     device = get_device(args.device)
-    if MEASURED not in device.table_sources and INGESTED in device.table_sources:
-        return build_coreml_packages(args)
+    if MEASURED not in device.table_sources and device.package_format is not None:
+        return build_packages(args)
     from nas.latency.build import build_table as build
 
     if args.compute_units:
@@ -186,10 +188,20 @@ def build_table(args: argparse.Namespace) -> int:
     return 0
 
 
+def _require_measurable_here(name: str) -> None:
+    """Before any table is looked for: a device this machine cannot time is refused for what it is."""
+    from nas.latency.devices import get_device
+
+    ok, why = get_device(name).measurable_here()
+    if not ok:
+        raise UsageError(f"--device {name} cannot be measured here: {why}")
+
+
 def validate_table(args: argparse.Namespace) -> int:
     from nas.latency.predict import load_predictor
     from nas.latency.validate import validate_table as validate
 
+    _require_measurable_here(args.device)
     predictor = load_predictor(args.device, args.space, args.lut)
     plot = args.plot or str(Path(predictor.path or ".").with_suffix("")) + "-validate.png"
     load = load_now(LOAD_SAMPLE_S)
@@ -292,6 +304,7 @@ def check_table(args: argparse.Namespace) -> int:
     from nas.latency.loop import check_table as check
     from nas.latency.table import LatencyTable
 
+    _require_measurable_here(args.device)
     path = _measured_table_path(args)
     load = load_now(LOAD_SAMPLE_S)
     report = check(path, args.device, args.n, tolerance=args.tolerance, refit_after=args.refit,

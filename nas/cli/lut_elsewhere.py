@@ -1,6 +1,6 @@
-"""``nas lut ...`` for tables whose numbers come from elsewhere than this machine's measurements: a Core ML
-device's ops converted to packages here (``build``), timed on a Mac (``measure``) and turned into a table
-(``ingest``), or priced by a cost model (``estimate``) fitted to published latencies (``calibrate``). The
+"""``nas lut ...`` for tables whose numbers come from elsewhere than this machine's measurements: a device's ops
+converted to packages here (``build``; Core ML, ONNX), timed on the device's machine (``measure``) and turned into
+a table (``ingest``), or priced by a cost model (``estimate``) fitted to published latencies (``calibrate``). The
 subcommands are registered with the others in ``nas.cli.lut``."""
 from __future__ import annotations
 
@@ -17,55 +17,74 @@ def correction_text(corr: dict[str, Any] | None) -> str:
     return f"correction scale {corr.get('scale', 1):.3f}, offset {corr.get('offset_ms', 0):.3f} ms"
 
 
-def build_coreml_packages(args: argparse.Namespace) -> int:
-    """Core ML devices are measured on Apple hardware: here the ops become packages plus a manifest."""
+def build_packages(args: argparse.Namespace) -> int:
+    """A device measured on another machine: here its ops become packages of its format, plus a manifest."""
     import dataclasses
 
-    from nas.latency.coreml.packages import build_packages, default_package_dir, load_manifest
     from nas.latency.devices import get_device
+    from nas.latency.remote import get_package_format
+    from nas.latency.remote.manifest import build_packages as build
+    from nas.latency.remote.manifest import default_package_dir, load_manifest
     from nas.space import load_space
 
-    if args.ray_address or args.workers:
-        raise UsageError("--ray-address/--workers measure on this machine's devices; a Core ML build converts "
-                         "packages here and is measured with `nas lut measure` on a Mac")
     device = get_device(args.device)
+    assert device.package_format is not None
+    fmt = get_package_format(device.package_format)
+    if args.ray_address or args.workers:
+        raise UsageError(f"--ray-address/--workers measure on this machine's devices; {device.name} packages are "
+                         f"converted here and timed on {fmt.runs_on} (nas lut measure)")
     if args.compute_units:
+        if fmt.name != "coreml":
+            raise UsageError(f"--compute-units is for Core ML devices; {args.device!r} is not one")
         device = dataclasses.replace(device, compute_units=args.compute_units)
     space = load_space(args.space)
     out = Path(args.out) if args.out else default_package_dir(device, space)
-    manifest = build_packages(device, space, out, resume=args.resume, progress=not args.no_progress,
-                              calibrate=args.calibrate)
+    manifest = build(device, space, out, resume=args.resume, progress=not args.no_progress, calibrate=args.calibrate)
     packages = load_manifest(manifest)["packages"]
+    if fmt.runner_files:    # a stand-alone runner beside the packages: the copied folder is all it needs
+        measure = f"cd {out.name} && python3 {fmt.runner_files[0][1]} manifest.json --out timings.json"
+        timings = out / "timings.json"
+    else:
+        measure = f"nas lut measure {manifest} --out {out}/timings.json" + (" --on mac" if fmt.name == "coreml" else "")
+        timings = out / "timings.json"
     summary: dict[str, Any] = {"manifest": str(manifest), "packages": len(packages), "device": device.name,
-               "space": space.name,
-               "compute_units": device.compute_units,
-               "next": [f"nas lut measure {manifest} --out {out}/timings.json --on mac   # on a Mac (or --on iphone)",
-                        f"nas lut ingest {manifest} {out}/timings.json"]}
+                               "space": space.name, "package_format": fmt.name,
+                               **({"compute_units": device.compute_units} if fmt.name == "coreml" else {}),
+                               "next": [measure, f"nas lut ingest {manifest} {timings}"]}
 
     def text() -> None:
-        print(f"wrote {len(packages)} Core ML packages (mlprogram, fp16, iOS16, compute units "
-              f"{device.compute_units}) and {manifest}")
-        print("next, on a Mac:  " + summary["next"][0])
-        print("then, anywhere:  " + summary["next"][1])
+        print(f"wrote {len(packages)} {fmt.name} packages and {manifest}")
+        print(f"next, on {fmt.runs_on} (with {out}/ copied there):  {measure}")
+        print(f"then, here (with timings.json copied back into {out}/):  {summary['next'][1]}")
 
     emit(args, summary, text)
     return 0
 
 
 def measure_packages(args: argparse.Namespace) -> int:
-    from nas.latency.coreml.measure import measure_packages as measure
+    from nas.latency.remote.manifest import load_manifest, package_format_of
 
-    out = measure(args.manifest, args.out, on=args.on, resume=args.resume, iterations=args.iterations,
-                  progress=not args.no_progress)
+    fmt = package_format_of(load_manifest(args.manifest))
+    options = {k: v for k, v in (("on", args.on), ("iterations", args.iterations)) if v is not None}
+    if options and fmt.name != "coreml":
+        raise UsageError(f"{', '.join('--' + k for k in options)}: settings of the Core ML runner; "
+                         f"{args.manifest} lists {fmt.name} packages")
+    try:
+        out = fmt.function("measure")(args.manifest, args.out, resume=args.resume, progress=not args.no_progress,
+                                      **options)
+    except (ValueError, FileExistsError) as exc:
+        if not fmt.runner_files:
+            raise
+        raise UsageError(str(exc)) from None    # a stand-alone runner cannot raise nas's own refusal
     emit(args, {"timings": str(out)},
          lambda: print(f"wrote {out}; turn it into a table with: nas lut ingest {args.manifest} {out}"))
     return 0
 
 
 def ingest_timings(args: argparse.Namespace) -> int:
-    from nas.latency.coreml.ingest import ingest
-    from nas.latency.coreml.packages import load_manifest
     from nas.latency.paths import local_table_path
+    from nas.latency.remote.ingest import ingest
+    from nas.latency.remote.manifest import load_manifest
 
     header = load_manifest(args.manifest)["header"]
     out = args.out or str(local_table_path(header["device"], header["space"]))

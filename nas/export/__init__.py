@@ -27,16 +27,17 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:   # what mypy sees; at run time the names come from __getattr__ below
     from nas.export.card import model_card, run_notes
     from nas.export.exporter import export_subnet
-    from nas.export.formats import FORMATS, parse_formats, require_packages
+    from nas.export.formats import FORMATS, ExportFormat, parse_formats, register_format, require_packages
     from nas.export.subnet import TOLERANCE, Subnet, build_subnet, check_input, compare
-    from nas.export.writers import OUTPUT_NAME, WRITERS, writer
+    from nas.export.writers import OUTPUT_NAME
 
-_LAZY = {"FORMATS": "formats", "parse_formats": "formats", "require_packages": "formats",
+_LAZY = {"FORMATS": "formats", "ExportFormat": "formats", "register_format": "formats", "parse_formats": "formats",
+         "require_packages": "formats",
          "Subnet": "subnet", "build_subnet": "subnet", "check_input": "subnet", "compare": "subnet",
-         "TOLERANCE": "subnet", "WRITERS": "writers", "OUTPUT_NAME": "writers", "writer": "writers",
+         "TOLERANCE": "subnet", "OUTPUT_NAME": "writers",
          "run_notes": "card", "model_card": "card", "export_subnet": "exporter"}
-__all__ = ["FORMATS", "OUTPUT_NAME", "Subnet", "TOLERANCE", "WRITERS", "build_subnet", "check_input", "compare",
-           "export_subnet", "model_card", "parse_formats", "require_packages", "run_notes", "writer"]
+__all__ = ["FORMATS", "OUTPUT_NAME", "ExportFormat", "Subnet", "TOLERANCE", "build_subnet", "check_input", "compare",
+           "export_subnet", "model_card", "parse_formats", "register_format", "require_packages", "run_notes"]
 
 
 def __getattr__(name: str) -> Any:

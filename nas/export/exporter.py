@@ -10,8 +10,8 @@ import torch
 
 from nas.errors import UsageError
 from nas.export.card import model_card, model_facts
+from nas.export.formats import FORMATS
 from nas.export.subnet import CHECK_SEED, Subnet, check_input
-from nas.export.writers import WRITERS
 from nas.fileio import atomic_output, mark_owned, write_json_atomic
 
 REPORT_FILE = "export_check.json"     # marks a folder as an export of ours (it may be replaced whole)
@@ -57,7 +57,7 @@ def _write_export(sub: Subnet, out: Path, formats: list[str], notes: dict[str, A
         bar.set_postfix_str(fmt)
         start = time.perf_counter()
         try:
-            files[fmt], checks[fmt] = WRITERS[fmt](sub, out, x, ref)
+            files[fmt], checks[fmt] = FORMATS[fmt].load_writer()(sub, out, x, ref)
         except Exception as exc:  # noqa: BLE001 - one format failing is reported, the others still export
             files[fmt], checks[fmt] = [], {"ok": False, "detail": f"{type(exc).__name__}: {exc}"}
         checks[fmt]["seconds"] = round(time.perf_counter() - start, 2)

@@ -1,18 +1,49 @@
-"""Export format names and what each needs installed: torch-free, so the command line can list and check them
-without importing a model. A new format is one writer in ``nas.export.writers`` plus one entry here."""
+"""Export formats, each one registered record: its name, its writer (imported when the format is written) and
+what it needs installed. Torch-free, so the command line can list and check them without importing a model. A new
+format is one writer function plus one ``register_format`` line here."""
 from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
 
 from nas import DISTRIBUTION
 from nas.errors import UsageError
 
-# name -> (modules it needs beyond the core install, the extra that installs them); the order is the export order
-FORMATS: dict[str, tuple[tuple[str, ...], str]] = {
-    "pt": ((), ""),
-    "timm": ((), ""),
-    "torchscript": ((), ""),
-    "onnx": (("onnx", "onnxruntime"), f"{DISTRIBUTION}[onnx]"),
-    "coreml": (("coremltools",), f"{DISTRIBUTION}[coreml]"),     # last: the slowest
-}
+
+@dataclass(frozen=True)
+class ExportFormat:
+    name: str
+    # "module:function" (subnet, out folder, input, reference output) -> (files written, check): saves the subnet
+    # under the folder, reloads it as a user would and compares its output with the reference
+    writer: str
+    needs: tuple[str, ...] = ()     # modules beyond the core install
+    extra: str = ""                 # the pip requirement that installs them
+
+    def load_writer(self) -> Callable[..., tuple[list[str], dict[str, Any]]]:
+        module, name = self.writer.split(":")
+        writer: Callable[..., tuple[list[str], dict[str, Any]]] = getattr(importlib.import_module(module), name)
+        return writer
+
+
+FORMATS: dict[str, ExportFormat] = {}      # in registration order, which is the export order
+
+
+def register_format(fmt: ExportFormat) -> ExportFormat:
+    if fmt.name in FORMATS:     # as timm's registry: a second format of one name would silently replace the first
+        raise ValueError(f"export format {fmt.name!r} is already registered ({FORMATS[fmt.name].writer})")
+    FORMATS[fmt.name] = fmt
+    return fmt
+
+
+register_format(ExportFormat("pt", "nas.export.writers:write_pt"))
+register_format(ExportFormat("timm", "nas.export.writers:write_timm"))
+register_format(ExportFormat("torchscript", "nas.export.writers:write_torchscript"))
+register_format(ExportFormat("onnx", "nas.export.writers:write_onnx", ("onnx", "onnxruntime"),
+                             f"{DISTRIBUTION}[onnx]"))
+register_format(ExportFormat("coreml", "nas.export.writers:write_coreml", ("coremltools",),
+                             f"{DISTRIBUTION}[coreml]"))      # last: the slowest
 
 
 def parse_formats(text: str) -> list[str]:
@@ -27,7 +58,7 @@ def parse_formats(text: str) -> list[str]:
 def missing_modules(fmt: str) -> list[str]:
     from importlib.util import find_spec
 
-    return [m for m in FORMATS[fmt][0] if find_spec(m) is None]
+    return [m for m in FORMATS[fmt].needs if find_spec(m) is None]
 
 
 def default_formats() -> tuple[list[str], str]:
@@ -37,7 +68,7 @@ def default_formats() -> tuple[list[str], str]:
     skipped = [fmt for fmt in FORMATS if fmt not in available]
     if not skipped:
         return available, ""
-    extras = " ".join(f"'{FORMATS[fmt][1]}'" for fmt in skipped)
+    extras = " ".join(f"'{FORMATS[fmt].extra}'" for fmt in skipped)
     return available, f"not writing {', '.join(skipped)} (not installed); pip install {extras} adds them"
 
 
@@ -46,4 +77,4 @@ def require_packages(formats: list[str]) -> None:
     for fmt in formats:
         missing = missing_modules(fmt)
         if missing:
-            raise UsageError(f"--format {fmt} needs {', '.join(missing)}: pip install '{FORMATS[fmt][1]}'")
+            raise UsageError(f"--format {fmt} needs {', '.join(missing)}: pip install '{FORMATS[fmt].extra}'")

@@ -1,6 +1,6 @@
 """One writer per export format. Each saves the subnet under the output folder, reloads what it saved as a user
-would, and returns (files written, check). Register a new one with ``@writer("name")`` (and name it in
-``nas.export.formats.FORMATS``)."""
+would, and returns (files written, check). A new one is registered by name in
+``nas.export.formats`` (``register_format``)."""
 from __future__ import annotations
 
 import json
@@ -12,7 +12,6 @@ from typing import Any
 
 import torch
 
-from nas.export.formats import FORMATS
 from nas.export.subnet import Subnet, compare
 from nas.fileio import atomic_output, write_json_atomic
 from supernet.static import EfficientFormerNet
@@ -23,24 +22,6 @@ OUTPUT_NAME = "logits"            # ONNX and Core ML name their one output so; t
 
 Check = dict[str, Any]
 Writer = Callable[[Subnet, Path, torch.Tensor, torch.Tensor], tuple[list[str], Check]]
-WRITERS: dict[str, Writer] = {}
-
-
-def writer(name: str) -> Callable[[Writer], Writer]:
-    """Register the writer of format ``name`` (one of ``FORMATS``)."""
-    if name not in FORMATS:
-        raise ValueError(f"export format {name!r} is not declared in nas.export.formats.FORMATS")
-
-    def register(fn: Writer) -> Writer:
-        if name in WRITERS:     # as timm's registry: a second writer would silently replace the first
-            raise ValueError(f"export format {name!r} has a writer already ({WRITERS[name].__module__})")
-        WRITERS[name] = fn
-        return fn
-
-    return register
-
-
-@writer("pt")
 def write_pt(sub: Subnet, out: Path, x: torch.Tensor, ref: torch.Tensor) -> tuple[list[str], Check]:
     with atomic_output(out / "model.pt") as staging:
         torch.save({k: v.detach().cpu() for k, v in sub.model.state_dict().items()}, staging)
@@ -52,7 +33,6 @@ def write_pt(sub: Subnet, out: Path, x: torch.Tensor, ref: torch.Tensor) -> tupl
     return ["model.pt", "model_config.json"], compare(ref, got)
 
 
-@writer("timm")
 def write_timm(sub: Subnet, out: Path, x: torch.Tensor, ref: torch.Tensor) -> tuple[list[str], Check]:
     import timm
     from timm.models import save_for_hf
@@ -69,7 +49,6 @@ def write_timm(sub: Subnet, out: Path, x: torch.Tensor, ref: torch.Tensor) -> tu
     return ["timm/config.json", "timm/model.safetensors"], compare(ref, got)
 
 
-@writer("torchscript")
 def write_torchscript(sub: Subnet, out: Path, x: torch.Tensor, ref: torch.Tensor) -> tuple[list[str], Check]:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")    # torch 2.14 marks TorchScript deprecated; it still serves C++/mobile users
@@ -82,7 +61,6 @@ def write_torchscript(sub: Subnet, out: Path, x: torch.Tensor, ref: torch.Tensor
     return ["model.torchscript.pt"], compare(ref, got)
 
 
-@writer("onnx")
 def write_onnx(sub: Subnet, out: Path, x: torch.Tensor, ref: torch.Tensor) -> tuple[list[str], Check]:
     import onnx
     import onnxruntime as ort
@@ -98,7 +76,6 @@ def write_onnx(sub: Subnet, out: Path, x: torch.Tensor, ref: torch.Tensor) -> tu
     return ["model.onnx"], {**compare(ref, got), "opset": ONNX_OPSET, "onnxruntime": ort.__version__}
 
 
-@writer("coreml")
 def write_coreml(sub: Subnet, out: Path, x: torch.Tensor, ref: torch.Tensor) -> tuple[list[str], Check]:
     from nas.latency.coreml.convert import INPUT_NAME, convert
 

@@ -123,7 +123,7 @@ def adapt_table(device_name: str, source: str | Path, n: int, out: str | Path,
     archs = [space.sample(seed=seed_base + i) for i in range(n)]
     measured_here = measured_ms is None
     if measured_ms is None:
-        ok, why = device.make_backend().available()
+        ok, why = device.measurable_here()
         if not ok:
             raise UsageError(f"device {device.name!r} cannot be measured here: {why}")
         measured_ms = measure_rounds(device.name, archs, space, 1, progress, "adapt", quick_policy(repeats))[0]

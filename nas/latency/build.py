@@ -127,7 +127,7 @@ def build_table(device_name: str, space_source: str = DEFAULT_SPACE, out: str | 
     its round medians (``benchmarks/timing_statistics.py``: on this shared machine that statistic repeats ~3x better
     than one back-to-back measurement, and better than the minimum of round medians)."""
     device = get_device(device_name)
-    ok, why = device.make_backend().available()
+    ok, why = device.measurable_here()
     if not ok:
         raise UsageError(f"device {device.name!r} cannot be measured here: {why}")
     space = load_space(space_source)

@@ -4,8 +4,9 @@ A user adds a device with one call, e.g. ``register_device(Device("cpu4", "cpu",
 takes ``--device`` then knows it. A device gets its latency table in one or more of three ways (``table_sources``):
 
 - ``measured``: ``nas lut build`` measures every op on this machine (cpu, cuda, onnxruntime);
-- ``ingested``: ``nas lut build`` converts the ops to packages, they are timed on the device elsewhere
-  (``nas lut measure`` on a Mac or iPhone) and ``nas lut ingest`` makes the table (Core ML);
+- ``ingested``: ``nas lut build`` converts the ops to packages of the device's ``package_format``, they are
+  timed on the device elsewhere (``nas lut measure`` on a Mac or iPhone for Core ML, the copied ``measure_onnx.py``
+  on any machine for ONNX) and ``nas lut ingest`` makes the table (``nas.latency.remote``);
 - ``estimated``: ``nas lut estimate`` prices every op with the device's calibrated cost model until a measured
   table exists.
 
@@ -32,9 +33,19 @@ class Device:
     description: str = ""
     compute_units: str = "ALL"   # Core ML devices: which units the packages may use (recorded in the table)
     table_sources: tuple[str, ...] = (MEASURED,)   # how its table can be made, the preferred way first
+    package_format: str | None = None   # ingested tables: what its ops are converted to (nas.latency.remote)
 
     def make_backend(self) -> Backend:
         return BACKENDS[self.backend](threads=self.threads, batch=self.batch, dtype=self.dtype)
+
+    def measurable_here(self) -> tuple[bool, str]:
+        """Whether this machine can time the device (and if not, why): a device measured elsewhere never is,
+        even when its backend runs here (``onnxruntime-remote``'s timings here would be this CPU's)."""
+        if MEASURED not in self.table_sources:
+            return False, (f"{self.name} is measured on another machine: nas lut build --device {self.name} writes "
+                           f"{self.package_format} packages, they are timed there (nas lut measure), and nas lut "
+                           "ingest makes the table")
+        return self.make_backend().available()
 
 
 DEVICES: dict[str, Device] = {}
@@ -47,6 +58,13 @@ def register_device(device: Device) -> Device:
     if unknown or not device.table_sources:
         raise UsageError(f"device {device.name!r}: table sources {device.table_sources!r}; allowed: "
                          f"{', '.join(TABLE_SOURCES)}")
+    if (INGESTED in device.table_sources) != (device.package_format is not None):
+        raise UsageError(f"device {device.name!r}: a table ingested from elsewhere needs a package format, and only "
+                         "such a table does (table_sources, package_format)")
+    if device.package_format is not None:
+        from nas.latency.remote import get_package_format
+
+        get_package_format(device.package_format)
     if device.name in DEVICES:  # as timm's registry: a second device of one name would silently replace the first
         raise ValueError(f"device {device.name!r} is registered twice")
     DEVICES[device.name] = device
@@ -58,7 +76,13 @@ register_device(Device("cpu-2t", "cpu", threads=2, description="this machine's C
 register_device(Device("cuda", "cuda", description="the first CUDA GPU, PyTorch eager, CUDA events"))
 register_device(Device("onnxruntime", "onnxruntime", threads=1,
                        description="this machine's CPU, ONNX Runtime CPU execution provider, 1 thread"))
+register_device(Device("onnxruntime-remote", "onnxruntime", threads=1, table_sources=(INGESTED,),
+                       package_format="onnx",
+                       description="another machine's CPU (an ARM board, a server), ONNX Runtime CPU execution "
+                                   "provider, 1 thread: packages built here, timed there by measure_onnx.py, "
+                                   "ingested here"))
 register_device(Device("iphone12", "coreml", dtype="float16", compute_units="ALL", table_sources=(INGESTED, ESTIMATED),
+                       package_format="coreml",
                        description="iPhone 12 (A14), Core ML mlprogram fp16, compute units All; ships as an estimate "
                                    "from the calibrated cost model until a measured table is ingested"))
 

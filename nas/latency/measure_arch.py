@@ -18,8 +18,7 @@ def measure_against_table(device_name: str, arch: Arch, lut: str | Path | None =
 
     space = load_space(arch.space)
     device = get_device(device_name)
-    backend = device.make_backend()
-    ok, why = backend.available()
+    ok, why = device.measurable_here()
     if not ok:
         raise UsageError(f"--device {device_name} cannot be measured on this machine: {why}")
     predictor, note = None, ""
@@ -30,8 +29,9 @@ def measure_against_table(device_name: str, arch: Arch, lut: str | Path | None =
             raise
         note = str(exc)
     timing = measure_arch(device, arch, space)
-    result: dict[str, Any] = {"device": device_name, "backend": type(backend).__name__, "arch": arch.to_dict(),
-                              "measured": timing.to_dict(), "predicted_ms": None, "table": None, "table_note": note}
+    result: dict[str, Any] = {"device": device_name, "backend": type(device.make_backend()).__name__,
+                              "arch": arch.to_dict(), "measured": timing.to_dict(), "predicted_ms": None,
+                              "table": None, "table_note": note}
     if predictor is not None:
         interval = predictor.interval(arch, 0.9)
         predicted, low, high = interval["latency_ms"], interval["latency_low_ms"], interval["latency_high_ms"]

@@ -52,7 +52,7 @@ def measure_rounds(device_name: str, archs: Sequence[Arch], space: SearchSpace, 
                    policy: TimingPolicy | None = None) -> list[list[float]]:
     """``[round][arch]`` median latencies: every arch once per round, the rounds one after another."""
     device = get_device(device_name)
-    ok, why = device.make_backend().available()
+    ok, why = device.measurable_here()
     if not ok:          # before the progress bar: a refusal is the one line printed
         raise UsageError(f"--device {device.name} cannot be measured here: {why}")
     bar = None

@@ -26,7 +26,7 @@ def verify_winner(records: Sequence[TrialRecord], space: SearchSpace, budgets: B
     from nas.latency.correction import make_point, new_session
     from nas.latency.devices import get_device
 
-    local = [b for b in budgets.items if get_device(b.device).make_backend().available()[0]]
+    local = [b for b in budgets.items if get_device(b.device).measurable_here()[0]]
     if not local:
         return {"devices": [], "checked": [], "winner": None,
                 "note": "no budget device can be measured on this machine"}

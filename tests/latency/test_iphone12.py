@@ -16,11 +16,11 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from nas.latency.coreml.convert import check_conversions
-from nas.latency.coreml.packages import load_manifest
 from nas.latency.costmodel.model import CostModel, load_cost_model, shipped_cost_model_path
 from nas.latency.costmodel.published import load_published, shipped_calibration_csv, timm_model
 from nas.latency.ops import arch_ops, space_ops
 from nas.latency.predict import estimate_notice, load_predictor, predict_model
+from nas.latency.remote.manifest import load_manifest
 from nas.latency.table import LatencyTable
 from nas.latency.trace import COMPOSITE_ACT, DENSE, LAYOUT, NORM, SOFTMAX, trace_ops
 from nas.space import load_space
@@ -325,10 +325,10 @@ def test_coreml_build_resumes_after_kill_then_ingests_a_measured_table(tiny, tmp
 @pytest.mark.macos
 @pytest.mark.skipif(platform.system() != "Darwin", reason="Core ML predictions run only on macOS")
 def test_measure_on_a_mac_writes_timings_that_ingest(tiny, tmp_path):
-    from nas.latency.coreml.ingest import ingest
     from nas.latency.coreml.measure import measure_packages
-    from nas.latency.coreml.packages import build_packages
     from nas.latency.devices import get_device
+    from nas.latency.remote.ingest import ingest
+    from nas.latency.remote.manifest import build_packages
 
     manifest = build_packages(get_device("iphone12"), tiny, tmp_path / "pk", progress=False)
     timings = measure_packages(manifest, tmp_path / "t.json", on="mac", progress=False)

@@ -71,6 +71,7 @@ def _sync_bn_worker(rank: int, port: int, x: torch.Tensor, w: torch.Tensor, b: t
     dist.destroy_process_group()
 
 
+@pytest.mark.distributed
 def test_sync_batchnorm_on_two_workers_is_batchnorm_of_the_whole_batch(tmp_path):
     """Forward, running statistics and gradients of 2 gloo workers' halves = F.batch_norm on the whole batch."""
     import socket

@@ -11,6 +11,7 @@
 3. ``nas lut ingest MANIFEST TIMINGS --out FILE`` (any OS): a measured table, with the correction fitted on the
    whole-arch timings exactly as ``nas lut build`` does for local devices.
 
-Modules: ``units`` (compute-unit names, torch-free), ``convert`` (module -> mlprogram), ``packages`` (step 1),
-``measure`` (step 2), ``ingest`` (step 3).
+Core ML is one package format of ``nas.latency.remote`` (which holds the manifest, step 1, and the ingest, step
+3, for every format). Modules here: ``units`` (compute-unit names, torch-free), ``convert`` (module ->
+mlprogram), ``package`` (the format's converter), ``measure`` (step 2, the runner on a Mac or iPhone).
 """

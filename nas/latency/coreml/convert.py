@@ -17,8 +17,7 @@ from nas import install_hint
 from nas.errors import UsageError
 from nas.latency.coreml.units import COMPUTE_UNITS
 from nas.latency.ops import Op
-
-INPUT_NAME = "x"
+from nas.latency.remote import INPUT_NAME
 
 
 @contextmanager

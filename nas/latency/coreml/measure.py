@@ -11,9 +11,10 @@ from typing import Any
 
 from nas.errors import UsageError
 from nas.fileio import write_json_atomic
-from nas.latency.coreml.convert import INPUT_NAME, coremltools_version, quiet_coremltools
-from nas.latency.coreml.ingest import TIMINGS_SCHEMA, load_timings
-from nas.latency.coreml.packages import load_manifest
+from nas.latency.coreml.convert import coremltools_version, quiet_coremltools
+from nas.latency.remote import INPUT_NAME
+from nas.latency.remote.ingest import TIMINGS_SCHEMA, load_timings
+from nas.latency.remote.manifest import load_manifest
 from nas.latency.timing import TimingPolicy, time_until_stable, timing_of
 
 

@@ -1,5 +1,6 @@
-"""Step 3 of a Core ML table (any OS): a measured table from a manifest and the timings of its packages, with
-the end-to-end correction fitted on the whole-arch timings exactly as ``nas lut build`` does for local devices."""
+"""Step 3 of a table measured elsewhere (any OS): a measured table from a manifest and the timings of its
+packages, with the end-to-end correction fitted on the whole-arch timings exactly as ``nas lut build`` does for
+local devices."""
 from __future__ import annotations
 
 import csv
@@ -9,13 +10,14 @@ from typing import Any
 
 from nas.errors import UsageError
 from nas.fileio import read_json
-from nas.latency.coreml.packages import load_manifest
 from nas.latency.correction import make_point, new_session
+from nas.latency.remote.manifest import load_manifest, package_format_of
 from nas.latency.table import LatencyTable, attach_correction, new_header
 from nas.schemas import check
 from nas.space import Arch, load_space
 
-TIMINGS_SCHEMA = "nas-coreml-timings/1"
+TIMINGS_SCHEMA = "nas-timings/1"                  # written by every format's runner
+OLD_TIMINGS_SCHEMAS = ("nas-coreml-timings/1",)   # still read
 
 
 def load_timings(path: str | Path) -> dict[str, Any]:
@@ -37,7 +39,8 @@ def load_timings(path: str | Path) -> dict[str, Any]:
                 raise UsageError(f"timings CSV {path} line {i}: median_ms {r['median_ms']!r} is not a number") from None
         return {"header": {"schema": TIMINGS_SCHEMA, "source": f"csv {path.name}"}, "timings": timings}
     data = read_json(path, "timings file")
-    if not isinstance(data, dict) or data.get("header", {}).get("schema") != TIMINGS_SCHEMA \
+    if not isinstance(data, dict) or not isinstance(data.get("header"), dict) \
+            or data["header"].get("schema") not in (TIMINGS_SCHEMA, *OLD_TIMINGS_SCHEMAS) \
             or not isinstance(data.get("timings"), dict):
         raise UsageError(f"timings file {path} is not a {TIMINGS_SCHEMA} file (or a CSV id,median_ms)")
     return check(data, "timings file", str(path))
@@ -70,13 +73,18 @@ def ingest(manifest_path: str | Path, timings_path: str | Path, out: str | Path)
                              "of milliseconds")
     mh = manifest["header"]
     space = load_space(mh.get("space_source", mh["space"]))
+    device = get_device(mh["device"])
+    fmt = package_format_of(manifest)
+    runtime = timings_file["header"].get("runtime_version")    # the runner's (onnxruntime), else the converter's
     header = new_header(
-        get_device(mh["device"]), space, kind="measured", backend="coreml", backend_version=mh["coremltools_version"],
+        device, space, kind="measured", backend=device.backend,
+        backend_version=runtime or mh.get("converter_version") or mh.get("coremltools_version", "unknown"),
         produced_by=f"nas lut ingest {Path(manifest_path).name} {Path(timings_path).name}",
-        torch_version=mh["torch_version"], threads=0, dtype=mh["precision"], batch=mh["batch"],
-        host=timings_file["header"].get("host", "unknown"), compute_units=mh["compute_units"],
-        measured_on=timings_file["header"])
-    header.pop("cpu")   # this machine's processor says nothing of the phone's
+        torch_version=mh["torch_version"], threads=mh.get("threads", 0) if fmt.name != "coreml" else 0,
+        dtype=mh["precision"], batch=mh["batch"], host=timings_file["header"].get("host", "unknown"),
+        package_format=fmt.name, measured_on=timings_file["header"],
+        **({"compute_units": mh["compute_units"]} if "compute_units" in mh else {}))
+    header.pop("cpu")   # this machine's processor says nothing of the other machine's
     table = LatencyTable(header)
     session = new_session()
     for p in manifest["packages"]:
@@ -87,6 +95,7 @@ def ingest(manifest_path: str | Path, timings_path: str | Path, out: str | Path)
         elif p["kind"] == "arch":
             arch: Arch = space.arch_from_dict(p["arch"])
             table.calibration.append(make_point(arch, t["median_ms"], "ingest", session, t))
-    attach_correction(table, space, f"end-to-end Core ML timings of {len(table.calibration)} archs of the manifest")
+    attach_correction(table, space, f"end-to-end {fmt.name} timings of {len(table.calibration)} archs of the "
+                                    "manifest")
     table.save(out)
     return table
