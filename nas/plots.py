@@ -6,6 +6,7 @@ killed run never leaves half a picture. matplotlib is imported on first use with
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -76,54 +77,73 @@ def plot_calibration(report: dict[str, Any], path: str | Path) -> None:
     _save(fig, path, dpi=120)
 
 
-def plot_pareto(path: str | Path, records: Sequence[Any], front: Sequence[Any], best: Any, device: str,
-                budget_ms: float, table_kind: str, objective_label: str, title: str,
-                guarantee: float | None = None, median_limit_ms: float | None = None,
-                others: Sequence[dict[str, Any]] = ()) -> None:
-    """Objective against the first device's predicted latency: every record (feasible or not), the Pareto front,
-    the budget and the winner. Records are ``TrialRecord``s (``latency_ms`` per device, ``objective``,
-    ``feasible``). Under ``--guarantee`` also the limit the prediction must meet for its upper bound to meet the
-    budget, and the winner's upper bound. ``others`` (one dict per further budget: ``device``, ``budget_ms``,
-    ``table_kind``, ``front``, ``median_limit_ms``) add a panel each: the same records against that device."""
+@dataclass(frozen=True)
+class ParetoPanel:
+    """One device's view of a search: its budget, its table's kind and its front (records, best first by latency).
+    ``median_limit_ms``: under ``--guarantee``, what the median prediction must meet for the bound to meet the
+    budget."""
+
+    device: str
+    budget_ms: float
+    table_kind: str
+    front: Sequence[Any]
+    median_limit_ms: float | None = None
+
+
+@dataclass(frozen=True)
+class ParetoPlot:
+    """What ``pareto.png`` shows, computed once by the search (as Optuna's ``_ParetoFrontInfo``): every record
+    (``TrialRecord``s: ``latency_ms`` per device, ``objective``, ``feasible``), the winner, and a panel per budget
+    device, the first device's first."""
+
+    records: Sequence[Any]
+    best: Any
+    panels: Sequence[ParetoPanel]
+    objective_label: str
+    title: str
+    guarantee: float | None = None
+
+
+def plot_pareto(path: str | Path, plot: ParetoPlot) -> None:
+    """Objective against each budget device's predicted latency: every record (feasible or not), the Pareto front,
+    the budget and the winner; under ``--guarantee`` also the limit the prediction must meet for its upper bound to
+    meet the budget, and the winner's upper bound."""
     plt = _pyplot()
-    fig, axes = plt.subplots(1, 1 + len(others), figsize=(6.4 * (1 + len(others)), 4.4), squeeze=False)
-    _pareto_panel(axes[0][0], records, front, best, device, budget_ms, table_kind, objective_label, guarantee,
-                  median_limit_ms)
-    for ax, other in zip(axes[0][1:], others):
-        _pareto_panel(ax, records, other["front"], best, other["device"], other["budget_ms"], other["table_kind"],
-                      objective_label, guarantee, other.get("median_limit_ms"))
-    fig.suptitle(title, fontsize=10)
+    n = len(plot.panels)
+    fig, axes = plt.subplots(1, n, figsize=(6.4 * n, 4.4), squeeze=False)
+    for ax, panel in zip(axes[0], plot.panels):
+        _pareto_panel(ax, plot, panel)
+    fig.suptitle(plot.title, fontsize=10)
     fig.tight_layout()
     _save(fig, path, dpi=120)
 
 
-def _pareto_panel(ax: Any, records: Sequence[Any], front: Sequence[Any], best: Any, device: str, budget_ms: float,
-                  table_kind: str, objective_label: str, guarantee: float | None,
-                  median_limit_ms: float | None) -> None:
+def _pareto_panel(ax: Any, plot: ParetoPlot, panel: ParetoPanel) -> None:
     # The legend lists only what can be seen: the winner's own point sits under its star, so records at the star
     # are left out, and a front of that one point is the star (a slimming path often ends in one feasible step,
     # which drew an invisible "meets every budget" dot and "Pareto front" line in the legend).
+    best, device, budget_ms, guarantee = plot.best, panel.device, panel.budget_ms, plot.guarantee
     star = (best.latency_ms[device], best.objective)
     for feasible, colour, label in ((False, "#bbbbbb", "misses a budget"), (True, "#4c72b0", "meets every budget")):
-        pts = [(r.latency_ms[device], r.objective) for r in records if r.feasible == feasible]
+        pts = [(r.latency_ms[device], r.objective) for r in plot.records if r.feasible == feasible]
         pts = [p for p in pts if p != star]
         if pts:
             ax.scatter(*zip(*pts), s=10, c=colour, label=label, alpha=0.7)
-    if len({(r.latency_ms[device], r.objective) for r in front} - {star}) >= 1:
-        ax.step([r.latency_ms[device] for r in front], [r.objective for r in front], where="post",
+    if len({(r.latency_ms[device], r.objective) for r in panel.front} - {star}) >= 1:
+        ax.step([r.latency_ms[device] for r in panel.front], [r.objective for r in panel.front], where="post",
                 c="#c44e52", marker="o", ms=3, label="Pareto front")
     ax.axvline(budget_ms, ls="--", c="k", lw=1, label=f"budget {budget_ms:g} ms")
-    if guarantee is not None and median_limit_ms is not None:
-        ax.axvline(median_limit_ms, ls=":", c="k", lw=1,
-                   label=f"prediction limit for the {guarantee:.0%} bound ({median_limit_ms:.3g} ms)")
-        upper = best.latency_ms[device] * budget_ms / median_limit_ms
+    if guarantee is not None and panel.median_limit_ms is not None:
+        ax.axvline(panel.median_limit_ms, ls=":", c="k", lw=1,
+                   label=f"prediction limit for the {guarantee:.0%} bound ({panel.median_limit_ms:.3g} ms)")
+        upper = best.latency_ms[device] * budget_ms / panel.median_limit_ms
         ax.errorbar([best.latency_ms[device]], [best.objective], xerr=[[0], [upper - best.latency_ms[device]]],
                     c="#dd8452", capsize=3, lw=1, label=f"best: upper bound at {guarantee:.0%}")
     verified = getattr(best, "measured_ms", None)       # --verify: the winner is the best that measured in budget
     ax.scatter([best.latency_ms[device]], [best.objective], marker="*", s=160, c="#dd8452", zorder=5,
                label="best, verified by measurement (may sit below the predicted front)" if verified else "best")
-    ax.set_xlabel(f"predicted latency on {device} (ms, {table_kind} table)")
-    ax.set_ylabel(objective_label.split(" (")[0], fontsize=9)
+    ax.set_xlabel(f"predicted latency on {device} (ms, {panel.table_kind} table)")
+    ax.set_ylabel(plot.objective_label.split(" (")[0], fontsize=9)
     ax.set_title(f"front on {device}", fontsize=9)
     ax.legend(fontsize=8)
 

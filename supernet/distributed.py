@@ -128,7 +128,8 @@ def train_on_ray(cfg: TrainConfig, out: Path, num_workers: int, *, resume: bool 
     """Train on ``num_workers`` Ray Train workers; returns the same summary as the local trainer."""
     from supernet.checkpoint import load_checkpoint_payload
     from supernet.recipe import check_config
-    from supernet.train import check_out, result_summary
+    from supernet.train import check_out
+    from supernet.training_log import result_summary
 
     check_out(out, resume)
     check_config(cfg, device, num_workers)   # before starting anything

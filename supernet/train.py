@@ -33,8 +33,6 @@ Checkpoints are written atomically every ``save_every`` steps and at each epoch'
 """
 from __future__ import annotations
 
-import csv
-import io
 import sys
 import time
 from collections.abc import Callable
@@ -46,7 +44,6 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from nas.errors import UsageError
-from nas.plots import plot_history
 from nas.space import Arch
 from supernet.batches import StepBatches
 from supernet.config import TrainConfig
@@ -68,6 +65,7 @@ from supernet.recipe import (
 )
 from supernet.sampling import SAMPLERS
 from supernet.supernet import Supernet
+from supernet.training_log import TrainingLog, result_summary
 
 TRAINING_FORMAT = "nas-supernet-training/1"
 
@@ -318,70 +316,6 @@ class SupernetTrainer:
 # ----------------------------------------------------------------------------------------------- the loop
 
 
-def history_plot_path(out: str | Path) -> Path:
-    out = Path(out)
-    return out.with_name(out.stem + ".training.png")
-
-
-def metrics_csv_path(out: str | Path) -> Path:
-    out = Path(out)
-    return out.with_name(out.stem + ".metrics.csv")
-
-
-METRIC_COLUMNS = ("epoch", "step", "loss", "lr", "images_per_s")
-
-
-def write_metrics_csv(history: list[dict[str, Any]], path: Path) -> None:
-    """One row per epoch: loss, learning rate, images/s and the top-1 of each evaluated subnet (atomic rewrite)."""
-    from nas.fileio import atomic_output
-
-    names = list(history[-1]["top1"]) if history else []
-    buf = io.StringIO()
-    writer = csv.writer(buf)
-    writer.writerow([*METRIC_COLUMNS, *(f"top1_{n}" for n in names)])
-    for h in history:
-        writer.writerow([h.get(c, "") for c in METRIC_COLUMNS] + [h["top1"].get(n, "") for n in names])
-    with atomic_output(path) as staging:
-        staging.write_text(buf.getvalue())
-
-
-class TrainingLog:
-    """Where a run's metrics go besides the checkpoint: the CSV and plot next to ``out``, TensorBoard when asked
-    (``log_dir``; torch's writer when the ``tensorboard`` package is installed, else tensorboardX's)."""
-
-    def __init__(self, out: Path, log_dir: str | None = None):
-        self.out, self.writer = out, None
-        if log_dir:
-            try:
-                from torch.utils.tensorboard import SummaryWriter
-            except ImportError:
-                try:
-                    from tensorboardX import SummaryWriter  # type: ignore[no-redef]
-                except ImportError:
-                    raise UsageError("--log-dir needs TensorBoard: pip install tensorboard") from None
-            self.writer = SummaryWriter(log_dir)
-
-    def step(self, step: int, loss: float, lr: float) -> None:
-        if self.writer is not None:
-            self.writer.add_scalar("train/loss", loss, step)
-            self.writer.add_scalar("train/lr", lr, step)
-
-    def epoch(self, history: list[dict[str, Any]], title: str) -> None:
-        entry = history[-1]
-        write_metrics_csv(history, metrics_csv_path(self.out))
-        plot_history(history, history_plot_path(self.out), title)
-        if self.writer is not None:
-            for key in ("loss", "lr", "images_per_s"):
-                self.writer.add_scalar(f"epoch/{key}", entry[key], entry["epoch"])
-            for name, top1 in entry["top1"].items():
-                self.writer.add_scalar(f"top1/{name}", top1, entry["epoch"])
-            self.writer.flush()
-
-    def close(self) -> None:
-        if self.writer is not None:
-            self.writer.close()
-
-
 def run_steps(trainer: SupernetTrainer, out: Path, save_every: int = 100, progress: bool = True, workers: int = 0,
               log_dir: str | None = None, on_save: Callable[[], None] | None = None, bar_factory: Any = None,
               after_step: Callable[[int], None] | None = None) -> None:
@@ -462,11 +396,3 @@ def train_supernet(cfg: TrainConfig, out: str | Path, resume: bool = False, devi
     return result_summary(trainer.history, trainer.step, cfg, out, trainer.space.name,
                           start_step if resume else None, trainer.step - start_step, time.perf_counter() - started,
                           workers=1)
-
-
-def result_summary(history: list[dict[str, Any]], steps: int, cfg: TrainConfig, out: Path, space: str,
-                   resumed_from: int | None, steps_this_run: int, wall_s: float, workers: int) -> dict[str, Any]:
-    return {"out": str(out), "plot": str(history_plot_path(out)), "metrics": str(metrics_csv_path(out)),
-            "space": space, "data": cfg.data, "epochs": cfg.epochs, "steps": steps, "resumed_from_step": resumed_from,
-            "steps_this_run": steps_this_run, "wall_s": wall_s, "workers": workers, "history": history,
-            "top1": history[-1]["top1"] if history else {}}

@@ -18,7 +18,8 @@ def test_wheel_ships_data_and_loads_spaces(tmp_path):
     names = zipfile.ZipFile(wheel).namelist()
     for needed in ["search_spaces/efficientformer.yaml", "search_spaces/tiny.yaml", "nas/cli/__init__.py",
                    "nas/cli/search.py", "nas/export/writers.py", "nas/latency/costmodel/model.py",
-                   "nas/latency/coreml/packages.py", "nas/py.typed", "supernet/supernet.py", "latency_luts/README.md",
+                   "nas/latency/remote/manifest.py", "nas/latency/remote/onnx_runner.py", "nas/py.typed",
+                   "supernet/supernet.py", "latency_luts/README.md",
                    "latency_luts/iphone12.json",
                    "latency_luts/iphone12.costmodel.json", "latency_luts/calibration/iphone12_published.csv"]:
         assert needed in names, needed

@@ -7,7 +7,7 @@ matplotlib.use("Agg")
 
 import matplotlib.pyplot as plt  # noqa: E402
 
-from nas.plots import _pareto_panel  # noqa: E402
+from nas.plots import ParetoPanel, ParetoPlot, _pareto_panel  # noqa: E402
 from nas.search.records import TrialRecord  # noqa: E402
 
 
@@ -17,7 +17,8 @@ def _record(n: int, ms: float, objective: float, feasible: bool) -> TrialRecord:
 
 def _labels(records, front, best) -> list[str]:
     fig, ax = plt.subplots()
-    _pareto_panel(ax, records, front, best, "iphone12", 1.2, "estimated", "objective", None, None)
+    panel = ParetoPanel("iphone12", 1.2, "estimated", front)
+    _pareto_panel(ax, ParetoPlot(records, best, [panel], "objective", "title"), panel)
     labels = ax.get_legend_handles_labels()[1]
     plt.close(fig)
     return labels

@@ -304,8 +304,8 @@ def check_table(args: argparse.Namespace) -> int:
     from nas.latency.loop import check_table as check
     from nas.latency.table import LatencyTable
 
+    path = _measured_table_path(args)        # an estimated table is refused for what it is first
     _require_measurable_here(args.device)
-    path = _measured_table_path(args)
     load = load_now(LOAD_SAMPLE_S)
     report = check(path, args.device, args.n, tolerance=args.tolerance, refit_after=args.refit,
                    progress=not args.no_progress)

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import os
 import sys
 import time
 from dataclasses import dataclass, field
@@ -32,50 +31,20 @@ from typing import Any
 
 import numpy as np
 
-from nas import install_hint
 from nas.errors import UsageError
-from nas.fileio import mark_owned, read_json, write_json_atomic
-from nas.ranking.jobs import Job, run_in_processes, run_job
-from nas.ranking.stats import BOOTSTRAP_DRAWS, Agreement, agreement, default_top_k, noise_ceiling
-from nas.schemas import check
+from nas.fileio import mark_owned, write_json_atomic
+from nas.ranking.jobs import Job
+from nas.ranking.settings import RankSettings, check_settings, parallelism
+from nas.ranking.state import RankState
+from nas.ranking.stats import Agreement, agreement, default_top_k, noise_ceiling
+from nas.ranking.training import train_missing
 from nas.space import Arch, SearchSpace
 
-STATE_FORMAT = "nas-rank-state/1"
-MIN_ARCHS = 3
 POOL = 4000             # random archs the stratified sample is drawn from
 PROXY_BATCH = 64        # training images the zero-cost proxies see
 # scores reported beside inherited accuracy: the search's default objective and the parameter count; the
 # zero-cost proxies are added from their registry
 BASELINES = ("capacity", "params")
-
-
-@dataclass(frozen=True)
-class RankSettings:
-    checkpoint: str
-    data: str | None = None              # default: the data the supernet was trained on
-    archs: int = 12
-    epochs: int | None = None            # stand-alone epochs; default: the supernet's (the same schedule)
-    seeds: int = 3                       # trainings of the noise-floor arch (its first one is its ranking run)
-    device: str = "iphone12"             # the latency table the archs are spread over
-    lut: str | None = None
-    space: str | None = None             # when given, must be the checkpoint's
-    seed: int = 0                        # of the arch sample
-    top_k: int | None = None
-    bootstrap: int = BOOTSTRAP_DRAWS
-    val_images: int | None = None        # default: the supernet's evaluation recipe
-    bn_images: int | None = None
-    recipe: dict[str, Any] = field(default_factory=dict)   # TrainConfig fields changed for stand-alone training
-    out: str | None = None
-    resume: bool = False
-    workers: int | None = None           # Ray workers (None: local processes)
-    ray_address: str | None = None
-    jobs: int | None = None              # local trainings at once (default: one per core on CPU, 1 on CUDA)
-    threads: int | None = None           # intra-op threads per training (results repeat for the same value)
-    torch_device: str = "cpu"
-    progress: bool = True
-
-    def out_dir(self) -> Path:
-        return Path(self.out) if self.out else Path(self.checkpoint).with_suffix(".rank")
 
 
 @dataclass
@@ -92,32 +61,6 @@ class RankedArch:
 
 
 # --------------------------------------------------------------------------------------------------- setup
-
-
-def _check_settings(s: RankSettings) -> None:
-    if s.archs < MIN_ARCHS:
-        raise UsageError(f"--archs {s.archs}: a ranking needs at least {MIN_ARCHS} archs (12 or more give "
-                         "intervals worth reading)")
-    if s.seeds < 2:
-        raise UsageError(f"--seeds {s.seeds}: the noise floor needs at least 2 trainings of one arch")
-    if s.top_k is not None and not 1 <= s.top_k <= s.archs:
-        raise UsageError(f"--top-k {s.top_k}: expected 1 to --archs ({s.archs})")
-    if s.jobs and s.workers:
-        raise UsageError("--jobs is how many trainings run at once here; --num-workers sends them to Ray: give one")
-    if s.ray_address and not s.workers:
-        raise UsageError("--ray-address is a setting of --num-workers (the Ray workers the trainings go to); add "
-                         "--num-workers N or drop it")
-
-
-def parallelism(s: RankSettings) -> tuple[int, int]:
-    """(trainings at once, intra-op threads of each): on CPU one process per core with one thread each by
-    default (small networks use two single-threaded processes better than one process with two threads), one at
-    a time on CUDA; on Ray, the cores divided among the workers."""
-    cores = os.cpu_count() or 1
-    if s.workers:
-        return s.workers, s.threads or max(1, cores // s.workers)
-    at_once = s.jobs or (1 if s.torch_device == "cuda" else cores)
-    return at_once, s.threads or max(1, cores // at_once)
 
 
 def _supernet_recipe(s: RankSettings, meta: dict[str, Any]) -> Any:
@@ -180,59 +123,6 @@ def stratified_archs(space: SearchSpace, predictor: Any, k: int, seed: int) -> l
     return chosen
 
 
-# --------------------------------------------------------------------------------------------------- state
-
-
-class RankState:
-    """``OUT/state.json``: the settings a resume must match, the archs, and every finished piece."""
-
-    def __init__(self, path: Path, fingerprint: dict[str, Any]):
-        self.path, self.fingerprint = path, fingerprint
-        self.archs: list[dict[str, Any]] = []
-        self.scores: dict[str, dict[str, float]] = {}      # arch name -> score name -> value
-        self.trainings: dict[str, dict[str, Any]] = {}     # job key -> result
-
-    @classmethod
-    def open(cls, path: Path, fingerprint: dict[str, Any], resume: bool) -> RankState:
-        state = cls(path, fingerprint)
-        if not path.exists():
-            if resume:
-                print(f"nas: note: --resume: nothing to resume in {path.parent}; starting", file=sys.stderr)
-            return state
-        if not resume:
-            raise UsageError(f"--out {path.parent} holds a ranking check already; pass --resume to finish it, or "
-                             "choose another --out")
-        saved = check(read_json(path, "ranking state"), "ranking state", str(path))
-        theirs: dict[str, Any] = saved["fingerprint"]
-        for key, mine in fingerprint.items():          # the options first, in the words the user typed
-            if theirs.get(key) != mine:
-                raise UsageError(_resume_mismatch(path.parent, key, theirs.get(key), mine))
-        state.archs, state.scores, state.trainings = saved["archs"], saved["scores"], saved["trainings"]
-        return state
-
-    def save(self) -> None:
-        write_json_atomic(self.path, {"format": STATE_FORMAT, "fingerprint": self.fingerprint, "archs": self.archs,
-                                      "scores": self.scores, "trainings": self.trainings})
-
-
-def _resume_mismatch(out: Path, key: str, theirs: Any, mine: Any) -> str:
-    """Why a resume is refused, naming the option (or the checkpoint) and both values."""
-    if key == "supernet_sha256":
-        return (f"--resume: {out} was started on another checkpoint (the file's contents differ); give that "
-                "checkpoint, or choose another --out")
-    if key == "standalone_recipe" and isinstance(theirs, dict) and isinstance(mine, dict):
-        field_name = next(k for k in mine if theirs.get(k) != mine[k])
-        key, theirs, mine = field_name, theirs.get(field_name), mine[field_name]
-    flag = "--" + key.replace("_", "-")
-
-    def given(value: Any) -> str:          # an option left at its default is saved as None
-        return f"without {flag}" if value is None else f"with {flag} {value}"
-
-    asked = f"leaves {flag} out" if mine is None else f"asks for {flag} {mine}"
-    return (f"--resume: {out} was started {given(theirs)}, this run {asked}; rerun {given(theirs)} or choose another "
-            "--out")
-
-
 # --------------------------------------------------------------------------------------------------- the check
 
 
@@ -242,7 +132,7 @@ def run_check(s: RankSettings) -> dict[str, Any]:
     from supernet.checkpoint import file_digest, load_supernet
     from supernet.standalone import standalone_config
 
-    _check_settings(s)
+    check_settings(s)
     started = time.perf_counter()
     net, meta = load_supernet(s.checkpoint)
     space = net.space
@@ -282,7 +172,7 @@ def run_check(s: RankSettings) -> dict[str, Any]:
     from supernet.batches import StepBatches
 
     steps_per_job = StepBatches(alone, space.input_size).total_steps
-    _train(state, [j for j in jobs if j.key not in state.trainings], s, steps_per_job, at_once)
+    train_missing(state, [j for j in jobs if j.key not in state.trainings], s, steps_per_job, at_once)
     for i, r in enumerate(ranked):
         r.scores = dict(state.scores[r.name])
         r.standalone = float(state.trainings[f"{i}:0"]["top1"])
@@ -319,75 +209,6 @@ def _score_archs(state: RankState, ranked: list[RankedArch], net: Any, space: Se
         state.scores[r.name] = scores
         state.save()
     counts.save()
-
-
-def _train(state: RankState, jobs: list[Job], s: RankSettings, steps_per_job: int, at_once: int) -> None:
-    """Run the stand-alone trainings still missing, here (one at a time, or ``at_once`` processes) or on Ray,
-    saving each result as it arrives; the bar counts optimiser steps (every training has the same number), so its
-    estimate holds across archs."""
-    if not jobs:
-        return
-    from tqdm import tqdm
-
-    bar = tqdm(total=len(jobs) * steps_per_job, desc=f"{len(jobs)} stand-alone trainings", unit="step",
-               disable=not s.progress, dynamic_ncols=True)
-    try:
-        if s.workers:
-            _train_on_ray(state, jobs, s, bar, steps_per_job)
-        elif at_once > 1 and len(jobs) > 1:
-            _train_in_processes(state, jobs, min(at_once, len(jobs)), bar, steps_per_job)
-        else:
-            for job in jobs:
-                bar.set_postfix_str(f"arch {job.index + 1}" + (f", seed +{job.replica}" if job.replica else ""))
-                state.trainings[job.key] = run_job(job, _bar_updater(bar))
-                state.save()
-    finally:
-        bar.close()
-
-
-def _train_in_processes(state: RankState, jobs: list[Job], processes: int, bar: Any, steps_per_job: int) -> None:
-    for key, result in run_in_processes({job.key: job for job in jobs}, processes):
-        state.trainings[key] = result
-        state.save()
-        bar.update(steps_per_job)
-
-
-def _bar_updater(bar: Any) -> Any:
-    """``on_step`` for one training: moves ``bar`` to the steps done before it plus the training's own."""
-    before = bar.n
-    return lambda step, total: bar.update(before + step - bar.n)
-
-
-def _train_on_ray(state: RankState, jobs: list[Job], s: RankSettings, bar: Any, steps_per_job: int) -> None:
-    try:
-        import ray
-    except ImportError:
-        raise UsageError(f"--num-workers needs Ray: {install_hint('ray')}") from None
-    assert s.workers
-    threads = s.threads or max(1, (os.cpu_count() or 1) // s.workers)
-    started = not ray.is_initialized()
-    if started:
-        if s.ray_address:
-            from nas.ray_cluster import join
-
-            join(ray, s.ray_address, log_to_driver=False)
-        else:
-            ray.init(num_cpus=s.workers * threads, num_gpus=s.workers if s.torch_device == "cuda" else 0,
-                     include_dashboard=False, log_to_driver=False,
-                     runtime_env={"env_vars": {"OMP_NUM_THREADS": str(threads), "OMP_WAIT_POLICY": "PASSIVE"}})
-    try:
-        remote = ray.remote(num_cpus=threads, num_gpus=1 if s.torch_device == "cuda" else 0,
-                            max_retries=3, retry_exceptions=False)(run_job)
-        pending = {remote.remote(dataclasses.replace(job, threads=job.threads or threads)): job for job in jobs}
-        while pending:
-            done, _ = ray.wait(list(pending), num_returns=1)
-            job = pending.pop(done[0])
-            state.trainings[job.key] = ray.get(done[0])
-            state.save()
-            bar.update(steps_per_job)
-    finally:
-        if started:
-            ray.shutdown()
 
 
 # --------------------------------------------------------------------------------------------------- report

@@ -99,7 +99,26 @@ def serve(target: str, host: str = "127.0.0.1", port: int = 8080, as_json: bool 
     else:
         print(f"optuna-dashboard on {url} over {mask_url(storage_url)} (best trials: feasible ones only); Ctrl-C "
               "stops it", flush=True)
+    _exit_on_sigterm()
     optuna_dashboard.run_server(storage, host=host, port=port)
+
+
+def _exit_on_sigterm() -> None:
+    """SIGTERM stops the dashboard at once. nas's own handler raises in the main thread, but wsgiref's request
+    handler catches every exception a request raises, KeyboardInterrupt included, logs it and serves on: a stop that
+    landed mid-request was ignored (seen under load in the test suite). The dashboard only reads the study, so
+    there is nothing to unwind."""
+    import os
+    import signal
+    import sys
+    import threading
+
+    def stop(signum: int, frame: object) -> None:
+        print("nas: dashboard stopped by SIGTERM", file=sys.stderr, flush=True)
+        os._exit(128 + signal.SIGTERM)
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, stop)
 
 
 def check_port_free(host: str, port: int) -> None:

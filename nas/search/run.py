@@ -15,7 +15,7 @@ from typing import Any
 
 from nas.errors import UsageError
 from nas.fileio import OWNER_MARK, check_name, mark_owned, refuse_links, write_json_atomic
-from nas.plots import plot_pareto
+from nas.plots import ParetoPanel, ParetoPlot, plot_pareto
 from nas.search.budgets import Budgets
 from nas.search.objectives import Objective
 from nas.search.records import TrialRecord, best_record, pareto_front, pareto_front_nd, write_trials_csv
@@ -216,13 +216,12 @@ def _write_run_dir(result: SearchResult) -> None:
         pareto["path"] = [r.to_dict() for r in result.records]
     write_json_atomic(out / "pareto.json", pareto)
     label = req.sampler_label(result.strategy)
-    plot_pareto(out / "pareto.png", result.records, result.front, result.best, primary,
-                req.budgets.primary.budget_ms, req.budgets.primary.predictor.kind, req.objective.label,
-                f"{label}: {len(result.records)} {result.strategy.unit}s", req.budgets.guarantee,
-                req.budgets.primary.limit_ms,
-                others=[{"device": b.device, "budget_ms": b.budget_ms, "table_kind": b.predictor.kind,
-                         "front": pareto_front(result.records, b.device), "median_limit_ms": b.limit_ms}
-                        for b in req.budgets.items[1:]])
+    panels = [ParetoPanel(b.device, b.budget_ms, b.predictor.kind,
+                          result.front if b is req.budgets.primary else pareto_front(result.records, b.device),
+                          b.limit_ms) for b in req.budgets.items]
+    plot_pareto(out / "pareto.png", ParetoPlot(result.records, result.best, panels, req.objective.label,
+                                               f"{label}: {len(result.records)} {result.strategy.unit}s",
+                                               req.budgets.guarantee))
 
 
 def _export_winner(arch_dict: dict[str, Any], req: SearchRequest, out: Path) -> dict[str, Any]:

@@ -84,7 +84,6 @@ def test_a_killed_runner_resumes_and_nas_lut_measure_runs_it_too(built, tmp_path
 @pytest.mark.parametrize("args, words", [
     (["lut", "measure", "{manifest}", "--out", "{tmp}/t.json", "--on", "mac"], "settings of the Core ML runner"),
     (["lut", "validate", "--device", "onnxruntime-remote", "--space", "tiny"], "measured on another machine"),
-    (["lut", "check", "--device", "onnxruntime-remote", "--space", "tiny"], "measured on another machine"),
     (["measure", "--device", "onnxruntime-remote", "--space", "tiny", "--arch", "small"],
      "measured on another machine"),
     (["lut", "build", "--device", "onnxruntime-remote", "--compute-units", "ALL", "--out", "{tmp}/p"],
