@@ -112,7 +112,8 @@ def trials_to_reach(method: str, seed: int, target: float, space, objective, bud
             run_optuna(method, seed, tracker, space, objective, budgets, max_trials)
     except Tracker.Done:
         pass
-    return tracker.reached, tracker.best_at
+    feasible_at = tracker.best_at if tracker.best_at is not None and tracker.best_at > float("-inf") else None
+    return tracker.reached, feasible_at       # None: no feasible trial within the first AT_TRIALS
 
 
 def run_slimming(space, objective, budgets) -> dict[str, Any]:
@@ -166,11 +167,11 @@ def main() -> None:
             k, best_at = trials_to_reach(method, seed, target, space, objective, budgets, cap)
             counts.append(k)
             bests.append(best_at)
-            print(f"  {method:<9} seed {seed}: {k if k else f'>{cap}'} trials; best after {AT_TRIALS}: "
-                  f"{best_at if best_at is not None else float('nan'):.4f} [{time.perf_counter() - t0:.0f} s]",
-                  flush=True)
+            best_text = f"{best_at:.4f}" if best_at is not None else "none feasible"
+            print(f"  {method:<9} seed {seed}: {k if k else f'>{cap}'} trials; best after {AT_TRIALS}: {best_text} "
+                  f"[{time.perf_counter() - t0:.0f} s]", flush=True)
         reached = [c if c else cap for c in counts]   # a miss counts as the cap (a lower bound)
-        feasible_bests = [b for b in bests if b is not None and b > float("-inf")]
+        feasible_bests = [b for b in bests if b is not None]
         rows[method] = {"trials": counts, "median": statistics.median(reached),
                         "mean": statistics.fmean(reached), "misses": sum(c is None for c in counts),
                         "best_at_100": bests,

@@ -60,7 +60,7 @@ def test_the_docs_name_every_schema():
 
 def test_format_tags_in_the_schemas_are_the_ones_the_writers_write():
     from nas.latency.costmodel.model import SCHEMA as COST_MODEL
-    from nas.ranking.check import STATE_FORMAT
+    from nas.ranking.state import STATE_FORMAT
     from supernet.checkpoint import CHECKPOINT_FORMAT
 
     tags = {kind: SCHEMAS[kind]["properties"]["format" if "format" in SCHEMAS[kind]["properties"] else "schema"]

@@ -6,7 +6,7 @@ import argparse
 import contextlib
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from nas.cli._common import (
     Commands,
@@ -21,8 +21,11 @@ from nas.cli._common import (
     seed,
 )
 from nas.errors import UsageError
-from nas.search.strategy import SAMPLERS, STRATEGIES, Strategy, setting_options, settings_type
+from nas.search.strategy import SAMPLERS, STRATEGIES, setting_options, settings_type
 from supernet.config import EVAL_BN_IMAGES, EVAL_VAL_IMAGES
+
+if TYPE_CHECKING:
+    from nas.search.run import SearchResult
 
 
 def register(commands: Commands) -> None:
@@ -139,46 +142,47 @@ def search(args: argparse.Namespace) -> int:
                             settings=settings)
     # Ray's driver prints worker deaths and retries on sys.stdout; stdout carries only our result (--json contract)
     with contextlib.redirect_stdout(sys.stderr):
-        result = run_search(request).to_dict()
-    emit(args, result, lambda: _print_summary(result, objective.label, strategy, bool(formats)))
+        found = run_search(request)
+    emit(args, found.to_dict(), lambda: _print_summary(found, bool(formats)))
     return 0
 
 
-def _print_summary(result: dict[str, Any], objective_label: str, strategy: Strategy, exported: bool) -> None:
-    best = result["best"]
-    kinds = {b["device"]: b["table_kind"] for b in result["budgets"]}
-    print(f"objective: {objective_label}")
-    print(f"best of {result['trials']} {strategy.records_called} ({result['feasible']} meet every budget): objective "
-          f"{best['objective']:.4g}" + "".join(f", {k.replace('_', ' ')} {v:.3g}"
-                                               for k, v in best.get("details", {}).items()))
-    line = strategy.describe(result[strategy.name]) if strategy.name in result else None
+def _print_summary(found: SearchResult, exported: bool) -> None:
+    """What a person reads after a search, from the typed result (``--json`` prints ``found.to_dict()``)."""
+    from nas.search.run import mixer_usage
+
+    req, best, strategy = found.request, found.best, found.strategy
+    print(f"objective: {req.objective.label}")
+    print(f"best of {len(found.records)} {strategy.records_called} ({sum(r.feasible for r in found.records)} meet "
+          f"every budget): objective {best.objective:.4g}"
+          + "".join(f", {k.replace('_', ' ')} {v:.3g}" for k, v in best.details.items()))
+    line = strategy.describe(strategy.summary) if strategy.summary else None
     if line:
         print(f"  {line}")
-    for key, limit in result.get("size_limits", {}).items():
+    for key, limit in req.budgets.size_limits.items():
         print(f"  {key.replace('_m', ' (M)').replace('gmacs', 'GMACs'):<12} {'limit':>10} {limit:>11.3f}  "
-              f"winner {best['details'][key]:.3f}")
+              f"winner {best.details[key]:.3f}")
     print(f"  {'device':<12} {'budget ms':>10} {'latency ms':>11}  table")
-    for b in result["budgets"]:
-        print(f"  {b['device']:<12} {b['budget_ms']:>10.3f} {best['latencies_ms'][b['device']]:>11.3f}  "
-              f"{kinds[b['device']]}")
-        if "guarantee" in b:
-            print(f"  {'':<12} {'':>10} {best['latency_upper_ms'][b['device']]:>11.3f}  upper bound at "
-                  f"{b['guarantee']:.0%} coverage (x{b['upper_factor']:.3f}: {b['interval_source']})")
-        print_trust(b.get("table_fidelity"), f"  {'':<12} the table: ")
-    if "verification" in result:
-        v = result["verification"]
-        measured = best.get("measured_ms")
+    upper = req.budgets.upper_bounds(best.latency_ms)
+    for b in req.budgets.items:
+        print(f"  {b.device:<12} {b.budget_ms:>10.3f} {best.latency_ms[b.device]:>11.3f}  {b.predictor.kind}")
+        if b.guarantee is not None:
+            print(f"  {'':<12} {'':>10} {upper[b.device]:>11.3f}  upper bound at {b.guarantee:.0%} coverage "
+                  f"(x{b.upper_factor:.3f}: {b.interval_source})")
+        print_trust(b.predictor.table.header.get("fidelity"), f"  {'':<12} the table: ")
+    if found.verification:
+        v = found.verification
         print(f"  verified by measurement on {', '.join(v['devices']) or 'no device'}: {len(v['checked'])} "
-              f"candidate(s) measured; " + (", ".join(f"{d} {ms:.3f} ms" for d, ms in measured.items())
-                                              if measured else v.get("note", "")))
-    arch = best["arch"]
+              f"candidate(s) measured; " + (", ".join(f"{d} {ms:.3f} ms" for d, ms in best.measured_ms.items())
+                                              if best.measured_ms else v.get("note", "")))
+    arch = best.arch
     print(f"  arch: widths {arch['widths']}, depths {arch['depths']}, n3d {arch['n3d']}, "
           f"MLP ratios {arch['mlp_ratios']}" + (f", mixers {arch['mixers']}, heads {arch['heads']}, key dims "
                                                 f"{arch['key_dims']}" if arch["n3d"] else ""))
-    usage = result["mixers"]
+    usage = mixer_usage(req.space.mixers, arch, [r.arch for r in found.records])
     if len(usage["trials_using"]) > 1:   # a space whose MB3D blocks choose among several token mixers
         winner = ", ".join(f"{n}x {m}" for m, n in usage["winner"].items()) or "none (no MB3D block)"
         tried = ", ".join(f"{m} in {n} ({usage['blocks_tried'][m]} blocks)" for m, n in usage["trials_using"].items())
         print(f"  mixers of the winner: {winner}; tried: {tried}")
-    print(f"run directory {result['out']}: best_arch.json, trials.csv, pareto.png"
-          + (", export/ (model card README.md)" if exported else "") + f"; {result['wall_s']:.1f} s")
+    print(f"run directory {found.out}: best_arch.json, trials.csv, pareto.png"
+          + (", export/ (model card README.md)" if exported else "") + f"; {found.wall_s:.1f} s")

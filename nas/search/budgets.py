@@ -38,10 +38,17 @@ class Budget:
         out = {"device": self.device, "budget_ms": self.budget_ms, "table": str(self.predictor.path),
                "table_kind": self.predictor.kind, "table_fidelity": self.predictor.table.header.get("fidelity")}
         if self.guarantee is not None:
-            res = self.predictor.residuals
             out.update(guarantee=self.guarantee, upper_factor=self.upper_factor, median_limit_ms=self.limit_ms,
-                       interval_source=res.describe(self.guarantee, two_sided=False) if res else "none (no residuals)")
+                       interval_source=self.interval_source)
         return out
+
+    @property
+    def interval_source(self) -> str:
+        """Where the guarantee's upper bound comes from (the table's held-out errors), in words."""
+        res = self.predictor.residuals
+        if self.guarantee is None or not res:
+            return "none (no residuals)"
+        return str(res.describe(self.guarantee, two_sided=False))
 
 
 SIZE_LIMITS = {"params_m": ("--max-params", "M parameters"), "gmacs": ("--max-macs", "GMACs")}
