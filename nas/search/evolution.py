@@ -123,7 +123,8 @@ class EvolutionStrategy(Strategy):
     @staticmethod
     def _parents(space: SearchSpace, records: list[TrialRecord], settings: EvolutionSettings,
                  primary: str) -> list[Arch]:
-        """The best ``parent_ratio`` of a population's worth of the records so far (at least two)."""
+        """The best ``parent_ratio`` × ``population`` archs (at least two) among all the records so far, those within
+        the budgets first (OFA keeps the best of the population; every record so far includes them)."""
         count = max(2, math.ceil(settings.parent_ratio * settings.population))
         best = sorted(records, key=lambda r: (*_rank_key(r, primary), r.number))[:count]
         return [space.arch_from_dict(r.arch) for r in best]

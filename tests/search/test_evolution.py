@@ -97,17 +97,3 @@ def test_a_record_of_other_settings_or_a_corrupt_one_is_refused(tmp_path, tiny, 
     (tmp_path / "evolution.json").write_text(json.dumps(log))
     with pytest.raises(UsageError, match="evolution.json"):
         EvolutionStrategy().run(_context(tmp_path, tiny, budgets, 6, EvolutionSettings(population=3)))
-
-
-def test_settings_modules_import_neither_torch_nor_optuna():
-    """The command line reads every strategy's settings on every ``nas`` command: their modules stay light."""
-    import subprocess
-    import sys
-
-    from nas.search.strategy import STRATEGIES
-
-    modules = sorted({e.settings.split(":")[0] for e in STRATEGIES.values() if e.settings})
-    code = ("import sys\n" + "".join(f"import {m}\n" for m in modules)
-            + "print(sorted(m for m in ('torch', 'optuna') if m in sys.modules))")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "[]" and len(modules) >= 2

@@ -87,3 +87,17 @@ def test_a_new_strategy_gets_its_own_progress_and_no_slimming_output(tmp_path, t
     assert "search (random-test)" in err and "ms to shed" not in err and "12/12" in err
     pareto = json.loads((tmp_path / "r" / "pareto.json").read_text())
     assert "path" not in pareto and len(result.records) == 12
+
+
+def test_settings_modules_import_neither_torch_nor_optuna():
+    """The command line reads every strategy's settings on every ``nas`` command: their modules stay light."""
+    import subprocess
+    import sys
+
+    from nas.search.strategy import STRATEGIES
+
+    modules = sorted({e.settings.split(":")[0] for e in STRATEGIES.values() if e.settings})
+    code = ("import sys\n" + "".join(f"import {m}\n" for m in modules)
+            + "print(sorted(m for m in ('torch', 'optuna') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]" and len(modules) >= 2
