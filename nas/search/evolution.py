@@ -85,6 +85,7 @@ class EvolutionStrategy(Strategy):
         log = RecordLog(ctx.out / "evolution.json", self.name, config)
         # resumed: evaluated already, in the order drawn (keyed by the arch's canonical JSON)
         done = {ctx.space.arch_from_dict(r.arch).to_json(): r for r in log.records}
+        resumed = len(done)
         for r in log.records:
             if ctx.on_record:
                 ctx.on_record(r)
@@ -112,13 +113,15 @@ class EvolutionStrategy(Strategy):
                 records += [done[a.to_json()] for a in batch]
                 evaluated.update(a.to_json() for a in batch)
             generation += 1
-        self.summary = {"generations": generation, **asdict(settings)}
+        self.summary = {"generations": generation, **asdict(settings), "resumed": resumed,
+                        "evaluations": len(done) - resumed}      # evaluated by this run
         return sorted(records, key=lambda r: r.number)
 
     def describe(self, summary: dict[str, Any]) -> str | None:
         return (f"evolution: {summary['generations']} generations of {summary['population']} (parents: the best "
                 f"{summary['parent_ratio']:.0%}; {summary['mutation_ratio']:.0%} mutations with a gene redrawn at "
-                f"p={summary['mutate_prob']:g}, the rest crossovers)")
+                f"p={summary['mutate_prob']:g}, the rest crossovers)"
+                + (f"; {summary['resumed']} records resumed from evolution.json" if summary.get("resumed") else ""))
 
     @staticmethod
     def _parents(space: SearchSpace, records: list[TrialRecord], settings: EvolutionSettings,

@@ -3,7 +3,10 @@ its own first (random) generation, and a killed search resumes at the same child
 from __future__ import annotations
 
 import json
+import os
 import random
+import subprocess
+import sys
 
 import pytest
 
@@ -97,3 +100,67 @@ def test_a_record_of_other_settings_or_a_corrupt_one_is_refused(tmp_path, tiny, 
     (tmp_path / "evolution.json").write_text(json.dumps(log))
     with pytest.raises(UsageError, match="evolution.json"):
         EvolutionStrategy().run(_context(tmp_path, tiny, budgets, 6, EvolutionSettings(population=3)))
+
+
+def test_nas_search_strategy_evolution_end_to_end_and_again_resumes(tmp_path, tiny, tiny_iphone12):
+    """The command line as a user types it: the run directory is named by the changed setting, holds
+    evolution.json beside the usual files, run.json reports the generations, and the same command again resumes
+    from evolution.json: the same trials, none evaluated twice."""
+    import csv
+
+    fastest = Budgets.load(tiny, [1e9], ["iphone12"], {"iphone12": str(tiny_iphone12)}).fastest(tiny)["iphone12"]
+    args = ["search", "--space", "tiny", "--budget-ms", f"{fastest * 1.3:.4f}", "--device", "iphone12", "--lut",
+            f"iphone12={tiny_iphone12}", "--strategy", "evolution", "--population", "6", "--trials", "12",
+            "--export", "none", "--no-progress", "--json"]
+    runs = tmp_path / "work"
+    runs.mkdir()
+
+    def search() -> dict:
+        proc = subprocess.run([sys.executable, "-m", "nas", *args], cwd=runs, capture_output=True, text=True)
+        assert proc.returncode == 0, proc.stderr
+        return json.loads(proc.stdout)
+
+    result = search()
+    out = runs / result["out"]
+    assert out.name.endswith("_evolution-population6_seed0") and (out / "evolution.json").is_file()
+    assert result["trials"] == 12 and result["best"]["latency_ms"] > 0
+    assert (result["evolution"]["generations"], result["evolution"]["evaluations"]) == (2, 12)
+    rows = list(csv.DictReader((out / "trials.csv").open()))
+    again = search()
+    assert (again["evolution"]["resumed"], again["evolution"]["evaluations"]) == (12, 0)
+    assert list(csv.DictReader((out / "trials.csv").open())) == rows and again["best"] == result["best"]
+
+
+@pytest.mark.slow
+@pytest.mark.ray
+def test_evolution_with_inherited_accuracy_evaluates_on_ray_workers(tmp_path, tiny, tiny_iphone12):
+    """``--workers 2`` with a supernet objective: each generation's children go to the Ray workers a batch at a
+    time, and the records are the same plain records as in one process."""
+    import numpy as np
+    from PIL import Image
+
+    from supernet import Supernet
+    from supernet.checkpoint import save_supernet
+    from tests.helpers import randomize_, run_nas
+
+    rng = np.random.default_rng(0)
+    for cls in ("a", "b"):
+        (tmp_path / "data" / cls).mkdir(parents=True)
+        for i in range(8):
+            image = Image.fromarray(rng.integers(0, 256, (64, 64, 3), dtype=np.uint8))
+            image.save(tmp_path / "data" / cls / f"{i}.png")
+    save_supernet(randomize_(Supernet(tiny)), tmp_path / "supernet.pt")
+    fastest = Budgets.load(tiny, [1e9], ["iphone12"], {"iphone12": str(tiny_iphone12)}).fastest(tiny)["iphone12"]
+    proc = run_nas("search", "--space", "tiny", "--budget-ms", f"{fastest * 1.5:.4f}", "--device", "iphone12",
+                   "--lut", f"iphone12={tiny_iphone12}", "--strategy", "evolution", "--population", "4", "--trials",
+                   "8", "--workers", "2", "--supernet", str(tmp_path / "supernet.pt"), "--data",
+                   str(tmp_path / "data"), "--val-images", "8", "--bn-images", "8", "--out", str(tmp_path / "run"),
+                   "--export", "none", "--no-progress", "--json")
+    subprocess.run([sys.executable, "-m", "ray.scripts.scripts", "stop", "--force"], capture_output=True)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    result = json.loads(proc.stdout)
+    assert result["trials"] == 8 and result["workers"] == 2 and result["evolution"]["evaluations"] == 8
+    log = json.loads((tmp_path / "run" / "evolution.json").read_text())
+    pids = {r["worker_pid"] for r in log["records"]}
+    assert len(log["records"]) == 8 and os.getpid() not in pids and all(0 <= r["objective"] <= 100
+                                                                         for r in log["records"])
