@@ -233,7 +233,8 @@ def part_search(sizes: Sizes, work: Path, checks: dict[str, Any]) -> dict[str, A
             started = time.perf_counter()
             best = run_search(request).best
             rows["runs"][f"{budget:g}ms-{method}"] = {
-                "budget_ms": budget, "method": method, "arch": best.arch, "latency_ms": best.latency_ms["iphone12"],
+                "budget_ms": budget, "method": method, "arch": best.arch.to_dict(),
+                "latency_ms": best.latency_ms["iphone12"],
                 "objective": best.objective, "inherited_top1": best.objective if method != "proxy" else None,
                 "search_seconds_this_run": time.perf_counter() - started}
             print(f"  {budget:g} ms {method:<7} latency {best.latency_ms['iphone12']:.4f} "

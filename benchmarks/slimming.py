@@ -70,7 +70,7 @@ def run_tpe(space, objective, budgets, trials: int, folder: Path) -> dict[str, A
     best = best_record(records)
     assert best is not None
     return {"evaluations": evaluator.count, "trials": trials, "top1": best.objective,
-            "latency_ms": best.latency_ms[budgets.primary.device], "arch": best.arch,
+            "latency_ms": best.latency_ms[budgets.primary.device], "arch": best.arch.to_dict(),
             "wall_s": time.perf_counter() - started}
 
 

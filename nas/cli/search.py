@@ -175,11 +175,11 @@ def _print_summary(found: SearchResult, exported: bool) -> None:
         print(f"  verified by measurement on {', '.join(v['devices']) or 'no device'}: {len(v['checked'])} "
               f"candidate(s) measured; " + (", ".join(f"{d} {ms:.3f} ms" for d, ms in best.measured_ms.items())
                                               if best.measured_ms else v.get("note", "")))
-    arch = best.arch
+    arch = best.arch.to_dict()         # printed as JSON lists, as best_arch.json holds it
     print(f"  arch: widths {arch['widths']}, depths {arch['depths']}, n3d {arch['n3d']}, "
           f"MLP ratios {arch['mlp_ratios']}" + (f", mixers {arch['mixers']}, heads {arch['heads']}, key dims "
                                                 f"{arch['key_dims']}" if arch["n3d"] else ""))
-    usage = mixer_usage(req.space.mixers, arch, [r.arch for r in found.records])
+    usage = mixer_usage(req.space.mixers, best.arch, [r.arch for r in found.records])
     if len(usage["trials_using"]) > 1:   # a space whose MB3D blocks choose among several token mixers
         winner = ", ".join(f"{n}x {m}" for m, n in usage["winner"].items()) or "none (no MB3D block)"
         tried = ", ".join(f"{m} in {n} ({usage['blocks_tried'][m]} blocks)" for m, n in usage["trials_using"].items())

@@ -82,9 +82,9 @@ class EvolutionStrategy(Strategy):
         settings: EvolutionSettings = self.settings_of(ctx, EvolutionSettings)
         config = {"space": ctx.space.name, "objective": ctx.objective.name, "budgets": ctx.budgets.config(),
                   "seed": ctx.seed, **asdict(settings)}
-        log = RecordLog(ctx.out / "evolution.json", self.name, config)
+        log = RecordLog(ctx.out / "evolution.json", self.name, config, ctx.space)
         # resumed: evaluated already, in the order drawn (keyed by the arch's canonical JSON)
-        done = {ctx.space.arch_from_dict(r.arch).to_json(): r for r in log.records}
+        done = {r.arch.to_json(): r for r in log.records}
         resumed = len(done)
         for r in log.records:
             if ctx.on_record:
@@ -96,7 +96,7 @@ class EvolutionStrategy(Strategy):
         while len(records) < ctx.trials:
             size = min(settings.population, ctx.trials - len(records))
             rng = random.Random(f"{ctx.seed}/{generation}")
-            parents = self._parents(ctx.space, records, settings, ctx.budgets.primary.device) if generation else []
+            parents = self._parents(records, settings, ctx.budgets.primary.device) if generation else []
             archs = self._children(ctx.space, ctx.budgets, rng, parents, settings, size, evaluated)
             if not archs:
                 break               # every arch the space holds has been evaluated
@@ -124,13 +124,12 @@ class EvolutionStrategy(Strategy):
                 + (f"; {summary['resumed']} records resumed from evolution.json" if summary.get("resumed") else ""))
 
     @staticmethod
-    def _parents(space: SearchSpace, records: list[TrialRecord], settings: EvolutionSettings,
-                 primary: str) -> list[Arch]:
+    def _parents(records: list[TrialRecord], settings: EvolutionSettings, primary: str) -> list[Arch]:
         """The best ``parent_ratio`` × ``population`` archs (at least two) among all the records so far, those within
         the budgets first (OFA keeps the best of the population; every record so far includes them)."""
         count = max(2, math.ceil(settings.parent_ratio * settings.population))
         best = sorted(records, key=lambda r: (*_rank_key(r, primary), r.number))[:count]
-        return [space.arch_from_dict(r.arch) for r in best]
+        return [r.arch for r in best]
 
     @staticmethod
     def _children(space: SearchSpace, budgets: Budgets, rng: random.Random, parents: list[Arch],
@@ -162,5 +161,5 @@ class EvolutionStrategy(Strategy):
     @staticmethod
     def _record(ctx: SearchContext, number: int, arch: Arch, value: float, pid: int) -> TrialRecord:
         latencies, sizes = ctx.budgets.latencies(arch), ctx.budgets.limited_sizes(arch)
-        return TrialRecord(number, value, arch.to_dict(), latencies, ctx.budgets.feasible(latencies, sizes),
+        return TrialRecord(number, value, arch, latencies, ctx.budgets.feasible(latencies, sizes),
                            details={**ctx.objective.details(arch), **sizes}, worker_pid=pid)

@@ -316,9 +316,10 @@ def run_study(settings: StudySettings, evaluator: Evaluator,
     return stored.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
 
 
-def record_of(trial: optuna.trial.FrozenTrial) -> TrialRecord:
+def record_of(trial: optuna.trial.FrozenTrial, space: SearchSpace) -> TrialRecord:
     ev = trial.user_attrs["eval"]
-    return TrialRecord(trial.number, trial.values[0], ev["arch"], ev["latency_ms"], ev["feasible"],
+    return TrialRecord(trial.number, trial.values[0], space.arch_from_dict(ev["arch"]), ev["latency_ms"],
+                       ev["feasible"],
                        ev.get("details", {}), trial.user_attrs.get("worker_pid"))
 
 
@@ -337,5 +338,6 @@ class OptunaStrategy(Strategy):
         settings = StudySettings(ctx.space, ctx.objective, ctx.budgets, ctx.sampler, ctx.seed, ctx.storage,
                                  ctx.study_name, ctx.trials)
         on_record = ctx.on_record
-        trials = run_study(settings, ctx.evaluator, (lambda t: on_record(record_of(t))) if on_record else None)
-        return [record_of(t) for t in trials]
+        trials = run_study(settings, ctx.evaluator,
+                           (lambda t: on_record(record_of(t, ctx.space))) if on_record else None)
+        return [record_of(t, ctx.space) for t in trials]

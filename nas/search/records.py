@@ -7,13 +7,14 @@ import csv
 import io
 import json
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 from nas.errors import UsageError
 from nas.fileio import atomic_output, read_json, write_json_atomic
 from nas.schemas import check
+from nas.space import Arch, SearchSpace
 
 RECORD_LOG_SCHEMA = "nas-strategy-records/1"
 
@@ -22,7 +23,7 @@ RECORD_LOG_SCHEMA = "nas-strategy-records/1"
 class TrialRecord:
     number: int
     objective: float
-    arch: dict[str, Any]                       # Arch.to_dict()
+    arch: Arch                                 # JSON (Arch.to_dict()) only where a record is written
     latency_ms: dict[str, float]               # predicted, per budget device
     feasible: bool                             # every budget met (by prediction)
     details: dict[str, float] = field(default_factory=dict)    # the objective's extra figures (params_m, gmacs)
@@ -32,11 +33,13 @@ class TrialRecord:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able, leaving out what this record does not have."""
-        return {k: v for k, v in asdict(self).items() if v is not None}
+        data = {f.name: getattr(self, f.name) for f in fields(self) if getattr(self, f.name) is not None}
+        return {**data, "arch": self.arch.to_dict()}
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> TrialRecord:
-        return cls(**data)
+    def from_dict(cls, data: dict[str, Any], space: SearchSpace) -> TrialRecord:
+        """What ``to_dict`` wrote, its arch checked against ``space``."""
+        return cls(**{**data, "arch": space.arch_from_dict(data["arch"])})
 
 
 class RecordLog:
@@ -44,7 +47,7 @@ class RecordLog:
     nothing lost: ``{schema, strategy, config, records}``, checked against the schema ``strategy records`` and
     refused when it records another search (other settings: another ``--out`` is needed)."""
 
-    def __init__(self, path: Path, strategy: str, config: dict[str, Any]):
+    def __init__(self, path: Path, strategy: str, config: dict[str, Any], space: SearchSpace):
         self.path, self.strategy, self.config = path, strategy, config
         self.records: list[TrialRecord] = []
         if path.exists():
@@ -52,7 +55,7 @@ class RecordLog:
             if saved["schema"] != RECORD_LOG_SCHEMA or saved["strategy"] != strategy or saved["config"] != config:
                 raise UsageError(f"{path} records a {saved['strategy']} search with other settings "
                                  f"({saved['config']}); use another --out")
-            self.records = [TrialRecord.from_dict(r) for r in saved["records"]]
+            self.records = [TrialRecord.from_dict(r, space) for r in saved["records"]]
 
     def append(self, record: TrialRecord) -> None:
         """Add ``record`` (written at the next ``save``)."""
@@ -105,6 +108,6 @@ def write_trials_csv(path: Path, records: Sequence[TrialRecord], devices: Sequen
         writer.writerow([r.number, *[r.action or "" for _ in extra], f"{r.objective:.6g}",
                          *[f"{r.latency_ms[d]:.4f}" for d in devices], int(r.feasible),
                          *[f"{r.details.get(k, float('nan')):.6g}" for k in detail_keys],
-                         r.worker_pid or "", json.dumps(r.arch, separators=(",", ":"))])
+                         r.worker_pid or "", json.dumps(r.arch.to_dict(), separators=(",", ":"))])
     with atomic_output(path) as staging:
         staging.write_text(buffer.getvalue())

@@ -22,7 +22,7 @@ from nas.search.records import TrialRecord, best_record, pareto_front, pareto_fr
 from nas.search.strategy import Progress, SearchContext, Strategy, get_strategy
 from nas.search.verify import verify_winner
 from nas.search.workers import Evaluator, LocalEvaluator
-from nas.space import SearchSpace
+from nas.space import Arch, SearchSpace
 
 # what a search writes in its run directory (none of them may be a link planted there)
 # (with the strategy's own ``state_files``)
@@ -86,7 +86,8 @@ class SearchResult:
         req, best, optuna = self.request, self.best, self.strategy.uses_optuna_settings
         primary = req.budgets.primary.device
         result: dict[str, Any] = {
-            "best": {"arch": best.arch, "latency_ms": best.latency_ms[primary], "latencies_ms": best.latency_ms,
+            "best": {"arch": best.arch.to_dict(), "latency_ms": best.latency_ms[primary],
+                     "latencies_ms": best.latency_ms,
                      "objective": best.objective, "objective_name": req.objective.name,
                      "objective_label": req.objective.label, "objective_is_accuracy": req.objective.is_accuracy,
                      "trial": best.number, **({"details": best.details} if best.details else {}),
@@ -112,12 +113,12 @@ class SearchResult:
         return result
 
 
-def mixer_usage(mixers: tuple[str, ...], winner: dict[str, Any], tried: list[dict[str, Any]]) -> dict[str, Any]:
+def mixer_usage(mixers: tuple[str, ...], winner: Arch, tried: list[Arch]) -> dict[str, Any]:
     """Which token mixers the winner's MB3D blocks use, and how often each was tried: the number of trials
     (or slimming steps) with at least one block of it, and the number of such blocks over all of them."""
-    return {"winner": {m: winner["mixers"].count(m) for m in mixers if m in winner["mixers"]},
-            "trials_using": {m: sum(m in a["mixers"] for a in tried) for m in mixers},
-            "blocks_tried": {m: sum(a["mixers"].count(m) for a in tried) for m in mixers}}
+    return {"winner": {m: winner.mixers.count(m) for m in mixers if m in winner.mixers},
+            "trials_using": {m: sum(m in a.mixers for a in tried) for m in mixers},
+            "blocks_tried": {m: sum(a.mixers.count(m) for a in tried) for m in mixers}}
 
 
 def run_search(req: SearchRequest) -> SearchResult:
@@ -203,7 +204,7 @@ def _run_strategy(req: SearchRequest, strategy: Strategy, out: Path, study: str,
 def _write_run_dir(result: SearchResult) -> None:
     """best_arch.json, trials.csv, pareto.json and pareto.png."""
     req, out, primary = result.request, result.out, result.request.budgets.primary.device
-    write_json_atomic(out / "best_arch.json", result.best.arch)
+    write_json_atomic(out / "best_arch.json", result.best.arch.to_dict())
     write_trials_csv(out / "trials.csv", result.records, [b.device for b in req.budgets.items])
     pareto: dict[str, Any] = {"objective": req.objective.name, "device": primary,
                               "front": [r.to_dict() for r in result.front]}
@@ -224,11 +225,11 @@ def _write_run_dir(result: SearchResult) -> None:
                                                req.budgets.guarantee))
 
 
-def _export_winner(arch_dict: dict[str, Any], req: SearchRequest, out: Path) -> dict[str, Any]:
+def _export_winner(arch: Arch, req: SearchRequest, out: Path) -> dict[str, Any]:
     from nas.export.card import run_notes
     from nas.export.exporter import export_subnet
     from nas.export.subnet import build_subnet
 
-    sub = build_subnet(req.space.arch_from_dict(arch_dict), req.objective.checkpoint)
+    sub = build_subnet(arch, req.objective.checkpoint)
     report = export_subnet(sub, out / "export", req.export_formats, notes=run_notes(out), progress=False)
     return {"dir": str(out / "export"), "ok": report["ok"], "files": report["files"]}

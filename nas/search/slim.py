@@ -349,7 +349,8 @@ class SlimStrategy(Strategy):
 
     def run(self, ctx: SearchContext) -> list[TrialRecord]:
         def record(i: int, step: dict[str, Any]) -> TrialRecord:
-            return TrialRecord(i, step["objective"], step["arch"], step["latency_ms"], step["feasible"],
+            return TrialRecord(i, step["objective"], ctx.space.arch_from_dict(step["arch"]), step["latency_ms"],
+                               step["feasible"],
                                details=dict(step["sizes"]), action=step["action"])
 
         count = iter(range(1 << 62))

@@ -6,7 +6,6 @@ optimizer's curse); measuring the finalists removes that bias where the hardware
 from __future__ import annotations
 
 import dataclasses
-import json
 from collections.abc import Sequence
 from typing import Any
 
@@ -35,13 +34,13 @@ def verify_winner(records: Sequence[TrialRecord], space: SearchSpace, budgets: B
     checked: list[dict[str, Any]] = []
     session = new_session()
     for record in candidates:
-        key = json.dumps(record.arch, sort_keys=True)
+        key = record.arch.to_json()
         if key in seen:
             continue
         if len(checked) >= k:
             break
         seen.add(key)
-        arch = space.arch_from_dict(record.arch)
+        arch = record.arch
         measured = {b.device: measure_arch(get_device(b.device), arch, space).median_ms for b in local}
         for b in local:
             _keep(b.predictor, make_point(arch, measured[b.device], "verify", session))

@@ -33,7 +33,7 @@ def test_every_strategy_searches_the_hybrid_space(tmp_path, tiny_hybrid, budgets
     best = best_record(records)
     assert best is not None and best.latency_ms["iphone12"] <= budgets.primary.budget_ms
     for r in records:
-        assert tiny_hybrid.validate(tiny_hybrid.arch_from_dict(r.arch))
+        assert tiny_hybrid.validate(r.arch)
     if strategy == "optuna":   # each block's knobs are parameters of its mixer only (conditional, per mixer)
         study = optuna.load_study(study_name="s", storage=f"sqlite:///{tmp_path / 'study.db'}")
         for trial in study.trials:

@@ -41,7 +41,7 @@ def test_every_strategy_finds_a_feasible_arch(tmp_path, tiny, budgets, strategy)
     assert [r.number for r in seen] == [r.number for r in records]      # progress saw every record once
     for r in records:
         assert r.feasible == budgets.feasible(r.latency_ms)
-        assert r.latency_ms == pytest.approx(budgets.latencies(tiny.arch_from_dict(r.arch)))
+        assert r.latency_ms == pytest.approx(budgets.latencies(r.arch)) and tiny.validate(r.arch)
 
 
 @pytest.mark.parametrize("sampler", SAMPLERS)
@@ -64,7 +64,7 @@ class RandomStrategy(Strategy):
         for number in range(ctx.trials):
             arch = ctx.space.sample(rng=rng)
             latencies = ctx.budgets.latencies(arch)
-            records.append(TrialRecord(number, ctx.objective(arch), arch.to_dict(), latencies,
+            records.append(TrialRecord(number, ctx.objective(arch), arch, latencies,
                                        ctx.budgets.feasible(latencies)))
             if ctx.on_record:
                 ctx.on_record(records[-1])
