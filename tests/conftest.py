@@ -95,10 +95,22 @@ def objects_ckpt(tmp_path_factory):
     return path
 
 
-def pytest_collection_modifyitems(config, items):
-    """Under pytest-xdist (``-n 2 --dist loadgroup``, the default in pyproject.toml) every test that starts a local
-    Ray runtime or torch.distributed workers runs on one worker, one such test at a time: two of them on 2 cores
-    starve each other's raylets and gloo rendezvous into timeouts."""
-    for item in items:
-        if item.get_closest_marker("ray") is not None or item.get_closest_marker("distributed") is not None:
-            item.add_marker(pytest.mark.xdist_group("multiprocess"))
+@pytest.fixture(autouse=True)
+def _one_multiprocess_test_at_a_time(request):
+    """Under pytest-xdist (``-n 2``, the default in pyproject.toml) a test that starts a local Ray runtime or
+    torch.distributed workers (marked ``ray`` or ``distributed``) holds a lock shared by the run's workers, so no
+    two run at once: two of them starve each other's raylets and gloo rendezvous into timeouts, and one's
+    ``ray stop`` kills the other's Ray. A lock, because xdist's ``--dist loadgroup`` silently stopped grouping with
+    pytest 9.2 (pytest-dev/pytest-xdist#1386)."""
+    node = request.node
+    if node.get_closest_marker("ray") is None and node.get_closest_marker("distributed") is None:
+        yield
+        return
+    import fcntl
+
+    # the run's base temporary folder (pytest-N/, each worker's popen-gwK/ is inside it): shared, and pytest prunes it
+    shared = request.getfixturevalue("tmp_path_factory").getbasetemp()
+    shared = shared.parent if "PYTEST_XDIST_WORKER" in os.environ else shared
+    with open(shared / "multiprocess.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)        # released when the file closes, after the test
+        yield

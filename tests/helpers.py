@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import torch
 
@@ -42,3 +43,21 @@ def randomize_(module: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
 def run_nas(*args: str, check: bool = False) -> subprocess.CompletedProcess:
     """Run the real command line in a subprocess, as a user would."""
     return subprocess.run([sys.executable, "-m", "nas", *args], capture_output=True, text=True, check=check)
+
+
+def random_supernet_and_images(folder: Path, space, per_class: int) -> tuple[Path, Path]:
+    """A supernet of ``space`` with random weights (``folder/supernet.pt``) and an ImageFolder of two classes of
+    random 64x64 images (``folder/data``): enough for a search whose objective is inherited accuracy to run."""
+    import numpy as np
+    from PIL import Image
+
+    from supernet import Supernet
+    from supernet.checkpoint import save_supernet
+
+    rng = np.random.default_rng(0)
+    for cls in ("a", "b"):
+        (folder / "data" / cls).mkdir(parents=True)
+        for i in range(per_class):
+            Image.fromarray(rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)).save(folder / "data" / cls / f"{i}.png")
+    save_supernet(randomize_(Supernet(space)), folder / "supernet.pt")
+    return folder / "supernet.pt", folder / "data"

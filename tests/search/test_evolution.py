@@ -136,20 +136,9 @@ def test_nas_search_strategy_evolution_end_to_end_and_again_resumes(tmp_path, ti
 def test_evolution_with_inherited_accuracy_evaluates_on_ray_workers(tmp_path, tiny, tiny_iphone12):
     """``--workers 2`` with a supernet objective: each generation's children go to the Ray workers a batch at a
     time, and the records are the same plain records as in one process."""
-    import numpy as np
-    from PIL import Image
+    from tests.helpers import random_supernet_and_images, run_nas
 
-    from supernet import Supernet
-    from supernet.checkpoint import save_supernet
-    from tests.helpers import randomize_, run_nas
-
-    rng = np.random.default_rng(0)
-    for cls in ("a", "b"):
-        (tmp_path / "data" / cls).mkdir(parents=True)
-        for i in range(8):
-            image = Image.fromarray(rng.integers(0, 256, (64, 64, 3), dtype=np.uint8))
-            image.save(tmp_path / "data" / cls / f"{i}.png")
-    save_supernet(randomize_(Supernet(tiny)), tmp_path / "supernet.pt")
+    random_supernet_and_images(tmp_path, tiny, per_class=8)
     fastest = Budgets.load(tiny, [1e9], ["iphone12"], {"iphone12": str(tiny_iphone12)}).fastest(tiny)["iphone12"]
     proc = run_nas("search", "--space", "tiny", "--budget-ms", f"{fastest * 1.5:.4f}", "--device", "iphone12",
                    "--lut", f"iphone12={tiny_iphone12}", "--strategy", "evolution", "--population", "4", "--trials",

@@ -22,7 +22,7 @@ from nas.search.budgets import Budgets
 from nas.search.records import TrialRecord, pareto_front
 from nas.search.slim import actions
 from nas.search.storage import make_storage
-from tests.helpers import randomize_, run_nas
+from tests.helpers import random_supernet_and_images, randomize_, run_nas
 
 
 @pytest.fixture(scope="module")
@@ -289,19 +289,7 @@ def test_pareto_front_is_non_dominated():
 @pytest.mark.ray
 def test_ray_two_workers_one_killed_every_trial_completes(tmp_path, tiny_luts, tiny):
     """A worker killed mid-search: Ray retries its task elsewhere, and the study completes with no trial lost."""
-    import numpy as np
-    from PIL import Image
-
-    from supernet import Supernet
-    from supernet.checkpoint import save_supernet
-
-    rng = np.random.default_rng(0)
-    for cls in ("a", "b"):
-        (tmp_path / "data" / cls).mkdir(parents=True)
-        for i in range(16):
-            image = Image.fromarray(rng.integers(0, 256, (64, 64, 3), dtype=np.uint8))
-            image.save(tmp_path / "data" / cls / f"{i}.png")
-    save_supernet(randomize_(Supernet(tiny)), tmp_path / "supernet.pt")
+    random_supernet_and_images(tmp_path, tiny, per_class=16)
     run, total = tmp_path / "run", 24
     env = {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
     args = _tiny_args(tiny_luts, _middle_budget(tiny, tiny_luts), "--trials", str(total), "--workers", "2",
