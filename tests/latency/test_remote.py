@@ -104,3 +104,18 @@ def test_every_ingested_device_names_a_registered_package_format():
     formats = {d.package_format for d in DEVICES.values() if INGESTED in d.table_sources}
     assert formats <= set(PACKAGE_FORMATS) and {"coreml", "onnx"} <= formats
     assert not get_device("onnxruntime-remote").measurable_here()[0]
+
+
+def test_a_build_whose_converter_is_missing_is_refused_before_anything_is_written(tmp_path, tiny, monkeypatch):
+    """``pip install -e .`` alone has no onnx: the build says which extra adds it, in one line, and makes no folder
+    (it used to fail deep inside torch.onnx with a traceback)."""
+    import dataclasses
+
+    from nas.errors import UsageError
+    from nas.latency.remote.manifest import build_packages
+
+    monkeypatch.setitem(PACKAGE_FORMATS, "onnx", dataclasses.replace(PACKAGE_FORMATS["onnx"],
+                                                                     needs=("no_such_converter_module",)))
+    with pytest.raises(UsageError, match=r"no_such_converter_module.*pip install 'vit-latency-nas\[onnx\]'"):
+        build_packages(get_device("onnxruntime-remote"), tiny, tmp_path / "board", progress=False)
+    assert not (tmp_path / "board").exists()

@@ -36,6 +36,19 @@ class PackageFormat:
     runs_on: str         # where the runner runs, for messages ("a Mac or a connected iPhone")
     # modules that run stand-alone there, copied beside the packages as (module, file name): the runner first
     runner_files: tuple[tuple[str, str], ...] = ()
+    needs: tuple[str, ...] = ()        # modules the conversion needs here, beyond the core install
+    extra: str = ""                    # the extra that installs them (``pip install 'vit-latency-nas[EXTRA]'``)
+
+    def require_converter(self) -> None:
+        """Refuse up front, in one line, a conversion whose packages are not installed here."""
+        from importlib.util import find_spec
+
+        from nas import install_hint
+
+        missing = [m for m in self.needs if find_spec(m) is None]
+        if missing:
+            raise UsageError(f"{self.name} packages are converted with {', '.join(missing)}, which is not installed "
+                             f"here: {install_hint(self.extra)}")
 
     def function(self, role: str) -> Any:
         module, name = getattr(self, role).split(":")
@@ -60,8 +73,10 @@ def get_package_format(name: str) -> PackageFormat:
 
 register_package_format(PackageFormat(
     "coreml", ".mlpackage", "nas.latency.coreml.package:write_package", "nas.latency.coreml.package:describe",
-    "nas.latency.coreml.measure:measure_packages", "a Mac (or an iPhone connected to it)"))
+    "nas.latency.coreml.measure:measure_packages", "a Mac (or an iPhone connected to it)",
+    needs=("coremltools",), extra="coreml"))
 register_package_format(PackageFormat(
     "onnx", ".onnx", "nas.latency.remote.onnx_runner:write_package", "nas.latency.remote.onnx_runner:describe",
     "nas.latency.remote.onnx_runner:measure_packages", "any machine with numpy and onnxruntime",
-    runner_files=(("nas.latency.remote.onnx_runner", "measure_onnx.py"), ("nas.latency.timing", "nas_timing.py"))))
+    runner_files=(("nas.latency.remote.onnx_runner", "measure_onnx.py"), ("nas.latency.timing", "nas_timing.py")),
+    needs=("onnx",), extra="onnx"))

@@ -74,6 +74,7 @@ def build_packages(device: Device, space: SearchSpace, out_dir: str | Path, resu
     if device.package_format is None:
         raise UsageError(f"device {device.name!r} is measured here, not through packages: nas lut build measures it")
     fmt = get_package_format(device.package_format)
+    fmt.require_converter()           # before any folder is made or any header written (it names the converter)
     out_dir = Path(out_dir)
     manifest_path = out_dir / "manifest.json"
     header = _manifest_header(device, space, fmt)
