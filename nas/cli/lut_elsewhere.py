@@ -41,12 +41,11 @@ def build_packages(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else default_package_dir(device, space)
     manifest = build(device, space, out, resume=args.resume, progress=not args.no_progress, calibrate=args.calibrate)
     packages = load_manifest(manifest)["packages"]
+    timings = out / "timings.json"
     if fmt.runner_files:    # a stand-alone runner beside the packages: the copied folder is all it needs
         measure = f"cd {out.name} && python3 {fmt.runner_files[0][1]} manifest.json --out timings.json"
-        timings = out / "timings.json"
     else:
-        measure = f"nas lut measure {manifest} --out {out}/timings.json" + (" --on mac" if fmt.name == "coreml" else "")
-        timings = out / "timings.json"
+        measure = f"nas lut measure {manifest} --out {timings}" + (" --on mac" if fmt.name == "coreml" else "")
     summary: dict[str, Any] = {"manifest": str(manifest), "packages": len(packages), "device": device.name,
                                "space": space.name, "package_format": fmt.name,
                                **({"compute_units": device.compute_units} if fmt.name == "coreml" else {}),

@@ -3,12 +3,11 @@ what it needs installed. Torch-free, so the command line can list and check them
 format is one writer function plus one ``register_format`` line here."""
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from nas import DISTRIBUTION
+from nas import DISTRIBUTION, load_reference, not_installed
 from nas.errors import UsageError
 
 
@@ -22,8 +21,7 @@ class ExportFormat:
     extra: str = ""                 # the pip requirement that installs them
 
     def load_writer(self) -> Callable[..., tuple[list[str], dict[str, Any]]]:
-        module, name = self.writer.split(":")
-        writer: Callable[..., tuple[list[str], dict[str, Any]]] = getattr(importlib.import_module(module), name)
+        writer: Callable[..., tuple[list[str], dict[str, Any]]] = load_reference(self.writer)
         return writer
 
 
@@ -56,9 +54,7 @@ def parse_formats(text: str) -> list[str]:
 
 
 def missing_modules(fmt: str) -> list[str]:
-    from importlib.util import find_spec
-
-    return [m for m in FORMATS[fmt].needs if find_spec(m) is None]
+    return not_installed(FORMATS[fmt].needs)
 
 
 def default_formats() -> tuple[list[str], str]:

@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import abc
 import dataclasses
-import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from nas import load_reference
 from nas.errors import UsageError
 
 if TYPE_CHECKING:
@@ -106,8 +106,7 @@ def settings_type(name: str) -> type | None:
     entry = STRATEGIES[name].settings
     if entry is None:
         return None
-    module, cls = entry.split(":")
-    found: type = getattr(importlib.import_module(module), cls)
+    found: type = load_reference(entry)
     return found
 
 
@@ -206,6 +205,5 @@ class Strategy(abc.ABC):
 def get_strategy(name: str) -> Strategy:
     if name not in STRATEGIES:
         raise UsageError(f"--strategy {name!r}: accepted {', '.join(STRATEGIES)}")
-    module, cls = STRATEGIES[name].implementation.split(":")
-    strategy: Strategy = getattr(importlib.import_module(module), cls)()
+    strategy: Strategy = load_reference(STRATEGIES[name].implementation)()
     return strategy

@@ -17,10 +17,10 @@ names its format (``Device.package_format``).
 """
 from __future__ import annotations
 
-import importlib
 from dataclasses import dataclass
 from typing import Any
 
+from nas import load_reference, not_installed
 from nas.errors import UsageError
 
 INPUT_NAME = "x"        # every package's one input, whatever its format
@@ -41,18 +41,15 @@ class PackageFormat:
 
     def require_converter(self) -> None:
         """Refuse up front, in one line, a conversion whose packages are not installed here."""
-        from importlib.util import find_spec
-
         from nas import install_hint
 
-        missing = [m for m in self.needs if find_spec(m) is None]
+        missing = not_installed(self.needs)
         if missing:
             raise UsageError(f"{self.name} packages are converted with {', '.join(missing)}, which is not installed "
                              f"here: {install_hint(self.extra)}")
 
     def function(self, role: str) -> Any:
-        module, name = getattr(self, role).split(":")
-        return getattr(importlib.import_module(module), name)
+        return load_reference(getattr(self, role))
 
 
 PACKAGE_FORMATS: dict[str, PackageFormat] = {}
