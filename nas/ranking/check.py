@@ -172,7 +172,10 @@ def run_check(s: RankSettings) -> dict[str, Any]:
     from supernet.batches import StepBatches
 
     steps_per_job = StepBatches(alone, space.input_size).total_steps
-    train_missing(state, [j for j in jobs if j.key not in state.trainings], s, steps_per_job, at_once)
+    # slowest first (latency stands in for training time), so that parallel trainings end together rather than
+    # one large arch running alone at the end; each training is seeded on its own, so the order changes no figure
+    missing = sorted((j for j in jobs if j.key not in state.trainings), key=lambda j: -ranked[j.index].latency_ms)
+    train_missing(state, missing, s, steps_per_job, at_once)
     for i, r in enumerate(ranked):
         r.scores = dict(state.scores[r.name])
         r.standalone = float(state.trainings[f"{i}:0"]["top1"])
