@@ -205,7 +205,8 @@ def part_search(sizes: Sizes, work: Path, checks: dict[str, Any]) -> dict[str, A
     from nas.latency.predict import LutPredictor, sample_batch
     from nas.ranking.jobs import Job
     from nas.search.budgets import Budgets
-    from nas.search.objectives import CapacityProxy, make_objective
+    from nas.search.objectives import CapacityProxy, SupernetSettings, make_objective
+    from nas.search.optuna_settings import OptunaSettings
     from nas.search.run import SearchRequest, run_search
     from supernet.checkpoint import load_supernet
     from supernet.standalone import standalone_config
@@ -223,11 +224,11 @@ def part_search(sizes: Sizes, work: Path, checks: dict[str, Any]) -> dict[str, A
     for budget in budgets_ms:          # every search first: their winners then train side by side
         for method in METHODS:
             objective = (CapacityProxy(space) if method == "proxy"
-                         else make_objective(space, str(ckpt), sizes.data, val, bn))
+                         else make_objective(space, "supernet", SupernetSettings(str(ckpt), sizes.data, val, bn)))
             request = SearchRequest(
                 space, objective, Budgets.load(space, [budget], ["iphone12"], {"iphone12": str(table)}),
                 strategy="slim" if method == "slim" else "optuna",
-                sampler={"tpe": "tpe", "proxy": "tpe", "random": "random"}.get(method, "tpe"),
+                settings=None if method == "slim" else OptunaSettings("random" if method == "random" else "tpe"),
                 trials=sizes.trials, seed=0, out=work / "search" / f"{budget:g}ms-{method}", export_formats=[],
                 progress=False)
             started = time.perf_counter()

@@ -95,7 +95,7 @@ def run_evolution(seed: int, tracker: Tracker, space, objective, budgets, max_tr
     from nas.search.workers import LocalEvaluator
 
     ctx = SearchContext(space, objective, budgets, LocalEvaluator(objective), Path(tempfile.mkdtemp()), "bench",
-                        "unused", trials=max_trials, seed=seed,
+                        trials=max_trials, seed=seed,
                         on_record=lambda record: tracker.add(record.objective, record.feasible))
     EvolutionStrategy().run(ctx)
 
@@ -124,8 +124,7 @@ def run_slimming(space, objective, budgets) -> dict[str, Any]:
     from nas.search.strategy import SearchContext
     from nas.search.workers import LocalEvaluator
 
-    ctx = SearchContext(space, objective, budgets, LocalEvaluator(objective), Path(tempfile.mkdtemp()), "bench",
-                        "unused")
+    ctx = SearchContext(space, objective, budgets, LocalEvaluator(objective), Path(tempfile.mkdtemp()), "bench")
     strategy = SlimStrategy()
     records = strategy.run(ctx)
     assert strategy.summary is not None

@@ -30,6 +30,7 @@ from nas.latency.costmodel.model import load_cost_model  # noqa: E402
 from nas.latency.devices import get_device  # noqa: E402
 from nas.search.budgets import Budgets  # noqa: E402
 from nas.search.objectives import SupernetAccuracy  # noqa: E402
+from nas.search.optuna_settings import OptunaSettings  # noqa: E402
 from nas.search.records import best_record  # noqa: E402
 from nas.search.slim import SlimSettings, actions, guided_actions, slim  # noqa: E402
 from nas.search.strategy import SearchContext, get_strategy  # noqa: E402
@@ -64,8 +65,8 @@ def run_slim(space, objective, budgets, mode: str, importance, folder: Path) -> 
 def run_tpe(space, objective, budgets, trials: int, folder: Path) -> dict[str, Any]:
     started = time.perf_counter()
     evaluator = Counting(LocalEvaluator(objective))
-    ctx = SearchContext(space, objective, budgets, evaluator, folder, "tpe", f"sqlite:///{folder / 'tpe.db'}",
-                        "tpe", trials=trials, seed=0)
+    ctx = SearchContext(space, objective, budgets, evaluator, folder, "tpe", trials=trials, seed=0,
+                        settings=OptunaSettings("tpe", f"sqlite:///{folder / 'tpe.db'}"))
     records = get_strategy("optuna").run(ctx)
     best = best_record(records)
     assert best is not None

@@ -58,7 +58,8 @@ SCHEMAS: dict[str, dict[str, Any]] = {
         "type": "object",
         "properties": {
             "storage": {"type": ["string", "null"], "minLength": 1,
-                        "description": "the study's storage (a journal file or a database URL), or null (slimming)"},
+                        "description": "the study's storage (a journal file or a database URL); absent or null "
+                                       "without a study"},
             "strategy": _TEXT,
             "best": {"type": "object", "properties": {
                 "objective": {"type": "number", "description": "a number"},

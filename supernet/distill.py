@@ -16,6 +16,8 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
+from nas import registry
+
 IW_CLIP = 5.0          # AlphaNet's clip of the importance weights p / q
 ALPHA_RANGE = (-1.0, 1.0)
 
@@ -25,10 +27,7 @@ DISTILLATIONS: dict[str, Distillation] = {}
 
 def distillation(name: str) -> Callable[[Distillation], Distillation]:
     def register(fn: Distillation) -> Distillation:
-        if name in DISTILLATIONS:
-            raise ValueError(f"distillation {name!r} is registered twice")
-        DISTILLATIONS[name] = fn
-        return fn
+        return registry.add(DISTILLATIONS, name, fn, "distillation")
 
     return register
 

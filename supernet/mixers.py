@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 
+from nas import registry
 from nas.errors import ArchError, SpaceError
 from nas.space import SearchSpace
 
@@ -76,11 +77,8 @@ def register_mixer(name: str, static_cls: type[nn.Module], elastic_cls: type[Ela
     unknown = sorted(set(knobs) - set(KNOBS))
     if unknown:
         raise TypeError(f"mixer {name!r}: unknown knob {unknown[0]!r}; known: {', '.join(KNOBS)}")
-    if name in _MIXERS:
-        raise ValueError(f"mixer {name!r} is registered twice")
-    entry = _MIXERS[name] = MixerEntry(name, static_cls, elastic_cls, tuple(knobs), heads_split_width, paper,
-                                             timm_family)
-    return entry
+    return registry.add(_MIXERS, name, MixerEntry(name, static_cls, elastic_cls, tuple(knobs), heads_split_width,
+                                                  paper, timm_family), "mixer")
 
 
 def get_mixer(name: str) -> MixerEntry:

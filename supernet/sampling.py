@@ -14,6 +14,7 @@ from __future__ import annotations
 import random
 from collections.abc import Callable
 
+from nas import registry
 from nas.space import Arch, SearchSpace
 
 BINS = 8
@@ -26,10 +27,7 @@ SAMPLERS: dict[str, Sampler] = {}
 
 def sampler(name: str) -> Callable[[Sampler], Sampler]:
     def register(fn: Sampler) -> Sampler:
-        if name in SAMPLERS:
-            raise ValueError(f"subnet sampler {name!r} is registered twice")
-        SAMPLERS[name] = fn
-        return fn
+        return registry.add(SAMPLERS, name, fn, "subnet sampler")
 
     return register
 

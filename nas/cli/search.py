@@ -21,11 +21,14 @@ from nas.cli._common import (
     seed,
 )
 from nas.errors import UsageError
-from nas.search.strategy import SAMPLERS, STRATEGIES, setting_options, settings_type
-from supernet.config import EVAL_BN_IMAGES, EVAL_VAL_IMAGES
+from nas.search.objectives import OBJECTIVES, objective_options
+from nas.search.strategy import STRATEGIES, setting_options, settings_type
+from nas.settings import SettingOption
 
 if TYPE_CHECKING:
+    from nas.search.objectives import Objective
     from nas.search.run import SearchResult
+    from nas.space import SearchSpace
 
 
 def register(commands: Commands) -> None:
@@ -37,8 +40,6 @@ def register(commands: Commands) -> None:
     add_space_arg(p)
     p.add_argument("--trials", type=positive_int, default=100,
                    help="the study's total number of trials (a resumed study runs the missing ones; default 100)")
-    p.add_argument("--sampler", choices=SAMPLERS, default="tpe",
-                   help="Optuna sampler (nsga2: objective-latency Pareto front; default tpe)")
     p.add_argument("--strategy", choices=tuple(STRATEGIES), default="optuna",
                    help="; ".join(f"{name}: {entry.help}" for name, entry in STRATEGIES.items()))
     p.add_argument("--max-params", type=positive_float, metavar="M",
@@ -49,19 +50,10 @@ def register(commands: Commands) -> None:
                    help="hold the budgets with the latency's upper bound at coverage P (e.g. 0.9: the table's "
                         "held-out errors say the measured latency is below the bound 90%% of the time) instead of "
                         "the median prediction")
-    p.add_argument("--supernet", metavar="CKPT", help="trained supernet: the objective becomes the inherited "
-                                                    "top-1 on --data's validation split (default: capacity proxy)")
-    p.add_argument("--data", metavar="DIR", help="ImageFolder tree (DIR/val and DIR/train, or DIR itself), or "
-                                                 "builtin:objects / builtin:digits (no download)")
-    p.add_argument("--val-images", type=positive_int, default=EVAL_VAL_IMAGES, metavar="N",
-                   help=f"--supernet: validation images per evaluation (default {EVAL_VAL_IMAGES}; fewer is faster "
-                        "and coarser)")
-    p.add_argument("--bn-images", type=positive_int, default=EVAL_BN_IMAGES, metavar="N",
-                   help=f"--supernet: training images BatchNorm is recalibrated on per evaluation (default "
-                        f"{EVAL_BN_IMAGES})")
-    p.add_argument("--storage", metavar="URL",
-                   help="Optuna storage: a journal file path or a SQLAlchemy URL (default: OUT/study.log)")
-    p.add_argument("--study", metavar="NAME", help="study name; the same name resumes (default: from the settings)")
+    p.add_argument("--score", choices=tuple(OBJECTIVES),
+                   help="what the search maximises: " + "; ".join(f"{name}: {entry.help}"
+                                                                    for name, entry in OBJECTIVES.items())
+                        + " (default: supernet with --supernet, else capacity)")
     p.add_argument("--out", metavar="DIR", help="run directory (default: runs/STUDY)")
     p.add_argument("--workers", type=non_negative_int, default=0,
                    help="evaluate trials on a local Ray with N workers (0: in this process)")
@@ -75,47 +67,69 @@ def register(commands: Commands) -> None:
                    help="measure up to K best candidates end to end on the budget devices measurable here "
                         "(cpu, cuda, onnxruntime) and keep the best that really meets the budgets (default 0)")
     add_output_args(p)
-    _add_strategy_settings(p)
+    _add_settings(p, "--strategy", {name: setting_options(name) for name in STRATEGIES})
+    _add_settings(p, "--score", {name: objective_options(name) for name in OBJECTIVES})
     p.set_defaults(func=search)
 
 
-def _add_strategy_settings(p: argparse.ArgumentParser) -> None:
-    """Each strategy's settings, as its settings dataclass declares them, in a group of their own."""
-    for name in STRATEGIES:
-        options = setting_options(name)
-        if not options:
-            continue
-        group = p.add_argument_group(f"--strategy {name} settings")
-        for o in options:
+def _add_settings(p: argparse.ArgumentParser, chooser: str, options: dict[str, list[SettingOption]]) -> None:
+    """Each plug-in's settings, as its settings dataclass declares them, in a group of their own; a setting that
+    several plug-ins declare (the objectives' --data) is one option, in the group of the first."""
+    added: dict[str, SettingOption] = {}
+    for name, declared in options.items():
+        group = p.add_argument_group(f"{chooser} {name} settings") if declared else None
+        for o in declared:
+            if o.dest in added:
+                first = added[o.dest]
+                if (first.flag, first.value_type) != (o.flag, o.value_type):
+                    raise ValueError(f"{chooser} {first.owner} and {name} both have a setting {o.field!r}, as "
+                                     f"{first.flag} and {o.flag}: one name, one flag and one type, or two names")
+                continue
+            added[o.dest] = o
+            assert group is not None
             if isinstance(o.default, bool):
                 group.add_argument(o.flag, dest=o.dest, action="store_true", default=None, help=o.help)
             else:
-                group.add_argument(o.flag, dest=o.dest, type=type(o.default), choices=o.choices, default=None,
-                                   metavar=None if o.choices else ("N" if isinstance(o.default, int) else "X"),
-                                   help=f"{o.help} (default {o.default})" if o.choices is None else o.help)
+                metavar = o.metavar or (None if o.choices else ("N" if o.value_type is int else "X"))
+                shown = o.choices is None and o.default is not None    # else the help says it
+                group.add_argument(o.flag, dest=o.dest, type=o.value_type, choices=o.choices, default=None,
+                                   metavar=metavar, help=f"{o.help} (default {o.default})" if shown else o.help)
 
 
-def _strategy_settings(args: argparse.Namespace) -> object | None:
-    """The chosen strategy's settings from the options given (its defaults for the rest); a setting of another
-    strategy is refused, naming the strategy it belongs to."""
-    for name in STRATEGIES:
-        given = [o.flag for o in setting_options(name) if getattr(args, o.dest) is not None]
-        if given and name != args.strategy:
-            raise UsageError(f"{', '.join(given)}: {'settings' if len(given) > 1 else 'a setting'} of --strategy "
-                             f"{name}; add --strategy {name}")
-    cls = settings_type(args.strategy)
+def _given(args: argparse.Namespace, declared: list[SettingOption]) -> list[SettingOption]:
+    return [o for o in declared if getattr(args, o.dest, None) is not None]
+
+
+def _chosen_settings(args: argparse.Namespace, chooser: str, chosen: str,
+                     options: dict[str, list[SettingOption]], cls: type | None) -> object | None:
+    """The chosen plug-in's settings from the options given (its defaults for the rest); a setting only other
+    plug-ins declare is refused, naming the one it belongs to."""
+    own = {o.flag for o in options[chosen]}
+    for name, declared in options.items():
+        stray = [o.flag for o in _given(args, declared) if o.flag not in own]
+        if stray:
+            raise UsageError(f"{', '.join(stray)}: {'settings' if len(stray) > 1 else 'a setting'} of {chooser} "
+                             f"{name}; add {chooser} {name}")
     if cls is None:
         return None
-    return cls(**{o.field: o.check(getattr(args, o.dest)) for o in setting_options(args.strategy)
-                  if getattr(args, o.dest) is not None})
+    return cls(**{o.field: o.check(getattr(args, o.dest)) for o in _given(args, options[chosen])})
+
+
+def _objective(args: argparse.Namespace, space: SearchSpace) -> Objective:
+    """``--score``'s objective with its settings; without --score, the supernet's when --supernet is given."""
+    from nas.search.objectives import make_objective, objective_settings_type
+
+    options = {name: objective_options(name) for name in OBJECTIVES}
+    # without --score: the first objective whose settings were given (--supernet's), else the default
+    name = args.score or next((n for n, declared in options.items() if _given(args, declared)), "capacity")
+    settings = _chosen_settings(args, "--score", name, options, objective_settings_type(name))
+    return make_objective(space, name, settings)
 
 
 def search(args: argparse.Namespace) -> int:
     from nas.export.formats import parse_formats, require_packages
     from nas.search.budgets import Budgets, parse_luts
-    from nas.search.objectives import make_objective
     from nas.search.run import SearchRequest, run_search
-    from nas.search.strategy import get_strategy
     from nas.space import load_space
 
     space = load_space(args.space)
@@ -125,19 +139,13 @@ def search(args: argparse.Namespace) -> int:
     if args.export != "none":
         formats = parse_formats(args.export)
         require_packages(formats)
-    strategy = get_strategy(args.strategy)
-    if not strategy.uses_optuna_settings and (args.storage or args.study or args.sampler != "tpe"):
-        raise UsageError(f"--storage, --study and --sampler are Optuna settings; --strategy {args.strategy} "
-                         "resumes from its own record in --out instead")
-    settings = _strategy_settings(args)
-    if args.supernet is None and (args.val_images, args.bn_images) != (EVAL_VAL_IMAGES, EVAL_BN_IMAGES):
-        raise UsageError("--val-images and --bn-images are settings of the inherited-accuracy objective; add "
-                         "--supernet CKPT --data DIR")
-    objective = make_objective(space, args.supernet, args.data, args.val_images, args.bn_images)
+    settings = _chosen_settings(args, "--strategy", args.strategy,
+                                {name: setting_options(name) for name in STRATEGIES}, settings_type(args.strategy))
+    objective = _objective(args, space)
     for notice in budgets.notices():
         print(notice, file=sys.stderr)
-    request = SearchRequest(space, objective, budgets, args.strategy, args.sampler, args.trials, args.seed,
-                            args.storage, args.study, Path(args.out) if args.out else None, args.workers,
+    request = SearchRequest(space, objective, budgets, args.strategy, args.trials, args.seed,
+                            Path(args.out) if args.out else None, args.workers,
                             args.ray_address, formats, progress=not args.no_progress, verify=args.verify,
                             settings=settings)
     # Ray's driver prints worker deaths and retries on sys.stdout; stdout carries only our result (--json contract)

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from nas import registry
 from nas.errors import UsageError
 
 PREFIX = "builtin:"
@@ -30,10 +31,7 @@ _REGISTRY: dict[str, BuiltinDataset] = {}
 
 
 def register(record: BuiltinDataset) -> BuiltinDataset:
-    if record.name in _REGISTRY:
-        raise ValueError(f"built-in dataset {record.name!r} is registered twice")
-    _REGISTRY[record.name] = record
-    return record
+    return registry.add(_REGISTRY, record.name, record, "built-in dataset")
 
 
 def names() -> list[str]:

@@ -7,7 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from nas import DISTRIBUTION, load_reference, not_installed
+from nas import DISTRIBUTION, load_reference, not_installed, registry
 from nas.errors import UsageError
 
 
@@ -29,10 +29,7 @@ FORMATS: dict[str, ExportFormat] = {}      # in registration order, which is the
 
 
 def register_format(fmt: ExportFormat) -> ExportFormat:
-    if fmt.name in FORMATS:     # as timm's registry: a second format of one name would silently replace the first
-        raise ValueError(f"export format {fmt.name!r} is already registered ({FORMATS[fmt.name].writer})")
-    FORMATS[fmt.name] = fmt
-    return fmt
+    return registry.add(FORMATS, fmt.name, fmt, "export format")
 
 
 register_format(ExportFormat("pt", "nas.export.writers:write_pt"))

@@ -12,7 +12,7 @@ import time
 import torch
 import torch.nn as nn
 
-from nas import install_hint
+from nas import install_hint, registry
 from nas.errors import UsageError
 from nas.latency.timing import DEFAULT_POLICY, Timing, TimingPolicy, time_until_stable
 
@@ -161,10 +161,7 @@ BACKENDS: dict[str, type[Backend]] = {}
 
 
 def register_backend(key: str, cls: type[Backend]) -> type[Backend]:
-    if key in BACKENDS:
-        raise ValueError(f"backend {key!r} is registered twice ({BACKENDS[key].__name__} and {cls.__name__})")
-    BACKENDS[key] = cls
-    return cls
+    return registry.add(BACKENDS, key, cls, "backend")
 
 
 register_backend("cpu", CpuBackend)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from nas import registry
 from nas.errors import UsageError
 from nas.latency.backends import BACKENDS, Backend
 
@@ -65,10 +66,7 @@ def register_device(device: Device) -> Device:
         from nas.latency.remote import get_package_format
 
         get_package_format(device.package_format)
-    if device.name in DEVICES:  # as timm's registry: a second device of one name would silently replace the first
-        raise ValueError(f"device {device.name!r} is registered twice")
-    DEVICES[device.name] = device
-    return device
+    return registry.add(DEVICES, device.name, device, "device")
 
 
 register_device(Device("cpu", "cpu", threads=1, description="this machine's CPU, PyTorch eager, 1 thread"))

@@ -19,7 +19,8 @@ from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
 from nas.search.records import RecordLog, TrialRecord
-from nas.search.strategy import SearchContext, Strategy, setting
+from nas.search.strategy import SearchContext, Strategy
+from nas.settings import setting
 from nas.space import Arch, SearchSpace
 
 if TYPE_CHECKING:
@@ -79,7 +80,7 @@ class EvolutionStrategy(Strategy):
     state_files = ("evolution.json",)
 
     def run(self, ctx: SearchContext) -> list[TrialRecord]:
-        settings: EvolutionSettings = self.settings_of(ctx, EvolutionSettings)
+        settings: EvolutionSettings = self.settings_of(ctx.settings, EvolutionSettings)
         config = {"space": ctx.space.name, "objective": ctx.objective.name, "budgets": ctx.budgets.config(),
                   "seed": ctx.seed, **asdict(settings)}
         log = RecordLog(ctx.out / "evolution.json", self.name, config, ctx.space)

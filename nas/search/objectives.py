@@ -1,26 +1,34 @@
 """What a search maximises. An ``Objective`` (abstract base below) is a picklable callable ``arch -> float`` with
-a ``name``, a one-line ``label`` that the output prints, and ``is_accuracy``; the searches never look further, so
-a new one is one subclass plus a branch in ``make_objective``.
+a ``name``, a one-line ``label`` that the output prints, and ``is_accuracy``; the searches never look further.
 
-- ``CapacityProxy`` (default, no training needed): sqrt(parameters in M x GMACs), the geometric mean of the
-  two capacity counts, from the same per-op decomposition as the latency tables. It is a **proxy**, named as such
-  everywhere it is reported. Why it: in every family of published figures in the shared SEEDS.md
+Each objective is one registered record (``ObjectiveEntry``, ``nas search --score NAME``): the function that
+makes it from the space and its settings (imported when chosen), a line of help, and its settings dataclass,
+declared beside its code with ``setting(...)`` fields (``nas.settings``) and made command-line options from
+there. A new objective is one module plus one ``register_objective`` line below.
+
+- ``capacity`` (``CapacityProxy``, the default, no training needed): sqrt(parameters in M x GMACs), the geometric
+  mean of the two capacity counts, from the same per-op decomposition as the latency tables. It is a **proxy**,
+  named as such everywhere it is reported. Why it: in every family of published figures in the shared SEEDS.md
   (EfficientFormer L1/L3/L7, EfficientFormerV2 S0-S2, EfficientViT M0-M5, MobileViTv2 widths) top-1 rises with
   both parameters and MACs; NAS-Bench-Suite-Zero (Krishnakumar et al., 2022) found parameter and FLOP counts
   competitive with zero-cost proxies; and it costs microseconds, where a zero-cost proxy on the extracted subnet
   costs a forward/backward pass per trial. Under a latency budget it rewards archs that buy the most capacity
-  per millisecond. Its correlation with trained accuracy in *this* space is not measured yet (that needs the
-  supernet-training issue).
-- ``SupernetAccuracy`` (``--supernet CKPT --data DIR``): top-1 of the subnet extracted from a trained supernet
-  (inherited weights, BatchNorm recalibrated) on a validation split, as in EfficientFormer's slimming.
+  per millisecond. Held against stand-alone accuracy in this space by ``nas supernet rank`` (docs/benchmarks.md).
+- ``supernet`` (``SupernetAccuracy``, ``--supernet CKPT --data DIR``): top-1 of the subnet extracted from a trained
+  supernet (inherited weights, BatchNorm recalibrated) on a validation split, as in EfficientFormer's slimming.
+- ``naswot`` and the other zero-cost proxies (``nas/search/zero_cost_objective.py``, ``--score naswot --data
+  DIR``): a training-free score of the arch's randomly initialised network on a batch of real images.
 """
 from __future__ import annotations
 
 import abc
 import math
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from nas import registry
+from nas.settings import SettingOption, options_of, setting
 from nas.space import Arch, SearchSpace
 from supernet.config import EVAL_BN_IMAGES, EVAL_VAL_IMAGES
 
@@ -115,15 +123,36 @@ class SupernetAccuracy(Objective):
         return evaluate_subnet(self._net, arch, self.data, self.val_images, self.bn_images)
 
 
-def make_objective(space: SearchSpace, supernet: str | None = None, data: str | None = None,
-                   val_images: int = EVAL_VAL_IMAGES, bn_images: int = EVAL_BN_IMAGES) -> Objective:
+@dataclass(frozen=True)
+class SupernetSettings:
+    """``--score supernet``: which supernet, on which data, with how many images per evaluation."""
+
+    supernet: str | None = setting(None, "trained supernet: the objective becomes the inherited top-1 on --data's "
+                                         "validation split (implies --score supernet)", value_type=str,
+                                   metavar="CKPT")
+    data: str | None = setting(None, "ImageFolder tree (DIR/val and DIR/train, or DIR itself), or builtin:objects "
+                                     "/ builtin:digits (no download)", value_type=str, metavar="DIR")
+    val_images: int = setting(EVAL_VAL_IMAGES, "validation images per evaluation (fewer is faster and coarser)",
+                              minimum=1)
+    bn_images: int = setting(EVAL_BN_IMAGES, "training images BatchNorm is recalibrated on per evaluation",
+                             minimum=1)
+
+
+def capacity_objective(space: SearchSpace, settings: object | None = None) -> Objective:
+    return CapacityProxy(space)
+
+
+def supernet_objective(space: SearchSpace, settings: SupernetSettings) -> Objective:
+    """Inherited accuracy, with the checkpoint and the data checked now rather than in every trial."""
     from nas.errors import UsageError
 
-    if (supernet is None) != (data is None):
+    supernet, data = settings.supernet, settings.data
+    if supernet is None and data is None:       # --score supernet, or only its --val-images / --bn-images
+        raise UsageError("the supernet objective scores inherited accuracy: add --supernet CKPT --data DIR (without "
+                         "them the objective is the capacity proxy)")
+    if supernet is None or data is None:
         raise UsageError("--supernet and --data go together (inherited accuracy on DATA's validation split); "
                          "give both, or neither for the capacity proxy")
-    if supernet is None or data is None:
-        return CapacityProxy(space)
     from supernet.checkpoint import load_supernet
 
     net, _ = load_supernet(supernet)      # refuse a bad checkpoint now, not in every trial
@@ -134,6 +163,63 @@ def make_objective(space: SearchSpace, supernet: str | None = None, data: str | 
     if num_classes(data) > net.num_classes:     # labels its head has no output for would all count as wrong
         raise UsageError(f"--data {data} has {num_classes(data)} classes, the supernet {supernet} was trained for "
                          f"{net.num_classes}; give the data it was trained on")
-    objective = SupernetAccuracy(supernet, data, val_images, bn_images)
+    objective = SupernetAccuracy(supernet, data, settings.val_images, settings.bn_images)
     objective._net = net
+    return objective
+
+
+@dataclass(frozen=True)
+class ObjectiveEntry:
+    implementation: str            # "module:function" (space, settings) -> Objective, imported when chosen
+    help: str                      # one line for ``nas search --help``
+    settings: str | None = None    # "module:Class" of its settings dataclass (None: it has none)
+
+
+OBJECTIVES: dict[str, ObjectiveEntry] = {}
+
+
+def register_objective(name: str, entry: ObjectiveEntry) -> ObjectiveEntry:
+    """Register an objective under ``name`` (``nas search --score name``); a name is registered once."""
+    return registry.add(OBJECTIVES, name, entry, "objective")
+
+
+register_objective("capacity", ObjectiveEntry("nas.search.objectives:capacity_objective",
+                                              "sqrt(params_M x GMACs), a proxy that needs no training (default)"))
+register_objective("supernet", ObjectiveEntry("nas.search.objectives:supernet_objective",
+                                              "inherited top-1 of a trained supernet (--supernet CKPT --data DIR)",
+                                              settings="nas.search.objectives:SupernetSettings"))
+register_objective("naswot", ObjectiveEntry("nas.search.zero_cost_objective:naswot_objective",
+                                            "NASWOT, a training-free score of the arch's network on --data's images",
+                                            settings="nas.search.zero_cost_objective:ZeroCostSettings"))
+
+
+def objective_settings_type(name: str) -> type | None:
+    """The settings dataclass of objective ``name`` (a torch-free module), or None."""
+    entry = OBJECTIVES[name].settings
+    if entry is None:
+        return None
+    from nas import load_reference
+
+    found: type = load_reference(entry)
+    return found
+
+
+def objective_options(name: str) -> list[SettingOption]:
+    """Objective ``name``'s settings as command-line options, in the order its dataclass declares them."""
+    return options_of(objective_settings_type(name), name, "objective")
+
+
+def make_objective(space: SearchSpace, name: str = "capacity", settings: object | None = None) -> Objective:
+    """Objective ``name`` over ``space`` with ``settings`` (its settings dataclass; None: its defaults)."""
+    from nas import load_reference
+    from nas.errors import UsageError
+
+    if name not in OBJECTIVES:
+        raise UsageError(f"--score {name!r}: accepted {', '.join(OBJECTIVES)}")
+    cls = objective_settings_type(name)
+    if settings is None and cls is not None:
+        settings = cls()
+    if cls is not None and not isinstance(settings, cls):
+        raise TypeError(f"--score {name} takes {cls.__name__}, got {type(settings).__name__}")
+    objective: Objective = load_reference(OBJECTIVES[name].implementation)(space, settings)
     return objective

@@ -31,10 +31,12 @@ from nas.errors import UsageError
 from nas.search.budgets import Budgets
 from nas.search.encoding import arch_params, suggest_arch
 from nas.search.objectives import Objective
+from nas.search.optuna_settings import SAMPLERS, OptunaSettings
 from nas.search.records import TrialRecord
 from nas.search.storage import (
     GRACE_PERIOD_S,
     StoredStudy,
+    check_storage,
     fail_silent_trials,
     make_storage,
     mark_alive,
@@ -43,7 +45,7 @@ from nas.search.storage import (
     set_constraints,
     trial_id,
 )
-from nas.search.strategy import SAMPLERS, Progress, SearchContext, Strategy
+from nas.search.strategy import Progress, SearchContext, Strategy
 from nas.search.workers import Evaluator
 from nas.space import SearchSpace
 
@@ -325,19 +327,38 @@ def record_of(trial: optuna.trial.FrozenTrial, space: SearchSpace) -> TrialRecor
 
 class OptunaStrategy(Strategy):
     name = "optuna"
-    uses_optuna_settings = True
     state_files = ("study.log", "study.log.lock")   # the study's journal, unless --storage puts it elsewhere
 
     def progress(self, ctx: SearchContext, first: TrialRecord) -> Progress:
-        return Progress(f"search ({ctx.sampler})", ctx.trials, self.unit, lambda record, count: count)
+        sampler = self._settings(ctx.settings).sampler
+        return Progress(f"search ({sampler})", ctx.trials, self.unit, lambda record, count: count)
 
-    def run_label(self, sampler: str, settings: object | None) -> str:
-        return sampler       # runs of a study have always been named by their sampler alone
+    def run_label(self, settings: object | None) -> str:
+        return self._settings(settings).sampler    # runs of a study have always been named by their sampler alone
+
+    def given_run_name(self, settings: object | None) -> str | None:
+        return self._settings(settings).study
+
+    def title(self, settings: object | None) -> str:
+        return f"{self.name}/{self._settings(settings).sampler}"
+
+    def check(self, settings: object | None) -> None:
+        storage = self._settings(settings).storage
+        if storage:
+            check_storage(storage)
 
     def run(self, ctx: SearchContext) -> list[TrialRecord]:
-        settings = StudySettings(ctx.space, ctx.objective, ctx.budgets, ctx.sampler, ctx.seed, ctx.storage,
-                                 ctx.study_name, ctx.trials)
+        own = self._settings(ctx.settings)
+        storage = own.storage or str((ctx.out / "study.log").resolve())   # an Optuna journal file
+        self.run_keys = {"sampler": own.sampler, "study": ctx.run_name,
+                         "storage": mask_url(storage)}                  # never a database password
+        settings = StudySettings(ctx.space, ctx.objective, ctx.budgets, own.sampler, ctx.seed, storage,
+                                 ctx.run_name, ctx.trials)
         on_record = ctx.on_record
         trials = run_study(settings, ctx.evaluator,
                            (lambda t: on_record(record_of(t, ctx.space))) if on_record else None)
         return [record_of(t, ctx.space) for t in trials]
+
+    def _settings(self, settings: object | None) -> OptunaSettings:
+        found: OptunaSettings = self.settings_of(settings, OptunaSettings)
+        return found

@@ -35,11 +35,8 @@ class SearchRequest:
     objective: Objective
     budgets: Budgets
     strategy: str = "optuna"
-    sampler: str = "tpe"
     trials: int = 100
     seed: int | None = 0
-    storage: str | None = None
-    study: str | None = None
     out: Path | None = None
     workers: int = 0
     ray_address: str | None = None
@@ -48,18 +45,16 @@ class SearchRequest:
     verify: int = 0                 # measure up to this many top candidates end to end on measurable devices
     settings: object | None = None  # the strategy's own settings, of the type its entry names (None: defaults)
 
-    def sampler_label(self, strategy: Strategy) -> str:
-        """The strategy as plots name it: ``optuna/tpe``, ``slim``."""
-        return f"{strategy.name}/{self.sampler}" if strategy.uses_optuna_settings else strategy.name
-
-    def study_name(self, strategy: Strategy) -> str:
-        """``--study``, else a name made of the settings, so that the same settings resume the same run."""
-        if self.study:
-            return self.study
+    def run_name(self, strategy: Strategy) -> str:
+        """The name its settings give (Optuna's ``--study``), else one made of the settings, so that the same
+        settings resume the same run."""
+        given = strategy.given_run_name(self.settings)
+        if given:
+            return given
         budgets = "_".join([f"{b.device}-{b.budget_ms:g}ms" for b in self.budgets.items]
                            + [f"{k}-{v:g}" for k, v in self.budgets.size_limits.items()]
                            + ([f"p{self.budgets.guarantee:g}"] if self.budgets.guarantee is not None else []))
-        method = strategy.run_label(self.sampler, self.settings)
+        method = strategy.run_label(self.settings)
         return f"{self.space.name}_{budgets}_{self.objective.name}_{method}_seed{self.seed}"
 
 
@@ -73,17 +68,14 @@ class SearchResult:
     best: TrialRecord                      # the winner: best by prediction, or the verified one with --verify
     front: list[TrialRecord]               # feasible Pareto front against the first device's latency
     out: Path
-    study: str
-    storage: str
+    name: str                              # the run's name (an Optuna study's)
     workers: int
     verification: dict[str, Any] | None = None
     export: dict[str, Any] | None = None
     wall_s: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
-        from nas.search.storage import mask_url
-
-        req, best, optuna = self.request, self.best, self.strategy.uses_optuna_settings
+        req, best = self.request, self.best
         primary = req.budgets.primary.device
         result: dict[str, Any] = {
             "best": {"arch": best.arch.to_dict(), "latency_ms": best.latency_ms[primary],
@@ -95,9 +87,8 @@ class SearchResult:
                      **({"guarantee": req.budgets.guarantee,
                          "latency_upper_ms": req.budgets.upper_bounds(best.latency_ms)}
                         if req.budgets.guarantee is not None else {})},
-            "out": str(self.out), "strategy": req.strategy, "sampler": req.sampler if optuna else None,
-            "seed": req.seed, "space": req.space.name, "study": self.study if optuna else None,
-            "storage": mask_url(self.storage) if optuna else None,     # never a database password
+            "out": str(self.out), "strategy": req.strategy, "seed": req.seed, "space": req.space.name,
+            **(self.strategy.run_keys or {}),
             "budgets": [b.to_dict() for b in req.budgets.items], "trials": len(self.records),
             **({"size_limits": req.budgets.size_limits} if req.budgets.size_limits else {}),
             "feasible": sum(r.feasible for r in self.records), "pareto_size": len(self.front),
@@ -126,22 +117,18 @@ def run_search(req: SearchRequest) -> SearchResult:
     started = time.perf_counter()
     strategy = get_strategy(req.strategy)
     req.budgets.require_reachable(req.space)
-    name = check_name(req.study_name(strategy), "--study")
+    name = check_name(req.run_name(strategy), "--study")
     out = Path(req.out) if req.out else Path("runs") / name
     refuse_links(out, RUN_FILES + strategy.state_files)
-    if req.storage and strategy.uses_optuna_settings:
-        from nas.search.storage import check_storage
-
-        check_storage(req.storage)
+    strategy.check(req.settings)
     from nas.search.workers import make_evaluator
 
     evaluator = make_evaluator(req.objective, req.workers, req.ray_address)   # joins Ray: refused before any file
     made = next((p for p in reversed([out, *out.parents]) if not p.exists()), None)   # the first folder made here
     out.mkdir(parents=True, exist_ok=True)
     mark_owned(out, "search")
-    storage = req.storage or str((out / "study.log").resolve())   # an Optuna journal file
     try:
-        records, workers = _run_strategy(req, strategy, out, name, storage, evaluator)
+        records, workers = _run_strategy(req, strategy, out, name, evaluator)
     except UsageError:          # refused before a trial ran (a corrupt --storage, ...): leave no empty run folder
         if made is not None and [p.name for p in out.iterdir()] == [OWNER_MARK]:
             shutil.rmtree(made)
@@ -153,7 +140,7 @@ def run_search(req: SearchRequest) -> SearchResult:
     if verification and verification["winner"] is not None:
         best = verification["winner"]
     result = SearchResult(req, strategy, records, best, pareto_front(records, req.budgets.primary.device), out,
-                          name, storage, workers, verification)
+                          name, workers, verification)
     _write_run_dir(result)
     result.wall_s = time.perf_counter() - started
     write_json_atomic(out / "run.json", result.to_dict())
@@ -164,7 +151,7 @@ def run_search(req: SearchRequest) -> SearchResult:
     return result
 
 
-def _run_strategy(req: SearchRequest, strategy: Strategy, out: Path, study: str, storage: str,
+def _run_strategy(req: SearchRequest, strategy: Strategy, out: Path, name: str,
                   evaluator: Evaluator) -> tuple[list[TrialRecord], int]:
     """The strategy's records, with a progress bar showing the best feasible record so far; and how many Ray
     workers evaluated them (0: this process)."""
@@ -191,8 +178,8 @@ def _run_strategy(req: SearchRequest, strategy: Strategy, out: Path, study: str,
             bar.set_postfix_str(f"best {best_seen[0].objective:.4g} at {best_seen[0].latency_ms[primary]:.3f} ms "
                                 f"on {primary}")
 
-    ctx = SearchContext(req.space, req.objective, req.budgets, evaluator, out, study, storage, req.sampler,
-                        req.trials, req.seed, on_record, settings=req.settings)
+    ctx = SearchContext(req.space, req.objective, req.budgets, evaluator, out, name, req.trials, req.seed,
+                        on_record, settings=req.settings)
     try:
         return strategy.run(ctx), (0 if isinstance(evaluator, LocalEvaluator) else evaluator.workers)
     finally:
@@ -216,7 +203,7 @@ def _write_run_dir(result: SearchResult) -> None:
     if result.strategy.records_form_a_path:   # slimming: its whole path, step by step
         pareto["path"] = [r.to_dict() for r in result.records]
     write_json_atomic(out / "pareto.json", pareto)
-    label = req.sampler_label(result.strategy)
+    label = result.strategy.title(req.settings)
     panels = [ParetoPanel(b.device, b.budget_ms, b.predictor.kind,
                           result.front if b is req.budgets.primary else pareto_front(result.records, b.device),
                           b.limit_ms) for b in req.budgets.items]

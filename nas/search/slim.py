@@ -24,7 +24,8 @@ from nas.errors import UsageError
 from nas.fileio import read_json, write_json_atomic
 from nas.schemas import check
 from nas.search.records import TrialRecord
-from nas.search.strategy import Progress, SearchContext, Strategy, setting
+from nas.search.strategy import Progress, SearchContext, Strategy
+from nas.settings import setting
 from nas.space import Arch, SearchSpace, first_3d_index
 
 if TYPE_CHECKING:     # annotations only: the command line reads SlimSettings here, so no torch at import
@@ -356,7 +357,7 @@ class SlimStrategy(Strategy):
         count = iter(range(1 << 62))
         on_record = ctx.on_record
         on_step = (lambda step: on_record(record(next(count), step))) if on_record else None
-        settings = self.settings_of(ctx, SlimSettings)
+        settings = self.settings_of(ctx.settings, SlimSettings)
         state = slim(ctx.space, ctx.objective, ctx.budgets, ctx.evaluator, ctx.out / "slim.json", on_step,
                      settings, load_importance_of(ctx.objective))
         self.summary = {"actions": state["config"]["actions"], "trade": state["config"]["trade"],

@@ -24,16 +24,15 @@ from typing import Any
 
 import numpy as np
 
+from nas import registry
+
 Proxy = Callable[[Any, Any, Any], float]
 ZERO_COST: dict[str, Proxy] = {}
 
 
 def zero_cost(name: str) -> Callable[[Proxy], Proxy]:
     def register(fn: Proxy) -> Proxy:
-        if name in ZERO_COST:
-            raise ValueError(f"zero-cost proxy {name!r} is registered twice")
-        ZERO_COST[name] = fn
-        return fn
+        return registry.add(ZERO_COST, name, fn, "zero-cost proxy")
 
     return register
 

@@ -38,7 +38,7 @@ def budgets(tiny, tiny_iphone12):
 def _context(tmp_path, tiny, budgets, trials, settings=None, seed=0):
     objective = CountingProxy(tiny)
     objective.counts.cache = tmp_path / "counts.json"
-    return SearchContext(tiny, objective, budgets, LocalEvaluator(objective), tmp_path, "s", "unused",
+    return SearchContext(tiny, objective, budgets, LocalEvaluator(objective), tmp_path, "s",
                          trials=trials, seed=seed, settings=settings)
 
 

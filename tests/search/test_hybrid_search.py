@@ -9,6 +9,7 @@ import pytest
 
 from nas.search.budgets import Budgets
 from nas.search.objectives import CapacityProxy
+from nas.search.optuna_settings import OptunaSettings
 from nas.search.records import best_record
 from nas.search.slim import actions
 from nas.search.strategy import STRATEGIES, SearchContext, get_strategy
@@ -27,8 +28,9 @@ def budgets(tiny_hybrid, tiny_hybrid_iphone12):
 def test_every_strategy_searches_the_hybrid_space(tmp_path, tiny_hybrid, budgets, strategy):
     objective = CapacityProxy(tiny_hybrid)
     objective.counts.cache = tmp_path / "counts.json"
-    ctx = SearchContext(tiny_hybrid, objective, budgets, LocalEvaluator(objective), tmp_path, "s",
-                        f"sqlite:///{tmp_path / 'study.db'}", "tpe", trials=12, seed=0)
+    settings = OptunaSettings(storage=f"sqlite:///{tmp_path / 'study.db'}") if strategy == "optuna" else None
+    ctx = SearchContext(tiny_hybrid, objective, budgets, LocalEvaluator(objective), tmp_path, "s", trials=12,
+                        seed=0, settings=settings)
     records = get_strategy(strategy).run(ctx)
     best = best_record(records)
     assert best is not None and best.latency_ms["iphone12"] <= budgets.primary.budget_ms

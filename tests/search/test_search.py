@@ -162,7 +162,8 @@ def test_infeasible_budget_exits_2_with_the_fastest_latency(tmp_path):
     (["--budget-ms", "1.6", "--device", "iphone12", "--sampler", "cmaes"], "invalid choice: 'cmaes'"),
     (["--budget-ms", "1.6", "--device", "iphone12", "--supernet", "x.pt"], "--supernet and --data go together"),
     (["--budget-ms", "1.6", "--device", "iphone12", "--lut", "iphone12"], "expected DEVICE=FILE"),
-    (["--budget-ms", "1.6", "--device", "iphone12", "--strategy", "slim", "--sampler", "nsga2"], "Optuna settings"),
+    (["--budget-ms", "1.6", "--device", "iphone12", "--strategy", "slim", "--sampler", "nsga2"],
+     "a setting of --strategy optuna"),
     (["--budget-ms", "1.6", "--device", "iphone12", "--storage", "nosuchdb://x"], "--storage 'nosuchdb://x'"),
 ])
 def test_bad_input_exits_2_in_one_line(tmp_path, args, message):
@@ -454,7 +455,7 @@ def test_a_resume_with_other_inputs_is_refused_naming_them(tmp_path, tiny_luts, 
     """Trials scored against another supernet, other data or another latency table must not join a study: the
     stored settings hold the checkpoint's and the tables' digests and the data's location."""
     from nas.errors import UsageError
-    from nas.search.objectives import make_objective
+    from nas.search.objectives import SupernetSettings, make_objective
     from nas.search.optuna_search import StudySettings, open_study
     from supernet import Supernet
     from supernet.checkpoint import save_supernet
@@ -469,8 +470,8 @@ def test_a_resume_with_other_inputs_is_refused_naming_them(tmp_path, tiny_luts, 
 
     def settings(checkpoint: str, data: str, lut: Path) -> StudySettings:
         budgets = Budgets.load(tiny, [1e6], ["iphone12"], {"iphone12": str(lut)})
-        return StudySettings(tiny, make_objective(tiny, checkpoint, data), budgets, "tpe", 0,
-                             str(tmp_path / "study.log"), "s", 5)
+        objective = make_objective(tiny, "supernet", SupernetSettings(checkpoint, data))
+        return StudySettings(tiny, objective, budgets, "tpe", 0, str(tmp_path / "study.log"), "s", 5)
 
     first = str(tmp_path / "supernet1.pt")
     open_study(settings(first, "builtin:digits", tiny_luts["iphone12"]))

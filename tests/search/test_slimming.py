@@ -173,29 +173,38 @@ def test_efficientformer_procedure_end_to_end(tmp_path, tiny, tiny_iphone12, gum
         assert torch.allclose(model.eval()(x), net.extract(arch).eval()(x), atol=1e-5)
 
 
-def test_the_command_line_offers_what_each_strategy_settings_declare():
-    """Each strategy's settings reach the parser from their dataclass alone: every field is an option, and what
-    the command line makes of it is that dataclass with that field changed."""
+def test_the_command_line_offers_what_each_plug_ins_settings_declare():
+    """Each strategy's and objective's settings reach the parser from their dataclass alone: every field is an
+    option, and what the command line makes of it is that dataclass with that field changed."""
     import dataclasses
 
     from nas.cli import build_parser
-    from nas.cli.search import _strategy_settings
+    from nas.cli.search import _chosen_settings
+    from nas.search.objectives import OBJECTIVES, objective_options, objective_settings_type
     from nas.search.strategy import STRATEGIES, setting_options, settings_type
 
     parser, declared = build_parser(), 0
-    for name in STRATEGIES:
-        cls = settings_type(name)
-        assert [o.field for o in setting_options(name)] == ([f.name for f in dataclasses.fields(cls)] if cls else [])
-        for o in setting_options(name):
-            if isinstance(o.default, bool):
-                given, value = [o.flag], not o.default
-            elif o.choices:
-                value = next(c for c in o.choices if c != o.default)
-                given = [o.flag, str(value)]
-            else:
-                value = o.maximum if o.maximum is not None else o.default * 2
-                given = [o.flag, str(value)]
-            args = parser.parse_args(["search", "--strategy", name, *given])
-            assert _strategy_settings(args) == dataclasses.replace(cls(), **{o.field: value})
-            declared += 1
-    assert declared >= 7        # slimming's three, evolution's four
+    for chooser, names, options_of, type_of in [("--strategy", STRATEGIES, setting_options, settings_type),
+                                                ("--score", OBJECTIVES, objective_options, objective_settings_type)]:
+        options = {name: options_of(name) for name in names}
+        for name in names:
+            cls = type_of(name)
+            assert [o.field for o in options[name]] == ([f.name for f in dataclasses.fields(cls)] if cls else [])
+            for o in options[name]:
+                if isinstance(o.default, bool):
+                    given, value = [o.flag], not o.default
+                elif o.choices:
+                    value = next(c for c in o.choices if c != o.default)
+                    given = [o.flag, str(value)]
+                elif o.default is None:
+                    value = "given"
+                    given = [o.flag, value]
+                else:
+                    value = o.maximum if o.maximum is not None else o.default * 2
+                    given = [o.flag, str(value)]
+                args = parser.parse_args(["search", chooser, name, *given])
+                assert _chosen_settings(args, chooser, name, options, cls) == dataclasses.replace(cls(), **{
+                    o.field: value})
+                declared += 1
+    # slimming's three, evolution's four, Optuna's three; the supernet objective's four, NASWOT's two
+    assert declared >= 16

@@ -9,8 +9,9 @@ from nas.latency.costmodel.model import load_cost_model
 from nas.latency.devices import get_device
 from nas.search.budgets import Budgets
 from nas.search.objectives import CapacityProxy
+from nas.search.optuna_settings import SAMPLERS, OptunaSettings
 from nas.search.records import best_record
-from nas.search.strategy import SAMPLERS, STRATEGIES, SearchContext, Strategy, StrategyEntry, get_strategy
+from nas.search.strategy import STRATEGIES, SearchContext, Strategy, StrategyEntry, get_strategy
 from nas.search.workers import LocalEvaluator
 
 
@@ -26,8 +27,9 @@ def _run(tmp_path, tiny, budgets, strategy: str, sampler: str = "tpe"):
     objective = CapacityProxy(tiny)
     objective.counts.cache = tmp_path / "counts.json"
     seen = []
-    ctx = SearchContext(tiny, objective, budgets, LocalEvaluator(objective), tmp_path, "s",
-                        f"sqlite:///{tmp_path / 'study.db'}", sampler, trials=8, seed=0, on_record=seen.append)
+    settings = OptunaSettings(sampler, f"sqlite:///{tmp_path / 'study.db'}") if strategy == "optuna" else None
+    ctx = SearchContext(tiny, objective, budgets, LocalEvaluator(objective), tmp_path, "s", trials=8, seed=0,
+                        on_record=seen.append, settings=settings)
     records = get_strategy(strategy).run(ctx)
     return records, seen
 
@@ -90,14 +92,17 @@ def test_a_new_strategy_gets_its_own_progress_and_no_slimming_output(tmp_path, t
 
 
 def test_settings_modules_import_neither_torch_nor_optuna():
-    """The command line reads every strategy's settings on every ``nas`` command: their modules stay light."""
+    """The command line reads every strategy's and objective's settings on every ``nas`` command: their modules
+    stay light."""
     import subprocess
     import sys
 
+    from nas.search.objectives import OBJECTIVES
     from nas.search.strategy import STRATEGIES
 
-    modules = sorted({e.settings.split(":")[0] for e in STRATEGIES.values() if e.settings})
+    entries = [*STRATEGIES.values(), *OBJECTIVES.values()]
+    modules = sorted({e.settings.split(":")[0] for e in entries if e.settings})
     code = ("import sys\n" + "".join(f"import {m}\n" for m in modules)
             + "print(sorted(m for m in ('torch', 'optuna') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "[]" and len(modules) >= 2
+    assert out.stdout.strip() == "[]" and len(modules) >= 5

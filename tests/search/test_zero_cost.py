@@ -32,5 +32,5 @@ def test_networks_with_more_paths_have_more_synaptic_flow(tiny, batch):
 
 
 def test_a_proxy_name_registers_once():
-    with pytest.raises(ValueError, match="registered twice"):
+    with pytest.raises(ValueError, match="already registered"):
         zero_cost("naswot")(lambda model, images, labels: 0.0)

@@ -20,7 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from nas import load_reference, not_installed
+from nas import load_reference, not_installed, registry
 from nas.errors import UsageError
 
 INPUT_NAME = "x"        # every package's one input, whatever its format
@@ -56,10 +56,7 @@ PACKAGE_FORMATS: dict[str, PackageFormat] = {}
 
 
 def register_package_format(fmt: PackageFormat) -> PackageFormat:
-    if fmt.name in PACKAGE_FORMATS:
-        raise ValueError(f"package format {fmt.name!r} is registered twice")
-    PACKAGE_FORMATS[fmt.name] = fmt
-    return fmt
+    return registry.add(PACKAGE_FORMATS, fmt.name, fmt, "package format")
 
 
 def get_package_format(name: str) -> PackageFormat:
