@@ -15,6 +15,15 @@ from typing import Any
 from nas.errors import UsageError
 
 
+@dataclass(frozen=True)
+class PluginEntry:
+    """A plug-in's record: what implements it (imported when chosen), a line of help, and its settings."""
+
+    implementation: str            # "module:attribute", imported when chosen
+    help: str                      # one line for ``--help``
+    settings: str | None = None    # "module:Class" of its settings dataclass (None: it has none)
+
+
 def setting(default: Any, help: str, *, flag: str | None = None, choices: tuple[Any, ...] | None = None,
             minimum: float | None = None, maximum: float | None = None, value_type: type | None = None,
             metavar: str | None = None) -> Any:
@@ -62,6 +71,16 @@ def _range(low: float | None, high: float | None) -> str:
     if high is None:
         return f"a number >= {low:g}"
     return f"a number <= {high:g}" if low is None else f"a number in [{low:g}, {high:g}]"
+
+
+def settings_class(reference: str | None) -> type | None:
+    """The settings dataclass a plug-in's record names as ``"module:Class"`` (a torch-free module), or None."""
+    if reference is None:
+        return None
+    from nas import load_reference
+
+    found: type = load_reference(reference)
+    return found
 
 
 def options_of(cls: type | None, owner: str, kind: str) -> list[SettingOption]:

@@ -180,9 +180,9 @@ def _print_summary(found: SearchResult, exported: bool) -> None:
         print_trust(b.predictor.table.header.get("fidelity"), f"  {'':<12} the table: ")
     if found.verification:
         v = found.verification
-        print(f"  verified by measurement on {', '.join(v['devices']) or 'no device'}: {len(v['checked'])} "
+        print(f"  verified by measurement on {', '.join(v.devices) or 'no device'}: {len(v.checked)} "
               f"candidate(s) measured; " + (", ".join(f"{d} {ms:.3f} ms" for d, ms in best.measured_ms.items())
-                                              if best.measured_ms else v.get("note", "")))
+                                              if best.measured_ms else v.note or ""))
     arch = best.arch.to_dict()         # printed as JSON lists, as best_arch.json holds it
     print(f"  arch: widths {arch['widths']}, depths {arch['depths']}, n3d {arch['n3d']}, "
           f"MLP ratios {arch['mlp_ratios']}" + (f", mixers {arch['mixers']}, heads {arch['heads']}, key dims "

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from nas import registry
-from nas.settings import SettingOption, options_of, setting
+from nas.settings import PluginEntry, SettingOption, options_of, setting, settings_class
 from nas.space import Arch, SearchSpace
 from supernet.config import EVAL_BN_IMAGES, EVAL_VAL_IMAGES
 
@@ -168,11 +168,8 @@ def supernet_objective(space: SearchSpace, settings: SupernetSettings) -> Object
     return objective
 
 
-@dataclass(frozen=True)
-class ObjectiveEntry:
-    implementation: str            # "module:function" (space, settings) -> Objective, imported when chosen
-    help: str                      # one line for ``nas search --help``
-    settings: str | None = None    # "module:Class" of its settings dataclass (None: it has none)
+class ObjectiveEntry(PluginEntry):
+    """An objective's record; ``implementation`` is a function ``(space, settings) -> Objective``."""
 
 
 OBJECTIVES: dict[str, ObjectiveEntry] = {}
@@ -195,13 +192,7 @@ register_objective("naswot", ObjectiveEntry("nas.search.zero_cost_objective:nasw
 
 def objective_settings_type(name: str) -> type | None:
     """The settings dataclass of objective ``name`` (a torch-free module), or None."""
-    entry = OBJECTIVES[name].settings
-    if entry is None:
-        return None
-    from nas import load_reference
-
-    found: type = load_reference(entry)
-    return found
+    return settings_class(OBJECTIVES[name].settings)
 
 
 def objective_options(name: str) -> list[SettingOption]:

@@ -20,7 +20,7 @@ from nas.search.budgets import Budgets
 from nas.search.objectives import Objective
 from nas.search.records import TrialRecord, best_record, pareto_front, pareto_front_nd, write_trials_csv
 from nas.search.strategy import Progress, SearchContext, Strategy, get_strategy
-from nas.search.verify import verify_winner
+from nas.search.verify import Verification, verify_winner
 from nas.search.workers import Evaluator, LocalEvaluator
 from nas.space import Arch, SearchSpace
 
@@ -70,7 +70,7 @@ class SearchResult:
     out: Path
     name: str                              # the run's name (an Optuna study's)
     workers: int
-    verification: dict[str, Any] | None = None
+    verification: Verification | None = None
     export: dict[str, Any] | None = None
     wall_s: float = 0.0
 
@@ -98,7 +98,7 @@ class SearchResult:
             result[self.strategy.name] = self.strategy.summary
         result["mixers"] = mixer_usage(req.space.mixers, best.arch, [r.arch for r in self.records])
         if self.verification:
-            result["verification"] = {k: v for k, v in self.verification.items() if k != "winner"}
+            result["verification"] = self.verification.to_dict()
         if self.export is not None:
             result["export"] = self.export
         return result
@@ -137,8 +137,8 @@ def run_search(req: SearchRequest) -> SearchResult:
     if best is None:
         raise RuntimeError(f"no trial met every budget ({req.budgets.describe()}) in {len(records)} trials")
     verification = verify_winner(records, req.space, req.budgets, req.verify) if req.verify else None
-    if verification and verification["winner"] is not None:
-        best = verification["winner"]
+    if verification and verification.winner is not None:
+        best = verification.winner
     result = SearchResult(req, strategy, records, best, pareto_front(records, req.budgets.primary.device), out,
                           name, workers, verification)
     _write_run_dir(result)

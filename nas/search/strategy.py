@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from nas import load_reference, registry
 from nas.errors import UsageError
-from nas.settings import SettingOption, options_of, settings_label
+from nas.settings import PluginEntry, SettingOption, options_of, settings_class, settings_label
 
 if TYPE_CHECKING:
     from nas.search.budgets import Budgets
@@ -29,11 +29,8 @@ if TYPE_CHECKING:
     from nas.space import SearchSpace
 
 
-@dataclass(frozen=True)
-class StrategyEntry:
-    implementation: str            # "module:Class" of its Strategy subclass, imported when chosen
-    help: str                      # one line for ``nas search --help``
-    settings: str | None = None    # "module:Class" of its settings dataclass (None: it has none)
+class StrategyEntry(PluginEntry):
+    """A strategy's record; ``implementation`` is its ``Strategy`` subclass."""
 
 
 STRATEGIES: dict[str, StrategyEntry] = {}
@@ -58,11 +55,7 @@ register_strategy("evolution", StrategyEntry("nas.search.evolution:EvolutionStra
 
 def settings_type(name: str) -> type | None:
     """The settings dataclass of strategy ``name`` (imported: a torch- and Optuna-free module), or None."""
-    entry = STRATEGIES[name].settings
-    if entry is None:
-        return None
-    found: type = load_reference(entry)
-    return found
+    return settings_class(STRATEGIES[name].settings)
 
 
 def setting_options(name: str) -> list[SettingOption]:

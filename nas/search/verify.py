@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from nas.search.budgets import Budgets
@@ -14,7 +15,34 @@ from nas.search.records import TrialRecord
 from nas.space import SearchSpace
 
 
-def verify_winner(records: Sequence[TrialRecord], space: SearchSpace, budgets: Budgets, k: int) -> dict[str, Any]:
+@dataclass(frozen=True)
+class CheckedCandidate:
+    """One finalist measured end to end: its trial, objective, predicted and measured latency per device."""
+
+    trial: int
+    objective: float
+    predicted_ms: dict[str, float]
+    measured_ms: dict[str, float]
+    meets_budgets: bool
+
+
+@dataclass(frozen=True)
+class Verification:
+    """What ``--verify`` did: the devices measured here, the finalists in the order measured, the winner (the
+    first that met every budget, with its measured latencies; None if none did) and, when there is none, why."""
+
+    devices: list[str]
+    checked: list[CheckedCandidate] = field(default_factory=list)
+    winner: TrialRecord | None = None
+    note: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """As ``run.json`` keeps it (the winner is the run's ``best``)."""
+        return {"devices": self.devices, "checked": [dataclasses.asdict(c) for c in self.checked],
+                **({"note": self.note} if self.note else {})}
+
+
+def verify_winner(records: Sequence[TrialRecord], space: SearchSpace, budgets: Budgets, k: int) -> Verification:
     """Measure the best feasible candidates end to end on every budget device that can be measured here, best
     objective first, and return the first whose measured latencies all meet their budgets.
 
@@ -27,11 +55,10 @@ def verify_winner(records: Sequence[TrialRecord], space: SearchSpace, budgets: B
 
     local = [b for b in budgets.items if get_device(b.device).measurable_here()[0]]
     if not local:
-        return {"devices": [], "checked": [], "winner": None,
-                "note": "no budget device can be measured on this machine"}
+        return Verification([], note="no budget device can be measured on this machine")
     candidates = sorted((r for r in records if r.feasible), key=lambda r: -r.objective)
     seen: set[str] = set()
-    checked: list[dict[str, Any]] = []
+    checked: list[CheckedCandidate] = []
     session = new_session()
     for record in candidates:
         key = record.arch.to_json()
@@ -45,14 +72,12 @@ def verify_winner(records: Sequence[TrialRecord], space: SearchSpace, budgets: B
         for b in local:
             _keep(b.predictor, make_point(arch, measured[b.device], "verify", session))
         ok = all(measured[b.device] <= b.budget_ms for b in local)
-        checked.append({"trial": record.number, "objective": record.objective,
-                        "predicted_ms": {b.device: record.latency_ms[b.device] for b in local},
-                        "measured_ms": measured, "meets_budgets": ok})
+        checked.append(CheckedCandidate(record.number, record.objective,
+                                        {b.device: record.latency_ms[b.device] for b in local}, measured, ok))
         if ok:
-            return {"devices": [b.device for b in local], "checked": checked,
-                    "winner": dataclasses.replace(record, measured_ms=measured)}
-    return {"devices": [b.device for b in local], "checked": checked, "winner": None,
-            "note": "no measured candidate met every budget; the winner is the best by prediction"}
+            return Verification([b.device for b in local], checked, dataclasses.replace(record, measured_ms=measured))
+    return Verification([b.device for b in local], checked,
+                        note="no measured candidate met every budget; the winner is the best by prediction")
 
 
 def _keep(predictor: Any, point: dict[str, Any]) -> None:
