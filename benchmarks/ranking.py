@@ -245,7 +245,7 @@ def part_search(sizes: Sizes, work: Path, checks: dict[str, Any]) -> dict[str, A
         for run in rows["runs"].values():
             arch = space.arch_from_dict(run["arch"])
             jobs[f"{arch.to_json()}|{seed}"] = Job(
-                0, seed, space.source or space.name, arch.to_dict(), standalone_config(cfg, cfg.seed + seed).to_dict(),
+                0, seed, space, arch, standalone_config(cfg, cfg.seed + seed),
                 net.num_classes, sizes.data, sizes.val_images or 2000, bn, "cpu", 1, split="test")
     trained = train_jobs(jobs, work / "search_trainings.json")
     print(f"  {len(jobs)} stand-alone trainings of {len(jobs) // SEEDS} distinct winners", flush=True)

@@ -30,12 +30,16 @@ class Subnet:
 
 
 def build_subnet(arch: Arch, supernet: str | Path | None = None, data: str | Path | None = None,
-                 bn_images: int = 1024) -> Subnet:
-    """``arch`` with the supernet checkpoint's weights (or a fresh initialisation), BatchNorm recalibrated on
-    ``data`` when given."""
+                 bn_images: int = 1024, space: SearchSpace | None = None) -> Subnet:
+    """``arch`` of ``space`` with the supernet checkpoint's weights (or a fresh initialisation), BatchNorm
+    recalibrated on ``data`` when given. ``space`` is the arch's (a search passes its own); without it, the space
+    the arch names is loaded (an arch read from a file)."""
     from supernet.checkpoint import file_digest, load_supernet
 
-    space = load_space(arch.space)
+    if space is None:
+        space = load_space(arch.space)
+    elif space.name != arch.space:
+        raise ValueError(f"an arch of space {arch.space!r} given with space {space.name!r}")
     if supernet is None:
         model = EfficientFormerNet.from_arch(arch, space)
         weights: dict[str, Any] = {"source": "fresh initialisation (no --supernet): right for latency, deployment "

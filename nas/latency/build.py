@@ -59,24 +59,23 @@ def measure_arch(device: Device, arch: Arch, space: SearchSpace, policy: TimingP
     return backend.measure(model, x)
 
 
-def _run_job(device_name: str, job: tuple[str, str], space_source: str) -> tuple[tuple[str, str], dict]:
+def _run_job(device_name: str, job: tuple[str, str], space: SearchSpace) -> tuple[tuple[str, str], dict]:
     """One measurement (an op signature, or an arch's JSON for end to end); also what a Ray task runs."""
     device = get_device(device_name)
     kind, payload = job
     if kind == "op":
         timing = measure_op(device, payload)
     else:
-        space = load_space(space_source)
         timing = measure_arch(device, Arch.from_json(payload, space), space)
     return job, timing.to_dict()
 
 
-def _serial(device: Device, jobs: list[tuple[str, str]], space_source: str) -> Iterable[tuple[tuple[str, str], dict]]:
+def _serial(device: Device, jobs: list[tuple[str, str]], space: SearchSpace) -> Iterable[tuple[tuple[str, str], dict]]:
     for job in jobs:
-        yield _run_job(device.name, job, space_source)
+        yield _run_job(device.name, job, space)
 
 
-def _on_ray(device: Device, jobs: list[tuple[str, str]], space_source: str, address: str | None,
+def _on_ray(device: Device, jobs: list[tuple[str, str]], space: SearchSpace, address: str | None,
             workers: int) -> Iterable[tuple[tuple[str, str], dict]]:
     try:
         import ray
@@ -96,7 +95,7 @@ def _on_ray(device: Device, jobs: list[tuple[str, str]], space_source: str, addr
             raise UsageError(f"no node of the Ray cluster has the resource {resource!r}; start the node that owns "
                              f"the device with: ray start --address=HEAD --resources='{{\"{resource}\": 1}}'")
         task = ray.remote(_run_job).options(resources={resource: 1}, num_cpus=1, max_retries=3)
-        pending = [task.remote(device.name, job, space_source) for job in jobs]
+        pending = [task.remote(device.name, job, space) for job in jobs]   # the space travels as itself
         while pending:
             done, pending = ray.wait(pending, num_returns=1)
             yield ray.get(done[0])
@@ -167,8 +166,8 @@ def build_table(device_name: str, space_source: str = DEFAULT_SPACE, out: str | 
         from tqdm import tqdm
         bar = tqdm(total=total, initial=total - len(jobs), unit="job", desc=f"lut {device.name}",
                    file=sys.stderr, dynamic_ncols=True)
-    results = (_on_ray(device, jobs, space_source, ray_address, workers or 1) if (ray_address or workers)
-               else _serial(device, jobs, space_source))
+    results = (_on_ray(device, jobs, space, ray_address, workers or 1) if (ray_address or workers)
+               else _serial(device, jobs, space))
     # the reference workload, timed before, every REFERENCE_EVERY jobs and after (serial builds: the jobs run here),
     # so the header says how much the machine itself moved while the table was measured
     reference: list[dict[str, Any]] = list((table.header.get("reference") or {}).get("samples", []))

@@ -237,24 +237,28 @@ class LutPredictor:
 # ------------------------------------------------------------------------------------------ entry points
 
 
-def load_predictor(device: str, space: str = DEFAULT_SPACE, lut: str | Path | None = None) -> LutPredictor:
-    """The predictor of ``device`` from ``lut`` or from the device's default table."""
+def load_predictor(device: str, space: str | SearchSpace = DEFAULT_SPACE,
+                   lut: str | Path | None = None) -> LutPredictor:
+    """The predictor of ``device`` from ``lut`` or from the device's default table, over ``space`` (the object a
+    caller holds, or a name to load)."""
     get_device(device)
-    path = Path(lut) if lut else default_table_path(device, space)
+    given = space if isinstance(space, SearchSpace) else None
+    name = given.name if given is not None else str(space)
+    path = Path(lut) if lut else default_table_path(device, name)
     if not path.exists() and not lut:
-        raise UsageError(f"no latency table for device {device!r} and space {space!r} at {path}; "
-                         f"build one with: nas lut build --device {device}{space_flag(space)}")
-    predictor = LutPredictor.from_file(path)
-    built_for = predictor.table.header.get("device")
-    if lut and predictor.space.name != space:       # it would price another space's ops (or miss them)
-        raise UsageError(f"--lut {path} is a table of space {predictor.space.name!r} (device {built_for!r}), the "
-                         f"arch is of space {space!r}; use a table of {space!r} (nas lut build --device {device}"
-                         f"{space_flag(space)})")
+        raise UsageError(f"no latency table for device {device!r} and space {name!r} at {path}; "
+                         f"build one with: nas lut build --device {device}{space_flag(name)}")
+    table = LatencyTable.load(path)
+    built_for, table_space = table.header.get("device"), table.header["space"]
+    if lut and table_space != name:       # it would price another space's ops (or miss them)
+        raise UsageError(f"--lut {path} is a table of space {table_space!r} (device {built_for!r}), the "
+                         f"arch is of space {name!r}; use a table of {name!r} (nas lut build --device {device}"
+                         f"{space_flag(name)})")
     if lut and built_for and built_for != device:   # its numbers would be printed as another device's
-        raise UsageError(f"--lut {path} is a table of device {built_for!r} (space {predictor.space.name!r}), not "
+        raise UsageError(f"--lut {path} is a table of device {built_for!r} (space {table_space!r}), not "
                          f"of {device!r}; use --device {built_for}, or a table of {device} (nas lut build --device "
                          f"{device})")
-    return predictor
+    return LutPredictor(table, given, path)
 
 
 def estimate_notice(predictor: LutPredictor) -> str | None:

@@ -164,11 +164,10 @@ def run_check(s: RankSettings) -> dict[str, Any]:
 
     _score_archs(state, ranked, net, space, data, val_images, bn_images, s)
     noise_index = int(np.argsort([r.latency_ms for r in ranked])[len(ranked) // 2])
-    jobs = [Job(i, 0, space.source or space.name, r.arch.to_dict(), alone.to_dict(), net.num_classes, data,
-                val_images, bn_images, s.torch_device, threads) for i, r in enumerate(ranked)]
-    jobs += [Job(noise_index, rep, space.source or space.name, ranked[noise_index].arch.to_dict(),
-                 dataclasses.replace(alone, seed=alone.seed + rep).to_dict(), net.num_classes, data, val_images,
-                 bn_images, s.torch_device, threads) for rep in range(1, s.seeds)]
+    jobs = [Job(i, 0, space, r.arch, alone, net.num_classes, data, val_images, bn_images, s.torch_device, threads)
+            for i, r in enumerate(ranked)]
+    jobs += [Job(noise_index, rep, space, ranked[noise_index].arch, dataclasses.replace(alone, seed=alone.seed + rep),
+                 net.num_classes, data, val_images, bn_images, s.torch_device, threads) for rep in range(1, s.seeds)]
     from supernet.batches import StepBatches
 
     steps_per_job = StepBatches(alone, space.input_size).total_steps

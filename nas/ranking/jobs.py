@@ -1,6 +1,7 @@
-"""One stand-alone training of the ranking check, as a plain function of plain data: the same call runs in this
-process or in a Ray task (``nas.ranking.check``), so 1 worker, N workers and no Ray give the same figures for the
-same ``threads``."""
+"""One stand-alone training of the ranking check, as a plain function of picklable objects (the space, the arch
+and the training configuration travel as themselves): the same call runs in this process, in a worker process or
+in a Ray task (``nas.ranking.check``), so 1 worker, N workers and no Ray give the same figures for the same
+``threads``."""
 from __future__ import annotations
 
 import os
@@ -8,6 +9,9 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
+
+from nas.space import Arch, SearchSpace
+from supernet.config import TrainConfig
 
 
 @dataclass(frozen=True)
@@ -17,9 +21,9 @@ class Job:
 
     index: int
     replica: int
-    space: str                  # the space's name, or the path of its YAML (a Ray worker loads it from there)
-    arch: dict[str, Any]
-    config: dict[str, Any]      # the TrainConfig of the stand-alone training (``standalone_config``)
+    space: SearchSpace
+    arch: Arch
+    config: TrainConfig         # of the stand-alone training (``standalone_config``)
     num_classes: int
     data: str
     val_images: int
@@ -38,8 +42,6 @@ def run_job(job: Job, on_step: Callable[[int, int], None] | None = None) -> dict
     recalibrated, the evaluation recipe inherited accuracy uses too), the steps and the seconds it took."""
     import torch
 
-    from nas.space import Arch, load_space
-    from supernet.config import TrainConfig
     from supernet.evaluate import evaluate_model
     from supernet.standalone import train_standalone
 
@@ -48,9 +50,7 @@ def run_job(job: Job, on_step: Callable[[int, int], None] | None = None) -> dict
         torch.set_num_threads(job.threads)
     try:
         started = time.perf_counter()
-        cfg = TrainConfig(**job.config)
-        space = load_space(job.space)
-        arch = Arch.from_dict(job.arch, space)
+        cfg, space, arch = job.config, job.space, job.arch
         steps = [0]
 
         def counted(step: int, total: int) -> None:

@@ -88,7 +88,7 @@ class Budgets:
                              f"expected one of {', '.join(devices)}")
         items = []
         for ms, device in zip(budget_ms, devices):
-            predictor = load_predictor(device, space.name, luts.get(device))
+            predictor = load_predictor(device, space, luts.get(device))
             if guarantee is not None and predictor.residuals is None:
                 raise UsageError(f"--guarantee {guarantee}: the {device} table {predictor.path} has no end-to-end "
                                  f"points to bound its error; accepted: a table with calibration points (nas lut "

@@ -217,6 +217,6 @@ def _export_winner(arch: Arch, req: SearchRequest, out: Path) -> dict[str, Any]:
     from nas.export.exporter import export_subnet
     from nas.export.subnet import build_subnet
 
-    sub = build_subnet(arch, req.objective.checkpoint)
+    sub = build_subnet(arch, req.objective.checkpoint, space=req.space)
     report = export_subnet(sub, out / "export", req.export_formats, notes=run_notes(out), progress=False)
     return {"dir": str(out / "export"), "ok": report["ok"], "files": report["files"]}

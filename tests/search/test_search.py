@@ -582,3 +582,27 @@ def test_nas_measure_times_an_arch_here_beside_its_table(tiny_luts, capsys):
     assert result["measured"]["median_ms"] > 0 and result["measured"]["n"] >= 20
     assert result["predicted_ms"] > 0 and result["table"] == str(tiny_luts["cpu"])
     assert abs(result["ratio"] - result["measured"]["median_ms"] / result["predicted_ms"]) < 1e-9
+
+
+def test_a_search_carries_its_space_object_to_the_export(tmp_path):
+    """Issue #27: the space travels as the object the search was given, not as a name looked up again: a space
+    read from a YAML file and then forgotten by the process-wide cache still exports its winner."""
+    import nas.space
+    from nas.latency.costmodel.estimate import estimate_table
+    from nas.latency.costmodel.model import load_cost_model
+    from nas.latency.devices import get_device
+    from nas.search.objectives import CapacityProxy
+    from nas.search.run import SearchRequest, run_search
+
+    yaml = tmp_path / "mine.yaml"
+    yaml.write_text(Path(nas.space.__file__).parent.parent.joinpath("search_spaces", "tiny.yaml").read_text()
+                    .replace("name: tiny", "name: mine", 1))
+    mine = nas.space.load_space(str(yaml))
+    nas.space._BY_NAME.pop("mine")                      # nothing may find it by name from here on
+    table = tmp_path / "iphone12-mine.json"
+    estimate_table(get_device("iphone12"), mine, load_cost_model("iphone12"), table, progress=False)
+    budgets = Budgets.load(mine, [1e6], ["iphone12"], {"iphone12": str(table)})
+    objective = CapacityProxy(mine)
+    objective.counts.cache = tmp_path / "counts.json"
+    result = run_search(SearchRequest(mine, objective, budgets, trials=3, out=tmp_path / "run", progress=False))
+    assert result.export is not None and result.export["ok"] and result.best.arch.space == "mine"
