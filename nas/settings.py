@@ -83,6 +83,16 @@ def settings_class(reference: str | None) -> type | None:
     return found
 
 
+def settings_or_defaults(settings: object | None, cls: type | None, chooser: str) -> Any:
+    """``settings`` if it is a ``cls``, ``cls()`` (the defaults) if it is None; a TypeError naming the plug-in
+    (``chooser``, as ``--strategy slim``) otherwise."""
+    if cls is None or settings is None:
+        return cls() if cls is not None else None
+    if not isinstance(settings, cls):
+        raise TypeError(f"{chooser} takes {cls.__name__}, got {type(settings).__name__}")
+    return settings
+
+
 def options_of(cls: type | None, owner: str, kind: str) -> list[SettingOption]:
     """The settings dataclass ``cls`` of plug-in ``owner`` as command-line options, in declaration order."""
     if cls is None:

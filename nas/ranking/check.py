@@ -41,7 +41,6 @@ from nas.ranking.training import train_missing
 from nas.space import Arch, SearchSpace
 
 POOL = 4000             # random archs the stratified sample is drawn from
-PROXY_BATCH = 64        # training images the zero-cost proxies see
 # scores reported beside inherited accuracy: the search's default objective and the parameter count; the
 # zero-cost proxies are added from their registry
 BASELINES = ("capacity", "params")
@@ -190,17 +189,15 @@ def _score_archs(state: RankState, ranked: list[RankedArch], net: Any, space: Se
     """Inherited top-1 and the training-free scores of every arch not scored yet (here: seconds each)."""
     from tqdm import tqdm
 
-    from nas.data import image_batches
     from nas.latency.counts import OpCounts
-    from nas.search.zero_cost import ZERO_COST, score
+    from nas.search.zero_cost import ZERO_COST, proxy_batch, score
     from supernet.evaluate import evaluate_subnet
 
     todo = [r for r in ranked if r.name not in state.scores]
     if not todo:
         return
     counts = OpCounts(space)
-    images, labels = next(iter(image_batches(data, space.input_size, PROXY_BATCH, batch_size=PROXY_BATCH, seed=2,
-                                             with_labels=True, split="train")))
+    images, labels = proxy_batch(data, space.input_size)
     net.to(s.torch_device)
     for r in tqdm(todo, desc="inherited top-1", unit="arch", disable=not s.progress, dynamic_ncols=True):
         params, macs = counts.counts(r.arch)

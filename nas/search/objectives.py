@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from nas import registry
-from nas.settings import PluginEntry, SettingOption, options_of, setting, settings_class
+from nas.settings import PluginEntry, SettingOption, options_of, setting, settings_class, settings_or_defaults
 from nas.space import Arch, SearchSpace
 from supernet.config import EVAL_BN_IMAGES, EVAL_VAL_IMAGES
 
@@ -207,10 +207,6 @@ def make_objective(space: SearchSpace, name: str = "capacity", settings: object 
 
     if name not in OBJECTIVES:
         raise UsageError(f"--score {name!r}: accepted {', '.join(OBJECTIVES)}")
-    cls = objective_settings_type(name)
-    if settings is None and cls is not None:
-        settings = cls()
-    if cls is not None and not isinstance(settings, cls):
-        raise TypeError(f"--score {name} takes {cls.__name__}, got {type(settings).__name__}")
+    settings = settings_or_defaults(settings, objective_settings_type(name), f"--score {name}")
     objective: Objective = load_reference(OBJECTIVES[name].implementation)(space, settings)
     return objective

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from nas import load_reference, registry
 from nas.errors import UsageError
-from nas.settings import PluginEntry, SettingOption, options_of, settings_class, settings_label
+from nas.settings import PluginEntry, SettingOption, options_of, settings_class, settings_label, settings_or_defaults
 
 if TYPE_CHECKING:
     from nas.search.budgets import Budgets
@@ -128,11 +128,7 @@ class Strategy(abc.ABC):
     def settings_of(self, settings: object | None, cls: type) -> Any:
         """``settings`` (a context's, a request's) if it is a ``cls``, ``cls()`` (the defaults) if it is None; a
         TypeError otherwise."""
-        if settings is None:
-            return cls()
-        if not isinstance(settings, cls):
-            raise TypeError(f"--strategy {self.name} takes {cls.__name__}, got {type(settings).__name__}")
-        return settings
+        return settings_or_defaults(settings, cls, f"--strategy {self.name}")
 
 
 def get_strategy(name: str) -> Strategy:

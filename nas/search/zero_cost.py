@@ -37,6 +37,17 @@ def zero_cost(name: str) -> Callable[[Proxy], Proxy]:
     return register
 
 
+PROXY_IMAGES = 64       # training images a proxy sees, one batch
+
+
+def proxy_batch(data: Any, input_size: int, images: int = PROXY_IMAGES) -> tuple[Any, Any]:
+    """The (images, labels) every arch is scored on: ``images`` training images of ``data``, the same for a seed."""
+    from nas.data import image_batches
+
+    return next(iter(image_batches(data, input_size, images, batch_size=images, seed=2, with_labels=True,
+                                   split="train")))
+
+
 def _weighted_layers(model: Any) -> list[Any]:
     import torch.nn as nn
 

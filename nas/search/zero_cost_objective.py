@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from nas.search.objectives import Objective
+from nas.search.zero_cost import PROXY_IMAGES
 from nas.settings import setting
 from nas.space import Arch, SearchSpace
 
@@ -24,7 +25,7 @@ PROXY = "naswot"
 class ZeroCostSettings:
     data: str | None = setting(None, "ImageFolder tree (DIR/val and DIR/train, or DIR itself), or builtin:objects "
                                      "/ builtin:digits (no download)", value_type=str, metavar="DIR")
-    proxy_images: int = setting(64, "--score naswot: training images the proxy sees, one batch", minimum=2,
+    proxy_images: int = setting(PROXY_IMAGES, "--score naswot: training images the proxy sees, one batch", minimum=2,
                                 maximum=4096)
 
 
@@ -39,7 +40,7 @@ class ZeroCostObjective(Objective):
         from nas.latency.counts import OpCounts
 
         self.proxy, self.space, self.data, self.images = proxy, space, data, images
-        self.name = proxy if images == 64 else f"{proxy}_images{images}"
+        self.name = proxy if images == PROXY_IMAGES else f"{proxy}_images{images}"
         self.label = f"{proxy} zero-cost proxy on {images} images of {describe(data, 'train')} (a proxy, not accuracy)"
         self.counts = OpCounts(space)
         self._batch: Any = None
@@ -51,14 +52,11 @@ class ZeroCostObjective(Objective):
         return {"name": self.name, "data": str(self.data)}
 
     def __call__(self, arch: Arch) -> float:
-        from nas.data import image_batches, num_classes
-        from nas.search.zero_cost import score
+        from nas.data import num_classes
+        from nas.search.zero_cost import proxy_batch, score
 
         if self._batch is None:
-            images, labels = next(iter(image_batches(self.data, self.space.input_size, self.images,
-                                                     batch_size=self.images, seed=2, with_labels=True,
-                                                     split="train")))
-            self._batch = (images, labels, num_classes(self.data))
+            self._batch = (*proxy_batch(self.data, self.space.input_size, self.images), num_classes(self.data))
         images, labels, classes = self._batch
         return score(self.proxy, arch, self.space, images, labels, classes)
 
