@@ -5,8 +5,11 @@ slice pass an output-equality test; ``randomize_`` gives every tensor a random v
 """
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
 import sys
+import uuid
 from pathlib import Path
 
 import torch
@@ -40,9 +43,49 @@ def randomize_(module: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
     return module
 
 
-def run_nas(*args: str, check: bool = False) -> subprocess.CompletedProcess:
+def run_nas(*args: str, check: bool = False, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     """Run the real command line in a subprocess, as a user would."""
-    return subprocess.run([sys.executable, "-m", "nas", *args], capture_output=True, text=True, check=check)
+    return subprocess.run([sys.executable, "-m", "nas", *args], capture_output=True, text=True, check=check, env=env)
+
+
+class OwnProcesses:
+    """The processes one test started, found by an environment variable they all inherit (Ray's raylet and workers
+    too, after the driver exits and they are re-parented), so a test kills only its own: a machine-wide ``pgrep``
+    or ``ray stop --force`` would kill another test run's Ray on the same machine.
+
+        own = OwnProcesses()
+        subprocess.run([...], env=own.env())
+        own.kill()
+    """
+
+    def __init__(self) -> None:
+        self.tag = uuid.uuid4().hex
+
+    def env(self, **extra: str) -> dict[str, str]:
+        return {**os.environ, **extra, "NAS_TEST_OWNER": self.tag}
+
+    def pids(self, named: str = "") -> list[int]:
+        """This test's live processes whose command line contains ``named`` (Ray workers name themselves
+        ``ray::FUNCTION``), oldest first."""
+        found = []
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                if f"NAS_TEST_OWNER={self.tag}".encode() not in (entry / "environ").read_bytes().split(b"\0"):
+                    continue
+                if named.encode() in (entry / "cmdline").read_bytes().replace(b"\0", b" "):
+                    found.append(int(entry.name))
+            except OSError:                                   # gone meanwhile, or another user's
+                continue
+        return sorted(found)
+
+    def kill(self) -> None:
+        for pid in self.pids():
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
 
 
 def random_supernet_and_images(folder: Path, space, per_class: int) -> tuple[Path, Path]:

@@ -13,6 +13,7 @@ import pytest
 from nas.cli import main
 from nas.ranking.check import RankSettings, run_check, stratified_archs
 from tests.conftest import OBJECTS_SMALL
+from tests.helpers import OwnProcesses
 
 FAST = ["--archs", "4", "--seeds", "2", "--bootstrap", "200", "--threads", "1", "--no-progress"]
 
@@ -96,7 +97,8 @@ def test_a_resume_with_other_settings_is_refused_naming_the_setting(objects_ckpt
 
 @pytest.mark.ray
 def test_one_and_two_ray_workers_give_the_serial_report(objects_ckpt, tmp_path):
-    env = {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
+    own = OwnProcesses()
+    env = own.env(RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0")
     reports = {}
     try:
         for workers in (None, 1, 2):
@@ -107,7 +109,7 @@ def test_one_and_two_ray_workers_give_the_serial_report(objects_ckpt, tmp_path):
             assert proc.returncode == 0, proc.stderr[-2000:]
             reports[workers] = json.loads(proc.stdout)
     finally:
-        subprocess.run([sys.executable, "-m", "ray.scripts.scripts", "stop", "--force"], capture_output=True)
+        own.kill()                      # what Ray left of this test's runs, not another test run's Ray
     serial = reports[None]
     for workers in (1, 2):
         assert [a["standalone_top1"] for a in reports[workers]["archs"]] == \

@@ -136,16 +136,17 @@ def test_nas_search_strategy_evolution_end_to_end_and_again_resumes(tmp_path, ti
 def test_evolution_with_inherited_accuracy_evaluates_on_ray_workers(tmp_path, tiny, tiny_iphone12):
     """``--workers 2`` with a supernet objective: each generation's children go to the Ray workers a batch at a
     time, and the records are the same plain records as in one process."""
-    from tests.helpers import random_supernet_and_images, run_nas
+    from tests.helpers import OwnProcesses, random_supernet_and_images, run_nas
 
     random_supernet_and_images(tmp_path, tiny, per_class=8)
+    own = OwnProcesses()
     fastest = Budgets.load(tiny, [1e9], ["iphone12"], {"iphone12": str(tiny_iphone12)}).fastest(tiny)["iphone12"]
     proc = run_nas("search", "--space", "tiny", "--budget-ms", f"{fastest * 1.5:.4f}", "--device", "iphone12",
                    "--lut", f"iphone12={tiny_iphone12}", "--strategy", "evolution", "--population", "4", "--trials",
                    "8", "--workers", "2", "--supernet", str(tmp_path / "supernet.pt"), "--data",
                    str(tmp_path / "data"), "--val-images", "8", "--bn-images", "8", "--out", str(tmp_path / "run"),
-                   "--export", "none", "--no-progress", "--json")
-    subprocess.run([sys.executable, "-m", "ray.scripts.scripts", "stop", "--force"], capture_output=True)
+                   "--export", "none", "--no-progress", "--json", env=own.env())
+    own.kill()
     assert proc.returncode == 0, proc.stderr[-2000:]
     result = json.loads(proc.stdout)
     assert result["trials"] == 8 and result["workers"] == 2 and result["evolution"]["evaluations"] == 8

@@ -22,7 +22,7 @@ from nas.search.budgets import Budgets
 from nas.search.records import TrialRecord, pareto_front
 from nas.search.slim import actions
 from nas.search.storage import make_storage
-from tests.helpers import random_supernet_and_images, randomize_, run_nas
+from tests.helpers import OwnProcesses, random_supernet_and_images, randomize_, run_nas
 
 
 @pytest.fixture(scope="module")
@@ -292,7 +292,8 @@ def test_ray_two_workers_one_killed_every_trial_completes(tmp_path, tiny_luts, t
     """A worker killed mid-search: Ray retries its task elsewhere, and the study completes with no trial lost."""
     random_supernet_and_images(tmp_path, tiny, per_class=16)
     run, total = tmp_path / "run", 24
-    env = {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
+    own = OwnProcesses()                # this test's processes only: another test run may share the machine
+    env = own.env(RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0")
     args = _tiny_args(tiny_luts, _middle_budget(tiny, tiny_luts), "--trials", str(total), "--workers", "2",
                       "--supernet", str(tmp_path / "supernet.pt"), "--data", str(tmp_path / "data"),
                       "--study", "r", "--out", str(run), "--json", "--export", "none")
@@ -303,8 +304,7 @@ def test_ray_two_workers_one_killed_every_trial_completes(tmp_path, tiny_luts, t
         deadline = time.time() + 180
         while killed is None and time.time() < deadline and proc.poll() is None:
             if len(_completed(run / "study.log", "r")) >= 3:
-                workers = subprocess.run(["pgrep", "-f", "ray::_evaluate"], capture_output=True,
-                                         text=True).stdout.split()
+                workers = own.pids("ray::_evaluate")
                 if workers:
                     killed = int(workers[0])
                     os.kill(killed, signal.SIGKILL)
@@ -313,7 +313,7 @@ def test_ray_two_workers_one_killed_every_trial_completes(tmp_path, tiny_luts, t
     finally:
         if proc.poll() is None:
             proc.kill()
-        subprocess.run([sys.executable, "-m", "ray.scripts.scripts", "stop", "--force"], capture_output=True)
+        own.kill()
     assert killed is not None, "no busy Ray worker to kill"
     assert proc.returncode == 0, err[-2000:]
     assert "will be retried" in err                              # Ray saw the worker die, on stderr only
