@@ -43,6 +43,17 @@ _CORRECTION = {"type": ["object", "null"], "required": ["scale", "offset_ms"],
                "description": "a correction {scale, offset_ms, ...}",
                "properties": {"scale": _POSITIVE, "offset_ms": _FINITE, "base_scale": _POSITIVE,
                               "base_offset_ms": _FINITE, "drift": _FINITE}}
+# An int8 table's recipe (nas.latency.quantize)
+_INT8_RECIPE = {"type": "object", "required": ["format", "op_types"],
+                "description": "an int8 recipe {format, op_types, ...}",
+                "properties": {"format": {"const": "onnxruntime static QDQ", "description": "onnxruntime static QDQ"},
+                               "op_types": {"type": "array", "items": {"type": "string", "minLength": 1},
+                                            "description": "a list of ONNX op types"},
+                               "per_channel": {"type": "boolean", "description": "true or false"},
+                               "activations": {"enum": ["U8", "S8"], "description": "U8 or S8"},
+                               "weights": {"enum": ["S8", "U8"], "description": "S8 or U8"},
+                               "calibration": {"enum": ["minmax", "percentile", "entropy"],
+                                               "description": "minmax, percentile or entropy"}}}
 # What a latency table's header must carry, its kinds and each entry's fields (``nas.latency.table`` reads them).
 TABLE_HEADER_FIELDS = ("device", "backend", "backend_version", "torch_version", "threads", "dtype", "batch",
                        "input_size", "space", "host", "date", "kind", "produced_by")
@@ -164,6 +175,8 @@ SCHEMAS: dict[str, dict[str, Any]] = {
                                           "description": "an image side in pixels"},
                            "batch": {"type": "integer", "minimum": 1, "maximum": 4096, "description": "a batch size"},
                            "digest": {"type": "string", "description": "a sha256 hex digest"},
+                           "precision": _TEXT,      # a registered precision, checked by the table's loader
+                           "quantization": _INT8_RECIPE,
                            "correction": _CORRECTION}},
             "entries": {"type": "object", "description": "{op signature: {median_ms, p10_ms, p90_ms, n}}",
                         "additionalProperties": {

@@ -21,7 +21,7 @@ from typing import Any
 
 from nas import __version__
 from nas.cli import dashboard, devices, export, lut, measure, predict, search, space, supernet
-from nas.cli._common import Handler, Parser
+from nas.cli._common import Handler, Parser, apply_precision
 from nas.errors import EnvironmentFailure, UsageError
 
 GROUPS = (space, devices, predict, measure, lut, supernet, search, export, dashboard)   # each has register(commands)
@@ -79,6 +79,7 @@ def _main(argv: Sequence[str] | None) -> int:
     try:
         args = build_parser().parse_args(argv)
         check_outputs(args)
+        apply_precision(args)
         yield_idle_threads(args)
         if getattr(args, "ray_address", None):
             from nas.ray_cluster import prepare_auth

@@ -112,3 +112,30 @@ def print_trust(fidelity: dict[str, Any] | None, prefix: str) -> None:
     line = words(fidelity)
     if line:
         print(prefix + line)
+
+
+def add_precision_arg(p: argparse.ArgumentParser) -> None:
+    """``--precision``: which precision of ``--device`` (its table is another table: ``onnxruntime`` at int8 is the
+    device ``onnxruntime-int8``); ``nas devices`` lists each device's precisions."""
+    from nas.latency.precision import PRECISIONS
+
+    p.add_argument("--precision", choices=tuple(PRECISIONS), default=None,
+                   help="the precision the model runs in on --device (default: the device's own; `nas devices` "
+                        "lists them): another precision is another table")
+
+
+def apply_precision(args: argparse.Namespace) -> None:
+    """``--device D --precision P`` becomes the device of D's family at P, so every command after this sees one
+    device name (its table, its refusals) and nothing else branches on precision."""
+    precision = getattr(args, "precision", None)
+    device = getattr(args, "device", None)
+    if precision is None or device is None:
+        return
+    from nas.latency.devices import device_at_precision
+
+    named = device if isinstance(device, list) else [device]
+    at = {d: device_at_precision(d, precision) for d in named}
+    args.device = [at[d] for d in device] if isinstance(device, list) else at[device]
+    luts = getattr(args, "lut", None)
+    if isinstance(luts, list):      # nas search's --lut DEVICE=FILE may name the device as given
+        args.lut = [f"{at.get(d, d)}{sep}{path}" for d, sep, path in (v.partition("=") for v in luts)]

@@ -22,15 +22,17 @@ def devices(args: argparse.Namespace) -> int:
     rows = device_inventory(space)
 
     def text() -> None:
-        print(f"{'device':<12} {'backend':<12} {'table source':<14} {'age (d)':>8} {'held-out err':>13}  table")
+        print(f"{'device':<18} {'backend':<12} {'precision':<9} {'table source':<14} {'age (d)':>8} "
+              f"{'held-out err':>13}  table")
         for r in rows:
             age = f"{r['age_days']:.1f}" if r["age_days"] is not None else "-"
             err = f"{r['held_out_error_pct']:.1f}% (n={r['held_out_points']})" \
                 if r["held_out_error_pct"] is not None else "-"
             where = r["table"] or "none yet (nas lut build / estimate / ingest)"
-            print(f"{r['device']:<12} {r['backend']:<12} {r['source']:<14} {age:>8} {err:>13}  {where}"
+            print(f"{r['device']:<18} {r['backend']:<12} {r['precision']:<9} {r['source']:<14} {age:>8} {err:>13}  "
+                  f"{where}"
                   + ("  [shipped]" if r["shipped"] else ""))
-            print_trust(r.get("fidelity"), f"{'':<12} ")
+            print_trust(r.get("fidelity"), f"{'':<18} ")
 
     emit(args, {"space": space, "devices": rows}, text)
     return 0

@@ -25,6 +25,9 @@ def register(commands: Commands) -> None:
     p.add_argument("--data", metavar="DIR", help="ImageFolder tree (its train/ split if it has one) or "
                                                  "builtin:NAME, to recalibrate BatchNorm statistics on")
     p.add_argument("--bn-images", type=positive_int, help="images for the recalibration (default 1024)")
+    p.add_argument("--precision", choices=("fp32", "fp16", "int8"), default=None,
+                   help="write each format at this precision (int8: onnx-int8, quantised by this machine's "
+                        "onnxruntime-int8 table's recipe); default: each format's own")
     add_space_arg(p)
     add_output_args(p)
     p.set_defaults(func=export)
@@ -33,21 +36,22 @@ def register(commands: Commands) -> None:
 def export(args: argparse.Namespace) -> int:
     from nas.export.card import run_notes
     from nas.export.exporter import check_export_folder, export_subnet
-    from nas.export.formats import default_formats, parse_formats, require_packages
+    from nas.export.formats import check_tables, default_formats, parse_formats, require_packages
     from nas.export.subnet import build_subnet
-    from nas.space import resolve_arch
+    from nas.space import load_space, resolve_arch
 
     if args.format is None:
-        formats, note = default_formats()
+        formats, note = default_formats(args.precision)
         if note:
             print(f"nas: note: {note}", file=sys.stderr)
     else:
-        formats = parse_formats(args.format)
+        formats = parse_formats(args.format, args.precision)
         require_packages(formats)
     check_export_folder(args.out)
     if args.bn_images is not None and args.data is None:
         raise UsageError("--bn-images goes with --data (the images to recalibrate BatchNorm on)")
     arch = resolve_arch(args.arch, args.space, flag="ARCH_OR_RUN")
+    check_tables(formats, load_space(arch.space))
     if args.supernet is None:
         print("nas: note: no --supernet given, so the weights are freshly initialised (fine for latency and "
               "deployment checks, not for accuracy)", file=sys.stderr)

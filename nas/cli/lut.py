@@ -12,6 +12,7 @@ from nas.cli._common import (
     Commands,
     Parser,
     add_output_args,
+    add_precision_arg,
     add_space_arg,
     coverage,
     emit,
@@ -49,6 +50,7 @@ def register(commands: Commands) -> None:
     build = sub.add_parser("build", help="measure every op of a space on a device (Core ML devices: convert "
                                         "them to packages to measure on a Mac)")
     build.add_argument("--device", required=True, help="latency device: a name `nas devices` lists")
+    add_precision_arg(build)
     add_space_arg(build)
     build.add_argument("--out", help="table file (default: ~/.cache/nas/latency_luts/DEVICE.json, or $NAS_LUT_DIR); "
                                      "Core ML devices: package folder (default: coreml_packages/DEVICE)")
@@ -68,6 +70,7 @@ def register(commands: Commands) -> None:
 
     validate = sub.add_parser("validate", help="measure N random archs end to end vs the prediction")
     validate.add_argument("--device", required=True, help="the device to measure on (measurable here)")
+    add_precision_arg(validate)
     add_space_arg(validate)
     validate.add_argument("--lut", help="latency table file (default: the device's table)")
     validate.add_argument("--n", type=archs, default=30,
@@ -86,6 +89,7 @@ def register(commands: Commands) -> None:
     adapt = sub.add_parser("adapt", help="a table for a new device from an existing table and N archs measured end "
                                         "to end there (per-op-kind scales; kind: adapted)")
     adapt.add_argument("--device", required=True, help="the new device (measurable here)")
+    add_precision_arg(adapt)
     adapt.add_argument("--from", dest="source", required=True, metavar="TABLE", help="a measured table to transfer")
     adapt.add_argument("--n", type=archs, default=20, help="archs measured end to end (default 20)")
     adapt.add_argument("--repeats", type=int_between(1, MAX_ROUNDS, "a number of repeats"), default=3,
@@ -98,6 +102,7 @@ def register(commands: Commands) -> None:
     refit = sub.add_parser("refit", help="refit a measured table's end-to-end correction from all its calibration "
                                         "points (build, --verify winners, validate, check): seconds, no op measured")
     refit.add_argument("--device", required=True, help="latency device: a name `nas devices` lists")
+    add_precision_arg(refit)
     add_space_arg(refit)
     refit.add_argument("--lut", help="latency table file (default: the device's table)")
     add_output_args(refit, progress=False)
@@ -106,6 +111,7 @@ def register(commands: Commands) -> None:
     check = sub.add_parser("check", help="does the table still hold here today? time the reference workload and N "
                                         "new archs against their predictions (kept as calibration points)")
     check.add_argument("--device", required=True, help="the device whose table is checked (measurable here)")
+    add_precision_arg(check)
     add_space_arg(check)
     check.add_argument("--lut", help="latency table file (default: the device's table)")
     check.add_argument("--n", type=archs, default=5, help="archs measured end to end (default 5)")

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import argparse
 
-from nas.cli._common import Commands, add_output_args, add_space_arg, emit
+from nas.cli._common import Commands, add_output_args, add_precision_arg, add_space_arg, emit
 
 
 def register(commands: Commands) -> None:
     p = commands.add_parser("measure", help="time an arch end to end on a device of this machine, beside the "
                                             "table's prediction")
     p.add_argument("--device", required=True, help="a device this machine can run (cpu, cuda, onnxruntime, ...)")
+    add_precision_arg(p)
     p.add_argument("--arch", required=True,
                    help="preset name, arch JSON file, run directory of nas search, or export folder")
     add_space_arg(p)

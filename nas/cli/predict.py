@@ -5,13 +5,23 @@ from __future__ import annotations
 import argparse
 import sys
 
-from nas.cli._common import Commands, add_output_args, add_space_arg, coverage, emit, positive_int, print_trust
+from nas.cli._common import (
+    Commands,
+    add_output_args,
+    add_precision_arg,
+    add_space_arg,
+    coverage,
+    emit,
+    positive_int,
+    print_trust,
+)
 from nas.errors import UsageError
 
 
 def register(commands: Commands) -> None:
     p = commands.add_parser("predict", help="predicted latency of an arch, or of a timm model, on a device")
     p.add_argument("--device", required=True, help="latency device (nas.latency.devices)")
+    add_precision_arg(p)
     p.add_argument("--arch", help="preset name, arch JSON file, or run directory (uses the device's table)")
     p.add_argument("--timm", metavar="NAME",
                    help="any timm model, estimated by the device's cost model (random weights, re-parameterised)")

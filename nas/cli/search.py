@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 from nas.cli._common import (
     Commands,
     add_output_args,
+    add_precision_arg,
     add_space_arg,
     coverage,
     emit,
@@ -37,6 +38,7 @@ def register(commands: Commands) -> None:
     p.add_argument("--budget-ms", type=float, action="append", metavar="MS",
                    help="latency budget; repeat with --device for several budgets that must all hold")
     p.add_argument("--device", action="append", help="latency device of the budget before it (same order)")
+    add_precision_arg(p)
     add_space_arg(p)
     p.add_argument("--trials", type=positive_int, default=100,
                    help="the study's total number of trials (a resumed study runs the missing ones; default 100)")
@@ -141,7 +143,7 @@ def search(args: argparse.Namespace) -> int:
         require_packages(formats)
     settings = _chosen_settings(args, "--strategy", args.strategy,
                                 {name: setting_options(name) for name in STRATEGIES}, settings_type(args.strategy))
-    objective = _objective(args, space)
+    objective = _objective(args, space).at_precision(*budgets.precision())
     for notice in budgets.notices():
         print(notice, file=sys.stderr)
     request = SearchRequest(space, objective, budgets, args.strategy, args.trials, args.seed,

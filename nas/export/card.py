@@ -142,6 +142,10 @@ def _loading_snippets(report: dict[str, Any]) -> list[str]:
         "onnx": ["# ONNX Runtime", "import onnxruntime as ort, numpy as np",
                  "session = ort.InferenceSession('model.onnx')",
                  f"logits = session.run(None, {{'x': {zeros}}})[0]"],
+        "onnx-int8": ["# ONNX Runtime, int8 (static QDQ: the op types in int8 are the ones export_check.json names)",
+                      "import onnxruntime as ort, numpy as np",
+                      "session = ort.InferenceSession('model.int8.onnx')",
+                      f"logits = session.run(None, {{'x': {zeros}}})[0]"],
         "coreml": ["# Core ML (predictions on macOS)", "import coremltools as ct, numpy as np",
                    "mlmodel = ct.models.MLModel('model.mlpackage')",
                    f"out = mlmodel.predict({{'x': {zeros}}})"],
@@ -162,6 +166,10 @@ def _check_text(check: dict[str, Any]) -> str:
         verdict += f": max diff {check['max_abs_diff']:.1e} (tolerance {check['tolerance']:.0e})"
     if "predictions" in check:
         verdict += f"; inputs {check['inputs']}, outputs {check['outputs']}; predictions {check['predictions']}"
+    if "top1_agreement_pct" in check:       # int8: differs from float by design
+        verdict += (f": int8 {', '.join(check['int8_op_types']) or 'nothing'}; top-1 agrees with float on "
+                    f"{check['top1_agreement_pct']:.0f}% of the check input, max diff {check['max_abs_diff_rel']:.1%} "
+                    f"of the logits' range; ranges from {check['calibrated_on']}")
     if "detail" in check:
         verdict += f": {check['detail']}"
     return verdict.replace("|", "/")

@@ -19,6 +19,13 @@ class ExportFormat:
     writer: str
     needs: tuple[str, ...] = ()     # modules beyond the core install
     extra: str = ""                 # the pip requirement that installs them
+    precision: str = "fp32"         # what the written model computes in (nas.latency.precision)
+    family: str = ""                # the format it is a precision of (``onnx`` for ``onnx-int8``)
+    table_of: str = ""              # a device whose table the writer follows (the int8 recipe), checked up front
+
+    @property
+    def base(self) -> str:
+        return self.family or self.name
 
     def load_writer(self) -> Callable[..., tuple[list[str], dict[str, Any]]]:
         writer: Callable[..., tuple[list[str], dict[str, Any]]] = load_reference(self.writer)
@@ -37,28 +44,50 @@ register_format(ExportFormat("timm", "nas.export.writers:write_timm"))
 register_format(ExportFormat("torchscript", "nas.export.writers:write_torchscript"))
 register_format(ExportFormat("onnx", "nas.export.writers:write_onnx", ("onnx", "onnxruntime"),
                              f"{DISTRIBUTION}[onnx]"))
+register_format(ExportFormat("onnx-int8", "nas.export.writers:write_onnx_int8", ("onnx", "onnxruntime"),
+                             f"{DISTRIBUTION}[onnx]", precision="int8", family="onnx", table_of="onnxruntime-int8"))
 register_format(ExportFormat("coreml", "nas.export.writers:write_coreml", ("coremltools",),
-                             f"{DISTRIBUTION}[coreml]"))      # last: the slowest
+                             f"{DISTRIBUTION}[coreml]", precision="fp16"))      # last: the slowest
 
 
-def parse_formats(text: str) -> list[str]:
+def parse_formats(text: str, precision: str | None = None) -> list[str]:
+    """The formats ``text`` names, each at ``precision`` when one is given (``--format onnx --precision int8`` is
+    ``onnx-int8``); a format without that precision is refused, naming the ones that have it."""
     wanted = [f.strip() for f in text.split(",") if f.strip()]
     unknown = [f for f in wanted if f not in FORMATS]
     if unknown or not wanted:
         raise UsageError(f"--format {text!r}: unknown format {', '.join(unknown) or '(none)'}; "
                          f"accepted: a comma-separated list of {', '.join(FORMATS)}")
+    if precision is not None:
+        wanted = [format_at_precision(f, precision) for f in wanted]
     return [f for f in FORMATS if f in wanted]     # a fixed order: pt first, the slow Core ML last
+
+
+def format_at_precision(name: str, precision: str) -> str:
+    fmt = FORMATS[name]
+    for other in FORMATS.values():
+        if other.base == fmt.base and other.precision == precision:
+            return other.name
+    have = ", ".join(f"{f.name} ({f.precision})" for f in FORMATS.values() if f.precision == precision)
+    raise UsageError(f"--format {name} has no {precision} form; formats at {precision}: {have or 'none'}")
+
+
+def formats_at(precision: str) -> list[str]:
+    """Every format that writes ``precision`` (``nas export --precision int8`` without ``--format``)."""
+    return [f.name for f in FORMATS.values() if f.precision == precision]
 
 
 def missing_modules(fmt: str) -> list[str]:
     return not_installed(FORMATS[fmt].needs)
 
 
-def default_formats() -> tuple[list[str], str]:
-    """Every format whose packages are installed, and a note naming the extras that would add the others ("" when
-    none is missing): what ``nas export`` writes without ``--format``."""
-    available = [fmt for fmt in FORMATS if not missing_modules(fmt)]
-    skipped = [fmt for fmt in FORMATS if fmt not in available]
+def default_formats(precision: str | None = None) -> tuple[list[str], str]:
+    """Every format whose packages are installed (of ``precision`` when given; else every format of its model's
+    own precision, no quantised variant), and a note naming the extras that would add the others ("" when none is
+    missing): what ``nas export`` writes without ``--format``."""
+    candidates = formats_at(precision) if precision else [f.name for f in FORMATS.values() if not f.family]
+    available = [fmt for fmt in candidates if not missing_modules(fmt)]
+    skipped = [fmt for fmt in candidates if fmt not in available]
     if not skipped:
         return available, ""
     extras = " ".join(f"'{FORMATS[fmt].extra}'" for fmt in skipped)
@@ -71,3 +100,13 @@ def require_packages(formats: list[str]) -> None:
         missing = missing_modules(fmt)
         if missing:
             raise UsageError(f"--format {fmt} needs {', '.join(missing)}: pip install '{FORMATS[fmt].extra}'")
+
+
+def check_tables(formats: list[str], space: Any) -> None:
+    """Refuse, up front, a format that follows a device's table (the int8 recipe) when that table is missing."""
+    for fmt in formats:
+        device = FORMATS[fmt].table_of
+        if device:
+            from nas.latency.table import table_recipe
+
+            table_recipe(device, space)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import platform
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -74,6 +74,43 @@ def write_onnx(sub: Subnet, out: Path, x: torch.Tensor, ref: torch.Tensor) -> tu
     session = ort.InferenceSession(str(out / "model.onnx"), providers=["CPUExecutionProvider"])
     got = session.run(None, {"x": x.numpy()})[0]
     return ["model.onnx"], {**compare(ref, got), "opset": ONNX_OPSET, "onnxruntime": ort.__version__}
+
+
+def write_onnx_int8(sub: Subnet, out: Path, x: torch.Tensor, ref: torch.Tensor) -> tuple[list[str], Check]:
+    """The int8 QDQ ONNX model, quantised by the recipe of this machine's ``onnxruntime-int8`` table (the op
+    types that run faster in int8 here; the others stay float, as the table priced them), its activation ranges
+    calibrated on the training images BatchNorm was recalibrated on (``--data``), else on the check input. Checked
+    against the float model: top-1 agreement and the largest difference relative to the logits' range."""
+    import numpy as np
+    import onnx
+
+    from nas.data import image_batches
+    from nas.latency.quantize import CALIBRATION_IMAGES, CALIBRATION_SEED, onnx_bytes, quantize_onnx, session
+    from nas.latency.table import table_recipe
+
+    recipe = table_recipe("onnxruntime-int8", sub.space)
+    data = (sub.weights.get("batchnorm") or {}).get("recalibrated_on")
+    batches: Iterable[torch.Tensor] = [x]
+    calibrated_on = "the check input (random images: give --data for real activation ranges)"
+    if data:
+        batches = image_batches(data, sub.space.input_size, CALIBRATION_IMAGES, seed=CALIBRATION_SEED, split="train")
+        calibrated_on = f"{CALIBRATION_IMAGES} training images of {data}"
+    feeds = [{"x": np.ascontiguousarray(images.numpy())} for images in batches]
+    model = quantize_onnx(onnx_bytes(sub.model, x[:1], dynamic_batch=True, output_name=OUTPUT_NAME), recipe, feeds)
+    with atomic_output(out / "model.int8.onnx") as staging:
+        staging.write_bytes(model)
+    onnx.checker.check_model(str(out / "model.int8.onnx"))
+    got = torch.as_tensor(session((out / "model.int8.onnx").read_bytes(), 1).run(None, {"x": x.numpy()})[0])
+    if got.shape != ref.shape or not bool(torch.isfinite(got).all()):
+        return ["model.int8.onnx"], {"ok": False, "detail": f"output shape {list(got.shape)} (expected "
+                                                            f"{list(ref.shape)}) or not finite"}
+    spread = float(ref.max() - ref.min()) or 1.0
+    return ["model.int8.onnx"], {
+        "ok": True, "int8_op_types": list(recipe.op_types), "calibrated_on": calibrated_on,
+        "top1_agreement_pct": 100.0 * float((got.argmax(1) == ref.argmax(1)).float().mean()),
+        "max_abs_diff_rel": float((got - ref).abs().max()) / spread,
+        "note": "int8 differs from float by design; the agreement is on the check input (random images): "
+                "accuracy after quantisation is nas search's objective at int8, on validation images"}
 
 
 def write_coreml(sub: Subnet, out: Path, x: torch.Tensor, ref: torch.Tensor) -> tuple[list[str], Check]:

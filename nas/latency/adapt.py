@@ -99,6 +99,21 @@ def one_standard_error_choice(loo: dict[float, np.ndarray]) -> float:
     return max(r for r, e in errors.items() if e.mean() <= limit)
 
 
+def _recipe_for(device: Any, space: Any, source: LatencyTable, progress: bool) -> dict[str, Any] | None:
+    """A quantised device's recipe: the source table's when it is of that precision, else chosen now on this
+    machine (``nas.latency.quantize.choose_recipe`` on the space's largest arch, 3 rounds: ~1 min on the paper's
+    space), and recorded in the adapted table as a build records it."""
+    from nas.latency.precision import get_precision
+
+    if not get_precision(device.precision).quantized:
+        return None
+    if source.header.get("precision") == device.precision and source.header.get("quantization"):
+        return dict(source.header["quantization"])
+    from nas.latency.quantize import recipe_for_space
+
+    return recipe_for_space(space, device.batch, device.threads, rounds=3, progress=progress)
+
+
 def adapt_table(device_name: str, source: str | Path, n: int, out: str | Path,
                 seed_base: int = ADAPT_SEED_BASE, progress: bool = True,
                 measured_ms: Sequence[float] | None = None,
@@ -122,11 +137,14 @@ def adapt_table(device_name: str, source: str | Path, n: int, out: str | Path,
     started, load = time.perf_counter(), load_now(LOAD_SAMPLE_S)     # the load before this command measures anything
     archs = [space.sample(seed=seed_base + i) for i in range(n)]
     measured_here = measured_ms is None
+    quantization = None
     if measured_ms is None:
         ok, why = device.measurable_here()
         if not ok:
             raise UsageError(f"device {device.name!r} cannot be measured here: {why}")
-        measured_ms = measure_rounds(device.name, archs, space, 1, progress, "adapt", quick_policy(repeats))[0]
+        quantization = _recipe_for(device, space, src, progress)
+        measured_ms = measure_rounds(device.name, archs, space, 1, progress, "adapt", quick_policy(repeats),
+                                     recipe=quantization)[0]
     y = np.asarray(measured_ms, float)
     kinds = sorted({_kind(k) for k in src.entries})
     x = kind_sums(src, archs, space, kinds)
@@ -158,6 +176,8 @@ def adapt_table(device_name: str, source: str | Path, n: int, out: str | Path,
               "loo_within_10pct": float(np.mean(np.abs(residuals) <= 0.10)),
               "seconds": time.perf_counter() - started}
     table.header["adapted"] = {k: v for k, v in report.items() if k not in ("device", "seconds")}
+    if quantization is not None:
+        table.header["quantization"] = quantization
     table.header["load"] = load
     table.header["warnings"] = trust_warnings({**table.header, "correction": {"mape_after": report["loo_mape"]}})
     for warning in table.header["warnings"]:       # e.g. 149.5% held-out error at load 7, written without a word

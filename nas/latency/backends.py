@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import abc
 import time
+from typing import Any
 
 import torch
 import torch.nn as nn
@@ -22,9 +23,13 @@ class Backend(abc.ABC):
 
     name = "base"
 
+    precisions: tuple[str, ...] = ("fp32",)     # what it can run (nas.latency.precision)
+
     def __init__(self, threads: int = 1, batch: int = 1, dtype: str = "float32",
-                 policy: TimingPolicy = DEFAULT_POLICY):
+                 policy: TimingPolicy = DEFAULT_POLICY, precision: str = "fp32"):
         self.threads, self.batch, self.dtype, self.policy = threads, batch, dtype, policy
+        self.precision = precision
+        self.recipe: Any = None        # a quantised precision's recipe (nas.latency.quantize), set by the build
 
     @property
     def version(self) -> str:
@@ -67,6 +72,7 @@ class CudaBackend(Backend):
     """PyTorch eager on a CUDA GPU, timed with CUDA events around each call."""
 
     name = "torch-cuda"
+    precisions = ("fp32", "fp16")
 
     @property
     def version(self) -> str:
@@ -82,6 +88,8 @@ class CudaBackend(Backend):
         if not ok:
             raise UsageError(f"device backend {self.name!r} cannot run here: {why}")
         module, x = module.eval().cuda(), x.cuda()
+        if self.precision == "fp16":
+            module, x = module.half(), x.half()
         start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
 
         def run() -> float:
@@ -99,6 +107,7 @@ class OnnxRuntimeBackend(Backend):
     """ONNX Runtime, CPU execution provider: the op is exported (TorchScript-based exporter) and run by a session."""
 
     name = "onnxruntime-cpu"
+    precisions = ("fp32", "int8")
 
     @property
     def version(self) -> str:
@@ -114,20 +123,18 @@ class OnnxRuntimeBackend(Backend):
         return True, ""
 
     def measure(self, module: nn.Module, x: torch.Tensor) -> Timing:
-        import io
-
         import numpy as np
-        import onnxruntime as ort
 
-        buf = io.BytesIO()
-        with torch.inference_mode(False), torch.no_grad():
-            torch.onnx.export(module.eval(), (x,), buf,  # type: ignore[arg-type]   # a file object works too
-                              dynamo=False, opset_version=17, input_names=["x"], output_names=["y"])
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = self.threads
-        options.inter_op_num_threads = 1
-        session = ort.InferenceSession(buf.getvalue(), options, providers=["CPUExecutionProvider"])
+        from nas.latency.quantize import onnx_bytes, quantize_onnx
+        from nas.latency.quantize import session as make_session
+
+        model = onnx_bytes(module, x)
         feed = {"x": np.ascontiguousarray(x.numpy())}
+        if self.precision == "int8":    # quantised as an exported model is; ranges from this input (speed-neutral)
+            if self.recipe is None:
+                raise UsageError("an int8 measurement needs the table's recipe (nas.latency.quantize.choose_recipe)")
+            model = quantize_onnx(model, self.recipe, [feed])
+        session = make_session(model, self.threads)
 
         def run() -> float:
             t = time.perf_counter()
@@ -142,6 +149,7 @@ class CoremlBackend(Backend):
     and ``nas lut measure`` times them on a Mac or a connected iPhone (``nas.latency.coreml``)."""
 
     name = "coreml"
+    precisions = ("fp16",)
 
     @property
     def version(self) -> str:

@@ -18,11 +18,13 @@ import torch
 
 from nas import install_hint
 from nas.errors import UsageError
+from nas.latency.backends import Backend
 from nas.latency.correction import make_point, new_session
 from nas.latency.devices import Device, get_device
 from nas.latency.fidelity import FLOOR_ARCHS
 from nas.latency.ops import Op, space_ops
 from nas.latency.paths import local_table_path
+from nas.latency.precision import get_precision
 from nas.latency.reference import reference_op, reference_summary
 from nas.latency.table import CALIBRATION_SEED_BASE, LatencyTable, attach_correction, new_header, trust_warnings
 from nas.latency.timing import Timing, TimingPolicy
@@ -33,50 +35,67 @@ from nas.space import DEFAULT_SPACE, Arch, SearchSpace, load_space
 REFERENCE_EVERY = 100      # jobs between two timings of the reference workload
 
 # Which header fields must agree for --resume to continue a table rather than mix two measurement setups.
-_RESUME_MUST_MATCH = ("device", "backend", "threads", "batch", "dtype", "space", "input_size", "torch_version")
+_RESUME_MUST_MATCH = ("device", "backend", "threads", "batch", "dtype", "precision", "space", "input_size",
+                      "torch_version")
 
 
 # ---------------------------------------------------------------------------------------------- measuring
 
 
-def measure_op(device: Device, op_key: str) -> Timing:
+def _backend(device: Device, space: SearchSpace, recipe: dict[str, Any] | None) -> Backend:
+    """The device's backend; a quantised precision's backend with the recipe given, else its table's (the
+    recipe the table was measured with is the one every later int8 model of this device uses)."""
+    backend = device.make_backend()
+    if get_precision(device.precision).quantized:
+        from nas.latency.quantize import Int8Recipe
+        from nas.latency.table import table_recipe
+
+        backend.recipe = Int8Recipe.from_dict(recipe) if recipe is not None else table_recipe(device.name, space)
+    return backend
+
+
+def measure_op(device: Device, op_key: str, space: SearchSpace | None = None,
+               recipe: dict[str, Any] | None = None) -> Timing:
     with pooled_init():      # timing only: no random-initialisation cost (nas.latency.weights)
         module, x = Op.from_key(op_key).build(device.batch)
-    return device.make_backend().measure(module, x)
+    return _backend(device, space or load_space(DEFAULT_SPACE), recipe).measure(module, x)
 
 
-def measure_arch(device: Device, arch: Arch, space: SearchSpace, policy: TimingPolicy | None = None) -> Timing:
+def measure_arch(device: Device, arch: Arch, space: SearchSpace, policy: TimingPolicy | None = None,
+                 recipe: dict[str, Any] | None = None) -> Timing:
     """End to end: the whole plain model of ``arch`` with the same backend as the ops (and its timing policy,
-    unless ``policy`` says otherwise)."""
+    unless ``policy`` says otherwise; its int8 recipe, unless ``recipe`` says otherwise)."""
     from supernet.static import EfficientFormerNet
 
     with pooled_init():
         model = EfficientFormerNet.from_arch(arch, space)
     x = torch.randn(device.batch, 3, space.input_size, space.input_size)
-    backend = device.make_backend()
+    backend = _backend(device, space, recipe)
     if policy is not None:
         backend.policy = policy
     return backend.measure(model, x)
 
 
-def _run_job(device_name: str, job: tuple[str, str], space: SearchSpace) -> tuple[tuple[str, str], dict]:
+def _run_job(device_name: str, job: tuple[str, str], space: SearchSpace,
+             recipe: dict[str, Any] | None = None) -> tuple[tuple[str, str], dict]:
     """One measurement (an op signature, or an arch's JSON for end to end); also what a Ray task runs."""
     device = get_device(device_name)
     kind, payload = job
     if kind == "op":
-        timing = measure_op(device, payload)
+        timing = measure_op(device, payload, space, recipe)
     else:
-        timing = measure_arch(device, Arch.from_json(payload, space), space)
+        timing = measure_arch(device, Arch.from_json(payload, space), space, recipe=recipe)
     return job, timing.to_dict()
 
 
-def _serial(device: Device, jobs: list[tuple[str, str]], space: SearchSpace) -> Iterable[tuple[tuple[str, str], dict]]:
+def _serial(device: Device, jobs: list[tuple[str, str]], space: SearchSpace,
+            recipe: dict[str, Any] | None) -> Iterable[tuple[tuple[str, str], dict]]:
     for job in jobs:
-        yield _run_job(device.name, job, space)
+        yield _run_job(device.name, job, space, recipe)
 
 
-def _on_ray(device: Device, jobs: list[tuple[str, str]], space: SearchSpace, address: str | None,
-            workers: int) -> Iterable[tuple[tuple[str, str], dict]]:
+def _on_ray(device: Device, jobs: list[tuple[str, str]], space: SearchSpace, recipe: dict[str, Any] | None,
+            address: str | None, workers: int) -> Iterable[tuple[tuple[str, str], dict]]:
     try:
         import ray
     except ImportError:
@@ -95,7 +114,7 @@ def _on_ray(device: Device, jobs: list[tuple[str, str]], space: SearchSpace, add
             raise UsageError(f"no node of the Ray cluster has the resource {resource!r}; start the node that owns "
                              f"the device with: ray start --address=HEAD --resources='{{\"{resource}\": 1}}'")
         task = ray.remote(_run_job).options(resources={resource: 1}, num_cpus=1, max_retries=3)
-        pending = [task.remote(device.name, job, space) for job in jobs]   # the space travels as itself
+        pending = [task.remote(device.name, job, space, recipe) for job in jobs]   # the space travels as itself
         while pending:
             done, pending = ray.wait(pending, num_returns=1)
             yield ray.get(done[0])
@@ -115,6 +134,18 @@ def _merge_round(entry: dict[str, Any] | None, timing: dict[str, Any], stamp: st
     return {"median_ms": statistics.median(rounds), "p10_ms": min(entry["p10_ms"], timing["p10_ms"]),
             "p90_ms": max(entry["p90_ms"], timing["p90_ms"]), "n": entry["n"] + timing["n"], "rounds_ms": rounds,
             "measured_at": stamp}
+
+
+def _int8_recipe(device: Device, space: SearchSpace, table: LatencyTable, progress: bool) -> dict[str, Any] | None:
+    """A quantised precision's recipe: the resumed table's, else chosen now by measurement on the space's largest
+    arch (it holds every kind of block) and written into the header, with the evidence."""
+    if not get_precision(device.precision).quantized:
+        return None
+    if not table.header.get("quantization"):
+        from nas.latency.quantize import recipe_for_space
+
+        table.header["quantization"] = recipe_for_space(space, device.batch, device.threads, progress=progress)
+    return dict(table.header["quantization"])
 
 
 def build_table(device_name: str, space_source: str = DEFAULT_SPACE, out: str | Path | None = None,
@@ -145,6 +176,7 @@ def build_table(device_name: str, space_source: str = DEFAULT_SPACE, out: str | 
         table.header["rounds"] = max(rounds, table.header.get("rounds", 1))
     else:
         table = LatencyTable(header)
+    recipe = _int8_recipe(device, space, table, progress)     # None for a float precision
 
     ops = [op.key for op in space_ops(space)]
     calib = [space.sample(seed=CALIBRATION_SEED_BASE + i) for i in range(calibrate)]
@@ -166,8 +198,8 @@ def build_table(device_name: str, space_source: str = DEFAULT_SPACE, out: str | 
         from tqdm import tqdm
         bar = tqdm(total=total, initial=total - len(jobs), unit="job", desc=f"lut {device.name}",
                    file=sys.stderr, dynamic_ncols=True)
-    results = (_on_ray(device, jobs, space, ray_address, workers or 1) if (ray_address or workers)
-               else _serial(device, jobs, space))
+    results = (_on_ray(device, jobs, space, recipe, ray_address, workers or 1) if (ray_address or workers)
+               else _serial(device, jobs, space, recipe))
     # the reference workload, timed before, every REFERENCE_EVERY jobs and after (serial builds: the jobs run here),
     # so the header says how much the machine itself moved while the table was measured
     reference: list[dict[str, Any]] = list((table.header.get("reference") or {}).get("samples", []))
@@ -175,7 +207,8 @@ def build_table(device_name: str, space_source: str = DEFAULT_SPACE, out: str | 
 
     def time_reference_now(done: int) -> None:
         if timed_here and jobs:
-            reference.append({"after_jobs": done, "median_ms": measure_op(device, reference_key).median_ms,
+            reference.append({"after_jobs": done, "median_ms": measure_op(device, reference_key, space,
+                                                                          recipe).median_ms,
                               "at": time.strftime("%Y-%m-%dT%H:%M:%S")})
             table.header["reference"] = {"op": reference_key, **reference_summary(reference)}
 

@@ -35,9 +35,17 @@ class Device:
     compute_units: str = "ALL"   # Core ML devices: which units the packages may use (recorded in the table)
     table_sources: tuple[str, ...] = (MEASURED,)   # how its table can be made, the preferred way first
     package_format: str | None = None   # ingested tables: what its ops are converted to (nas.latency.remote)
+    precision: str = "fp32"     # what its models compute in (nas.latency.precision): part of its table's identity
+    family: str = ""            # the device it is a precision of (``onnxruntime`` for ``onnxruntime-int8``)
+
+    @property
+    def base(self) -> str:
+        """The device this is a precision of, or itself."""
+        return self.family or self.name
 
     def make_backend(self) -> Backend:
-        return BACKENDS[self.backend](threads=self.threads, batch=self.batch, dtype=self.dtype)
+        return BACKENDS[self.backend](threads=self.threads, batch=self.batch, dtype=self.dtype,
+                                      precision=self.precision)
 
     def measurable_here(self) -> tuple[bool, str]:
         """Whether this machine can time the device (and if not, why): a device measured elsewhere never is,
@@ -62,6 +70,14 @@ def register_device(device: Device) -> Device:
     if (INGESTED in device.table_sources) != (device.package_format is not None):
         raise UsageError(f"device {device.name!r}: a table ingested from elsewhere needs a package format, and only "
                          "such a table does (table_sources, package_format)")
+    from nas.latency.precision import get_precision
+
+    get_precision(device.precision)
+    if device.precision not in BACKENDS[device.backend].precisions:
+        runs = ", ".join(BACKENDS[device.backend].precisions)
+        raise UsageError(f"device {device.name!r}: backend {device.backend!r} runs {runs}, not {device.precision}")
+    if device.family and (device.family not in DEVICES or DEVICES[device.family].family):
+        raise UsageError(f"device {device.name!r}: family {device.family!r} is not a registered base device")
     if device.package_format is not None:
         from nas.latency.remote import get_package_format
 
@@ -74,12 +90,18 @@ register_device(Device("cpu-2t", "cpu", threads=2, description="this machine's C
 register_device(Device("cuda", "cuda", description="the first CUDA GPU, PyTorch eager, CUDA events"))
 register_device(Device("onnxruntime", "onnxruntime", threads=1,
                        description="this machine's CPU, ONNX Runtime CPU execution provider, 1 thread"))
+register_device(Device("onnxruntime-int8", "onnxruntime", threads=1, precision="int8", family="onnxruntime",
+                       description="this machine's CPU, ONNX Runtime CPU execution provider, 1 thread, int8 static "
+                                   "QDQ (the op types that gain on this machine; recorded in the table)"))
 register_device(Device("onnxruntime-remote", "onnxruntime", threads=1, table_sources=(INGESTED,),
                        package_format="onnx",
                        description="another machine's CPU (an ARM board, a server), ONNX Runtime CPU execution "
                                    "provider, 1 thread: packages built here, timed there by measure_onnx.py, "
                                    "ingested here"))
-register_device(Device("iphone12", "coreml", dtype="float16", compute_units="ALL", table_sources=(INGESTED, ESTIMATED),
+register_device(Device("cuda-fp16", "cuda", dtype="float16", precision="fp16", family="cuda",
+                       description="the first CUDA GPU, PyTorch eager in fp16, CUDA events"))
+register_device(Device("iphone12", "coreml", dtype="float16", precision="fp16", compute_units="ALL",
+                       table_sources=(INGESTED, ESTIMATED),
                        package_format="coreml",
                        description="iPhone 12 (A14), Core ML mlprogram fp16, compute units All; ships as an estimate "
                                    "from the calibrated cost model until a measured table is ingested"))
@@ -90,3 +112,21 @@ def get_device(name: str) -> Device:
     if name not in DEVICES:
         raise UsageError(f"unknown device {name!r}; known: {', '.join(sorted(DEVICES))}")
     return DEVICES[name]
+
+
+def device_at_precision(name: str, precision: str | None) -> str:
+    """The device ``name`` at ``precision`` (``--device onnxruntime --precision int8`` is ``onnxruntime-int8``):
+    ``name`` itself when the precision is its own or not given; a one-line refusal naming the precisions the
+    device's family has otherwise."""
+    device = get_device(name)
+    if precision is None or precision == device.precision:
+        return name
+    from nas.latency.precision import get_precision
+
+    get_precision(precision)
+    family = [d for d in DEVICES.values() if d.base == device.base]
+    for d in family:
+        if d.precision == precision:
+            return d.name
+    have = ", ".join(f"{d.precision} ({d.name})" for d in family)
+    raise UsageError(f"--precision {precision} is not available for device {name!r}; it has: {have}")

@@ -34,7 +34,8 @@ def device_inventory(space: str = DEFAULT_SPACE) -> list[dict[str, Any]]:
 
     rows = []
     for name, device in DEVICES.items():
-        row: dict[str, Any] = {"device": name, "backend": device.backend, "description": device.description,
+        row: dict[str, Any] = {"device": name, "backend": device.backend, "precision": device.precision,
+                               "description": device.description,
                                "table": None, "source": "none", "shipped": False, "age_days": None,
                                "held_out_error_pct": None, "held_out_points": 0}
         path = default_table_path(name, space)

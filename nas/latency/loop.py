@@ -33,11 +33,11 @@ def refit_table(path: str | Path, space: SearchSpace | None = None) -> tuple[Lat
     return table, fit
 
 
-def time_reference(device_name: str, space: SearchSpace) -> float:
+def time_reference(device_name: str, space: SearchSpace, recipe: dict[str, Any] | None = None) -> float:
     from nas.latency.build import measure_op
     from nas.latency.devices import get_device
 
-    return measure_op(get_device(device_name), reference_op(space)).median_ms
+    return measure_op(get_device(device_name), reference_op(space), space, recipe).median_ms
 
 
 # ---------------------------------------------------------------------------------------------------- check
@@ -58,8 +58,9 @@ def check_table(path: str | Path, device_name: str, n: int = 5, coverage: float 
     archs = [space.sample(seed=seed_base + i) for i in range(n)]
     predicted = [predictor.predict(a) for a in archs]
     session = new_session()
-    reference_now = time_reference(device_name, space)
-    measured = measure_rounds(device_name, archs, space, 1, progress, "check")[0]
+    recipe = predictor.table.header.get("quantization")       # an int8 table's: what it priced
+    reference_now = time_reference(device_name, space, recipe)
+    measured = measure_rounds(device_name, archs, space, 1, progress, "check", recipe=recipe)[0]
     errors = [p / m - 1 for p, m in zip(predicted, measured)]
     median_error = statistics.median(errors)
     holds = abs(median_error) <= tolerance

@@ -28,7 +28,8 @@ def measure_against_table(device_name: str, arch: Arch, lut: str | Path | None =
         if lut is not None:
             raise
         note = str(exc)
-    timing = measure_arch(device, arch, space)
+    recipe = predictor.table.header.get("quantization") if predictor is not None else None
+    timing = measure_arch(device, arch, space, recipe=recipe)
     result: dict[str, Any] = {"device": device_name, "backend": type(device.make_backend()).__name__,
                               "arch": arch.to_dict(), "measured": timing.to_dict(), "predicted_ms": None,
                               "table": None, "table_note": note}

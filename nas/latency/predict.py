@@ -17,7 +17,7 @@ import numpy as np
 
 from nas.errors import UsageError
 from nas.latency.correction import DEFAULT_COVERAGE, Residuals, table_residuals
-from nas.latency.devices import get_device
+from nas.latency.devices import DEVICES, get_device
 from nas.latency.ops import arch_ops, down_op, flat_op, head_op, mb3d_op, mb4d_op, stem_op
 from nas.latency.paths import default_table_path
 from nas.latency.table import LatencyTable, extrapolation_note
@@ -254,6 +254,12 @@ def load_predictor(device: str, space: str | SearchSpace = DEFAULT_SPACE,
         raise UsageError(f"--lut {path} is a table of space {table_space!r} (device {built_for!r}), the "
                          f"arch is of space {name!r}; use a table of {name!r} (nas lut build --device {device}"
                          f"{space_flag(name)})")
+    table_precision, precision = table.header.get("precision"), get_device(device).precision
+    same_family = built_for in DEVICES and DEVICES[built_for].base == get_device(device).base
+    if lut and built_for and built_for != device and same_family:   # the device at another precision
+        raise UsageError(f"--lut {path} is a table at precision {table_precision} (device {built_for!r}), --device "
+                         f"{device} runs {precision}; use --device {built_for}, or a table at {precision} (nas lut "
+                         f"build --device {device}{space_flag(name)})")
     if lut and built_for and built_for != device:   # its numbers would be printed as another device's
         raise UsageError(f"--lut {path} is a table of device {built_for!r} (space {table_space!r}), not "
                          f"of {device!r}; use --device {built_for}, or a table of {device} (nas lut build --device "

@@ -21,6 +21,7 @@ from nas.space import SearchSpace
 
 if TYPE_CHECKING:
     from nas.latency.devices import Device
+    from nas.latency.quantize import Int8Recipe
 
 
 # Whole archs timed end to end to fit a table's correction are seeds 0..K-1 of the space; `nas lut validate`
@@ -57,10 +58,12 @@ class LatencyTable:
                 "calibration": self.calibration}
 
     def digest(self) -> str:
-        """sha256 over what the table claims and measured: its kind, device, backend and every entry. Written into
-        the header on save and checked on load, so that a hand edit (an estimate relabelled ``measured``, an entry
-        changed) is seen, not trusted."""
+        """sha256 over what the table claims and measured: its kind, device, backend, int8 recipe and every
+        entry. Written into the header on save and checked on load, so that a hand edit (an estimate relabelled
+        ``measured``, an entry changed, another recipe) is seen, not trusted."""
         claim = {k: self.header.get(k) for k in ("kind", "device", "backend", "space")}
+        if self.header.get("quantization"):       # which op types ran in int8: what every int8 model follows
+            claim["int8_op_types"] = self.header["quantization"].get("op_types")
         text = json.dumps({"claim": claim, "entries": self.entries}, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(text.encode()).hexdigest()
 
@@ -109,7 +112,18 @@ class LatencyTable:
     def from_dict(cls, data: Any, where: str = "<table>") -> LatencyTable:
         """The table ``data`` holds, once it has the shape of the ``latency table`` schema (``nas.schemas``)."""
         check(data, "latency table", where, error=TableError)
-        return cls(data["header"], data["entries"], data.get("calibration", []))
+        header = data["header"]
+        if "precision" not in header:        # written before precisions were part of a table's identity
+            from nas.latency.devices import DEVICES
+
+            known = DEVICES.get(header["device"])
+            header["precision"] = known.precision if known else "fp32"
+        from nas.latency.precision import PRECISIONS
+
+        if header["precision"] not in PRECISIONS:
+            raise TableError(f"{where}: field 'header.precision' is {header['precision']!r}; accepted: "
+                             f"{', '.join(PRECISIONS)}")
+        return cls(header, data["entries"], data.get("calibration", []))
 
 
 # ------------------------------------------------------------------------------- making a table (one way for all)
@@ -130,6 +144,7 @@ def new_header(device: Device, space: SearchSpace, *, kind: str, produced_by: st
     header = {
         "device": device.name, "backend": backend, "backend_version": backend_version,
         "torch_version": _torch_version(), "threads": device.threads, "dtype": device.dtype,
+        "precision": device.precision,
         "batch": device.batch, "input_size": space.input_size, "space": space.name,
         "host": platform.node(), "cpu": platform.processor() or platform.machine(),
         "date": time.strftime("%Y-%m-%dT%H:%M:%S"), "kind": kind, "produced_by": produced_by,
@@ -189,3 +204,23 @@ def trust_warnings(header: dict[str, Any]) -> list[str]:
                         f"(above {POOR_CALIBRATION_MAPE:.0f}%; a quiet machine gives 2.5-8%): do not set budgets "
                         "from it before `nas lut validate` agrees")
     return warnings
+
+
+def table_recipe(device: str, space: Any) -> Int8Recipe:
+    """The recipe the device's table for ``space`` was measured with: what every later int8 model of the device
+    (an end-to-end check, a verified winner, an export) is quantised by, so they time and ship what the table
+    priced."""
+    from nas.latency.paths import default_table_path
+    from nas.latency.quantize import Int8Recipe
+    from nas.space import space_flag
+
+    path = default_table_path(device, space.name)
+    if not path.exists():
+        raise UsageError(f"no latency table for device {device!r} and space {space.name!r} at {path}: its int8 recipe "
+                         f"(which op types run in int8 on this machine) comes from it; build one with: nas lut build "
+                         f"--device {device}{space_flag(space.name)}")
+    quantization = LatencyTable.load(path).header.get("quantization")
+    if not quantization:
+        raise UsageError(f"{path} has no int8 recipe (header field 'quantization'); rebuild it with: nas lut build "
+                         f"--device {device}{space_flag(space.name)}")
+    return Int8Recipe.from_dict(quantization)

@@ -48,9 +48,10 @@ def error_metrics(predicted: Sequence[float], measured: Sequence[float]) -> dict
 
 
 def measure_rounds(device_name: str, archs: Sequence[Arch], space: SearchSpace, rounds: int,
-                   progress: bool = True, desc: str = "measure",
-                   policy: TimingPolicy | None = None) -> list[list[float]]:
-    """``[round][arch]`` median latencies: every arch once per round, the rounds one after another."""
+                   progress: bool = True, desc: str = "measure", policy: TimingPolicy | None = None,
+                   recipe: dict[str, Any] | None = None) -> list[list[float]]:
+    """``[round][arch]`` median latencies: every arch once per round, the rounds one after another (an int8
+    device's archs quantised by ``recipe``, the table's in hand; else its default table's)."""
     device = get_device(device_name)
     ok, why = device.measurable_here()
     if not ok:          # before the progress bar: a refusal is the one line printed
@@ -66,7 +67,7 @@ def measure_rounds(device_name: str, archs: Sequence[Arch], space: SearchSpace, 
     for _ in range(rounds):
         row = []
         for arch in archs:
-            row.append(measure_arch(device, arch, space, policy).median_ms)
+            row.append(measure_arch(device, arch, space, policy, recipe).median_ms)
             if bar:
                 bar.update(1)
         out.append(row)
@@ -104,7 +105,8 @@ def validate_table(predictor: LutPredictor, device_name: str, n: int, plot: str 
     archs = [space.sample(seed=seed_base + i) for i in range(n)]
     predicted = [predictor.predict(a) for a in archs]   # fails early, before measuring, if entries are missing
     session = new_session()
-    by_round = measure_rounds(device.name, archs, space, rounds, progress, "validate")
+    by_round = measure_rounds(device.name, archs, space, rounds, progress, "validate",
+                              recipe=predictor.table.header.get("quantization"))
     measured = [statistics.median(r[i] for r in by_round) for i in range(n)]
     report: dict[str, Any] = {
         "device": device.name, "table": predictor.path, "table_kind": predictor.kind, "space": space.name,

@@ -22,24 +22,34 @@ import torch
 from torch.overrides import TorchFunctionMode
 
 _POOL_SIZE = 1 << 20      # 4 MiB of float32, repeated over larger tensors
+_OFFSET_STEP = 7_919      # a prime: consecutive fills start far apart and do not meet for 2**20 fills
 _pool: torch.Tensor | None = None
+_fills = 0
 
 
 def _pool_values() -> torch.Tensor:
-    """U(-1, 1), the same numbers in every process (a fixed seed, its own generator: the global RNG is untouched)."""
+    """U(-1, 1) twice over (so that any window of the pool's size is one slice), the same numbers in every process
+    (a fixed seed, its own generator: the global RNG is untouched)."""
     global _pool
     if _pool is None:
-        _pool = torch.rand(_POOL_SIZE, generator=torch.Generator().manual_seed(0)) * 2 - 1
+        values = torch.rand(_POOL_SIZE, generator=torch.Generator().manual_seed(0)) * 2 - 1
+        _pool = torch.cat([values, values])
     return _pool
 
 
 def _fill(tensor: torch.Tensor, centre: float, half_width: float) -> torch.Tensor:
+    """Each fill starts at another place of the pool: two tensors of one shape never hold the same values. (They
+    did once, and the ONNX exporter merged such tensors into one initializer, which ONNX Runtime then could not
+    fold into its int8 kernels: the int8 ops were timed 2-4x slower than the model a user exports.)"""
+    global _fills
     pool = _pool_values()
+    offset = (_fills * _OFFSET_STEP) % _POOL_SIZE
+    _fills += 1
     flat = tensor.view(-1)
     with torch.no_grad():
-        for start in range(0, flat.numel(), pool.numel()):
-            chunk = flat[start:start + pool.numel()]
-            chunk.copy_(pool[:chunk.numel()]).mul_(half_width).add_(centre)
+        for start in range(0, flat.numel(), _POOL_SIZE):
+            chunk = flat[start:start + _POOL_SIZE]
+            chunk.copy_(pool[offset:offset + chunk.numel()]).mul_(half_width).add_(centre)
     return tensor
 
 

@@ -4,6 +4,7 @@ table (the same predictor as ``nas predict``), and optionally size limits (``--m
 capacity proxy (``nas.latency.counts``)."""
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
@@ -35,8 +36,12 @@ class Budget:
         return self.budget_ms / self.upper_factor
 
     def to_dict(self) -> dict[str, Any]:
+        header = self.predictor.table.header
         out = {"device": self.device, "budget_ms": self.budget_ms, "table": str(self.predictor.path),
-               "table_kind": self.predictor.kind, "table_fidelity": self.predictor.table.header.get("fidelity")}
+               "table_kind": self.predictor.kind, "table_fidelity": header.get("fidelity"),
+               "precision": header.get("precision", "fp32")}
+        if header.get("quantization"):
+            out["int8_op_types"] = header["quantization"]["op_types"]
         if self.guarantee is not None:
             out.update(guarantee=self.guarantee, upper_factor=self.upper_factor, median_limit_ms=self.limit_ms,
                        interval_source=self.interval_source)
@@ -185,6 +190,23 @@ class Budgets:
                     flag, unit = SIZE_LIMITS[key]
                     raise UsageError(f"{flag} {limit:g} cannot be met: the smallest arch of space {space.name!r} has "
                                      f"{lowest[key]:.3f} {unit}; accepted: a limit >= {lowest[key]:.3f}")
+
+    def precision(self) -> tuple[str, dict[str, Any] | None]:
+        """The precision the model ships in, with the int8 tables' recipe: ``("int8", recipe)`` when a budget's
+        table is int8 (an accuracy objective then quantises by that recipe), else ``("fp32", None)``."""
+        recipe = self.int8_recipe()
+        return ("int8", recipe) if recipe is not None else ("fp32", None)
+
+    def int8_recipe(self) -> dict[str, Any] | None:
+        """The int8 recipe of the budgets' int8 tables (what an accuracy objective quantises by), or None when no
+        budget is int8; two int8 tables with different recipes are refused (one model ships, one graph)."""
+        recipes = {json.dumps(q, sort_keys=True): q for b in self.items
+                   if (q := b.predictor.table.header.get("quantization")) is not None}
+        if len(recipes) > 1:
+            raise UsageError("the int8 budgets' tables were measured with different recipes (op types in int8: "
+                             + "; ".join(",".join(q["op_types"]) for q in recipes.values())
+                             + "); one model ships: give int8 budgets whose tables share one recipe")
+        return next(iter(recipes.values()), None)
 
     def notices(self) -> list[str]:
         return [n for b in self.items if (n := estimate_notice(b.predictor))]

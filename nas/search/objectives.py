@@ -59,6 +59,12 @@ class Objective(abc.ABC):
         """What a resumed study must match for its trials to be comparable (the name, and the inputs scored)."""
         return {"name": self.name}
 
+    def at_precision(self, precision: str, recipe: dict[str, Any] | None) -> Objective:
+        """The objective of a model that ships at ``precision`` (an int8 table's ``recipe`` with it). A proxy of
+        the float network's structure is the same at every precision (default); an accuracy scores the model as
+        it ships."""
+        return self
+
 
 class CapacityProxy(Objective):
     name = "capacity"
@@ -101,6 +107,7 @@ class SupernetAccuracy(Objective):
             self.name = f"supernet_top1_val{val_images}_bn{bn_images}"
         self.label = f"top-1 (%) of inherited supernet weights on {describe(data, 'val')} ({val_images} images max)"
         self._net: Any = None
+        self.int8_recipe: dict[str, Any] | None = None      # set by at_precision: scored after int8 quantisation
 
     def __getstate__(self) -> dict[str, Any]:
         return {**self.__dict__, "_net": None}
@@ -111,7 +118,21 @@ class SupernetAccuracy(Objective):
 
         assert self.checkpoint is not None
         data = str(self.data) if str(self.data).startswith(BUILTIN_PREFIX) else str(Path(self.data).resolve())
-        return {"name": self.name, "supernet_sha256": file_digest(self.checkpoint), "data": data}
+        config = {"name": self.name, "supernet_sha256": file_digest(self.checkpoint), "data": data}
+        if self.int8_recipe is not None:     # another recipe scores other models: a resume must not mix them
+            config["int8_op_types"] = ",".join(self.int8_recipe["op_types"])
+        return config
+
+    def at_precision(self, precision: str, recipe: dict[str, Any] | None) -> SupernetAccuracy:
+        """Scored as the model ships: at int8, after post-training quantisation by ``recipe`` (the int8 table's,
+        so accuracy and latency are of one graph; ``nas.search.int8_accuracy``); float precisions as they are."""
+        if precision == "int8":
+            assert recipe is not None
+            self.int8_recipe = dict(recipe)
+            self.name = f"{self.name}_int8"
+            self.label += (", after int8 post-training quantisation (ONNX Runtime, int8 "
+                           f"{', '.join(recipe['op_types']) or 'nothing'}; ranges from training images)")
+        return self
 
     def __call__(self, arch: Arch) -> float:
         from supernet.checkpoint import load_supernet
@@ -120,7 +141,14 @@ class SupernetAccuracy(Objective):
         if self._net is None:
             assert self.checkpoint is not None
             self._net, _ = load_supernet(self.checkpoint)
-        return evaluate_subnet(self._net, arch, self.data, self.val_images, self.bn_images)
+        if self.int8_recipe is None:
+            return evaluate_subnet(self._net, arch, self.data, self.val_images, self.bn_images)
+        from nas.latency.quantize import Int8Recipe
+        from nas.search.int8_accuracy import int8_top1
+
+        scored = int8_top1(self._net.extract(arch), self.data, self._net.space.input_size,
+                           Int8Recipe.from_dict(self.int8_recipe), self.val_images, self.bn_images)
+        return float(scored["top1"])
 
 
 @dataclass(frozen=True)

@@ -68,7 +68,9 @@ def verify_winner(records: Sequence[TrialRecord], space: SearchSpace, budgets: B
             break
         seen.add(key)
         arch = record.arch
-        measured = {b.device: measure_arch(get_device(b.device), arch, space).median_ms for b in local}
+        measured = {b.device: measure_arch(get_device(b.device), arch, space,       # int8: as its table priced
+                                           recipe=b.predictor.table.header.get("quantization")).median_ms
+                    for b in local}
         for b in local:
             _keep(b.predictor, make_point(arch, measured[b.device], "verify", session))
         ok = all(measured[b.device] <= b.budget_ms for b in local)

@@ -66,7 +66,12 @@ def cli_export(tmp_path_factory, tiny_hybrid, hybrid_ckpt):
     return arch, out, json.loads(proc.stdout)
 
 
-@pytest.mark.parametrize("fmt", list(FORMATS))
+# every format at its model's own precision: what `nas export` writes by default; a format at another precision
+# (onnx-int8) follows a device's table and is tested with one (tests/latency/test_precision.py)
+OWN_PRECISION = [f for f, record in FORMATS.items() if not record.family]
+
+
+@pytest.mark.parametrize("fmt", OWN_PRECISION)
 def test_every_registered_format_is_written_reloaded_and_checked(cli_export, fmt):
     _, out, report = cli_export
     assert report["checks"][fmt]["ok"], report["checks"][fmt]
@@ -89,7 +94,7 @@ def test_cli_exports_every_format_of_an_arch_with_every_mixer(cli_export, tiny_h
     import supernet.timm_model  # noqa: F401 - registers nas_efficientformer
 
     arch, out, report = cli_export
-    assert report["ok"] and report["formats"] == list(FORMATS)
+    assert report["ok"] and report["formats"] == OWN_PRECISION
     assert json.loads((out / "export_check.json").read_text())["checks"] == report["checks"]
     for fmt in ("pt", "timm", "torchscript", "onnx"):
         assert report["checks"][fmt]["max_abs_diff"] <= TOLERANCE, fmt
@@ -127,7 +132,7 @@ def test_cli_exports_every_format_of_an_arch_with_every_mixer(cli_export, tiny_h
 
     card = (out / "README.md").read_text()
     assert f"{report['params'] / 1e6:.2f} M" in card and "inherited from a supernet" in card
-    for fmt in FORMATS:
+    for fmt in OWN_PRECISION:
         assert f"| {fmt} |" in card
     for row in ("| mhsa | 4 | 8 |", "| cga | 2 | 16 |", "| ssa | - | - |"):   # each block's mixer is named
         assert row in card
@@ -144,7 +149,7 @@ def test_export_of_presets_matches_timm_parameter_count(tmp_path, space):
 
     sub = build_subnet(space.preset("l1"))
     randomize_(sub.model, seed=1)
-    report = export_subnet(sub, tmp_path, list(FORMATS), progress=False)
+    report = export_subnet(sub, tmp_path, OWN_PRECISION, progress=False)
     assert report["ok"], report["checks"]
     assert report["params"] == sum(p.numel() for p in timm.create_model("efficientformer_l1").parameters())
     assert 1.2 < report["macs_g"] < 1.4                       # the paper: 1.3 GMACs
@@ -398,7 +403,8 @@ def test_re_export_into_an_earlier_export_leaves_one_consistent_model(tmp_path, 
 def test_default_formats_are_those_whose_extras_are_installed(monkeypatch):
     from nas.export.formats import default_formats
 
-    assert default_formats() == (list(FORMATS), "")        # the test install has every extra
+    assert default_formats() == (OWN_PRECISION, "")        # the test install has every extra
+    assert default_formats("int8") == (["onnx-int8"], "")
     monkeypatch.setitem(sys.modules, "coremltools", None)    # as if the coreml extra were not installed
     formats, note = default_formats()
     assert formats == ["pt", "timm", "torchscript", "onnx"]

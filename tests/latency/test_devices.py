@@ -8,6 +8,8 @@ from nas.errors import UsageError
 from nas.latency.backends import BACKENDS, Backend
 from nas.latency.devices import DEVICES, TABLE_SOURCES, Device, get_device, register_device
 from nas.latency.ops import space_ops
+from nas.latency.precision import get_precision
+from nas.latency.quantize import Int8Recipe
 
 DEVICE_NAMES = sorted(DEVICES)
 
@@ -30,6 +32,8 @@ def test_device_measures_an_op_when_it_can(name, tiny):
     ok, why = backend.available()
     if not ok:
         pytest.skip(f"{name} cannot measure on this machine: {why}")
+    if get_precision(device.precision).quantized:      # the build gives it its table's recipe
+        backend.recipe = Int8Recipe(("Conv", "MatMul"))
     module, x = min(space_ops(tiny), key=lambda op: op.key).build(device.batch)
     timing = backend.measure(module, x)
     assert 0 < timing.p10_ms <= timing.median_ms <= timing.p90_ms and timing.n >= 1
