@@ -11,6 +11,10 @@ the held-out measurements themselves (round 2 against round 1).
 Also N = 20 with 5 timed runs per arch (``--compare-repeats``) beside the default 3, the evidence for the default.
 
 Target (issue 17): N = 20 within 1.5x the full build's held-out MAPE, in <= 10% of its time.
+
+Adapting to another precision (``nas lut adapt --precision int8``) is measured by ``benchmarks/precision.py``,
+beside the full int8 build and the simplest published-style baseline (a ridge regression over this machine's other
+tables, HELP's comparison), on the same held-out archs.
 """
 from __future__ import annotations
 

@@ -13,7 +13,11 @@ Reports: the int8 table against measured int8 (Kendall τ, signed bias, MAPE, wi
 by the measured median speed-up (the "int8 = k x fp32" rule) against the same measurements; the int8 table
 that ``nas lut adapt --precision int8 --n 20`` derives from the fp32 one (per-op-kind scales, no op measured); the
 fraction of arch pairs whose order int8 changes; archs that int8 makes slower; at a budget set at the median int8
-latency, how many archs each table misjudges; the recipe with its per-op-type evidence. Targets (issue #28):
+latency, how many archs each table misjudges; the recipe with its per-op-type evidence; the simplest
+published-style few-shot baseline beside adapt (HELP's comparison: a ridge regression from this machine's other
+tables, the fp32 ONNX Runtime one and the cpu one if built, to int8 latency, fitted on ``--adapt-n`` archs measured
+in int8); the capacity proxy's search winners at three budgets on the fp32 table, the int8 table and
+``--precision auto`` over both, each measured in the precision it ships in. Targets (issue #28):
 τ(int8 table) >= 0.95; no int8 model slower than its fp32 form. Resumable: tables and timings are kept in the work
 folder beside --out.
 """
@@ -32,14 +36,17 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from nas.fileio import write_json_atomic  # noqa: E402
+from nas.latency.paths import default_table_path  # noqa: E402
 from nas.latency.predict import LutPredictor  # noqa: E402
 from nas.latency.validate import error_metrics, kendall_tau  # noqa: E402
 from nas.machine import LOAD_SAMPLE_S, load_now  # noqa: E402
 from nas.plots import plot_predicted_vs_measured  # noqa: E402
+from nas.ranking.stats import spearman_rho  # noqa: E402
 from nas.space import load_space  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 HELD_OUT_SEED_BASE = 30_000     # past the calibration, validate and lut_fidelity seeds
+RIDGE_SEED_BASE = 31_000        # the ridge baseline's training archs
 
 
 def build(device: str, precision: str, space: str, out: Path) -> float:
@@ -57,31 +64,82 @@ def timed(space: str, arch_json: str, recipe: dict[str, Any]) -> dict[str, float
     return result
 
 
+SEARCHED = ("fp32", "int8", "auto")
+
+
 def search_winners(args: argparse.Namespace, state: dict[str, Any], state_path: Path, work: Path,
                    tables: dict[str, Path], recipe: dict[str, Any], fp32_measured: list[float]) -> list[dict[str, Any]]:
     """At budgets at the quartiles of the held-out archs' fp32 latency: the capacity proxy's winner searched on the
-    fp32 table and on the int8 one (same seed and trials), each timed end to end in its precision."""
+    fp32 table, on the int8 one and with ``--precision auto`` over both (same seed and trials), each timed end to
+    end in the precision it ships in."""
     rows = state.setdefault("searches", {})
     n = len(fp32_measured)
+    luts = [f"--lut=onnxruntime={tables['fp32']}", f"--lut=onnxruntime-int8={tables['int8']}"]
     for q in (0.25, 0.5, 0.75):
         budget = round(fp32_measured[int(q * (n - 1))], 2)
         key = f"{budget:.2f}"
         row = rows.setdefault(key, {"budget_ms": budget})
-        for precision in ("fp32", "int8"):
+        for precision in SEARCHED:
             if precision in row:
                 continue
-            device = "onnxruntime" if precision == "fp32" else "onnxruntime-int8"
+            device = {"fp32": "onnxruntime", "int8": "onnxruntime-int8", "auto": "onnxruntime"}[precision]
+            tables_given = luts if precision == "auto" else [f"--lut={device}={tables[precision]}"]
             proc = subprocess.run([sys.executable, "-m", "nas", "search", "--space", args.space, "--budget-ms",
-                                   str(budget), "--device", device, "--lut", f"{device}={tables[precision]}",
+                                   str(budget), "--device", device, *tables_given,
+                                   *(["--precision", "auto"] if precision == "auto" else []),
                                    "--trials", str(args.search_trials), "--seed", "0", "--out",
                                    str(work / f"search-{precision}-{key}"), "--export", "none", "--no-progress",
                                    "--json"], cwd=REPO, capture_output=True, text=True, check=True)
             best = json.loads(proc.stdout)["best"]
             arch_json = json.dumps(best["arch"])
+            shipped = next(iter(best["precisions"].values()))
             row[precision] = {"objective": best["objective"], "predicted_ms": best["latency_ms"], "arch": arch_json,
-                              "measured_ms": timed(args.space, arch_json, recipe)[f"{precision}_ms"]}
+                              "ships_in": shipped, "measured_ms": timed(args.space, arch_json, recipe)[f"{shipped}_ms"]}
             write_json_atomic(state_path, state)
     return list(rows.values())
+
+
+def ridge_baseline(args: argparse.Namespace, state: dict[str, Any], state_path: Path, space: Any,
+                   recipe: dict[str, Any], others: dict[str, LutPredictor]) -> tuple[Any, dict[str, Any]]:
+    """The simplest published-style few-shot baseline (HELP's comparison): a ridge regression from the arch's
+    latencies on the other tables of this machine (``others``) to its int8 latency, fitted on ``--adapt-n`` archs
+    measured in int8 (seeds neither the held-out set nor adapt uses), its penalty chosen by leave-one-out."""
+    import numpy as np
+
+    train = [space.sample(seed=RIDGE_SEED_BASE + i) for i in range(args.adapt_n)]
+    timings = state.setdefault("ridge_timings", {})
+    for i, arch in enumerate(train):
+        if str(i) not in timings:
+            timings[str(i)] = timed(args.space, arch.to_json(), recipe)["int8_ms"]
+            write_json_atomic(state_path, state)
+
+    def features(archs: list[Any]) -> Any:
+        return np.array([[p.predict(a) for p in others.values()] for a in archs])
+
+    x, y = features(train), np.array([timings[str(i)] for i in range(len(train))])
+    mean, std = x.mean(0), x.std(0) + 1e-12
+
+    def fit(xs: Any, ys: Any, alpha: float) -> Any:
+        z = np.hstack([np.ones((len(xs), 1)), (xs - mean) / std])
+        penalty = alpha * np.eye(z.shape[1])
+        penalty[0, 0] = 0.0            # the intercept is not shrunk
+        return np.linalg.solve(z.T @ z + penalty, z.T @ ys)
+
+    def loo(alpha: float) -> float:
+        errors = []
+        for i in range(len(y)):
+            keep = np.arange(len(y)) != i
+            w = fit(x[keep], y[keep], alpha)
+            errors.append(abs(w[0] + ((x[i] - mean) / std) @ w[1:] - y[i]) / y[i])
+        return float(np.mean(errors))
+
+    alpha = min((0.01, 0.1, 1.0, 10.0), key=loo)
+    w = fit(x, y, alpha)
+
+    def predict(archs: list[Any]) -> list[float]:
+        return [float(v) for v in w[0] + ((features(archs) - mean) / std) @ w[1:]]
+
+    return predict, {"n": len(train), "alpha": alpha, "features": list(others), "loo_mape": 100 * loo(alpha)}
 
 
 def main() -> None:
@@ -136,6 +194,12 @@ def main() -> None:
     p32 = [predictors["fp32"].predict(a) for a in archs]
     p8 = [predictors["int8"].predict(a) for a in archs]
     pa = [predictors["adapted"].predict(a) for a in archs]
+    others = {"onnxruntime fp32": predictors["fp32"]}       # HELP's features: this machine's other tables
+    cpu_table = default_table_path("cpu", args.space)
+    if cpu_table.exists():
+        others["cpu (torch eager)"] = LutPredictor.from_file(cpu_table)
+    ridge_predict, ridge = ridge_baseline(args, state, state_path, space, recipe, others)
+    pr = ridge_predict(archs)
     adapted_recipe = predictors["adapted"].table.header.get("quantization", {}).get("op_types")
     speedups = [a / b for a, b in zip(m32, m8, strict=True)]
     k = statistics.median(b / a for a, b in zip(m32, m8, strict=True))     # the best fixed "int8 = k x fp32"
@@ -160,12 +224,13 @@ def main() -> None:
         "fp32_table_on_fp32": error_metrics(p32, m32), "floor_int8": floor,
         "adapted_table": {**error_metrics(pa, m8), "n": args.adapt_n, "seconds": state.get("adapt_s"),
                           "op_types": adapted_recipe, "same_recipe": adapted_recipe == recipe["op_types"]},
+        "ridge_baseline": {**error_metrics(pr, m8), **ridge, "spearman": spearman_rho(pr, m8)},
         "kendall_tau_fp32_vs_int8_measured": kendall_tau(m32, m8), "pair_flips": flips / len(pairs),
         "speedup": {"median": statistics.median(speedups), "min": min(speedups), "max": max(speedups)},
         "int8_slower_than_fp32": sum(s < 1 for s in speedups),
         "budget_at_median_int8_ms": budget,
         "misjudged_at_budget": {"int8_table": misjudged(p8), "fp32_table_scaled": misjudged(scaled),
-                                "adapted_table": misjudged(pa)},
+                                "adapted_table": misjudged(pa), "ridge_baseline": misjudged(pr)},
         "targets": {"tau_int8_table_ge_0.95": kendall_tau(p8, m8) >= 0.95,
                     "no_int8_model_slower": all(s >= 1 for s in speedups)},
         "rows": [{"arch": a.to_json(), "fp32_ms": a32, "int8_ms": a8, "int8_table_ms": q8, "fp32_table_ms": q32}
@@ -190,6 +255,8 @@ def main() -> None:
     same = "the same recipe" if report["adapted_table"]["same_recipe"] else f"recipe {adapted_recipe}"
     print(line(f"adapted, n={args.adapt_n}", report["adapted_table"])
           + f"  ({report['adapted_table']['seconds'] or 0:.0f} s; {same})")
+    print(line(f"ridge over {len(others)} table(s), n={ridge['n']}", report["ridge_baseline"])
+          + f"  (Spearman {report['ridge_baseline']['spearman']:+.3f})")
     print(line("fp32 table on fp32", report["fp32_table_on_fp32"]))
     if floor:
         print(line("floor (int8 round 2 vs 1)", floor))
@@ -202,8 +269,8 @@ def main() -> None:
           f"by the scaled fp32 table {wrong['fp32_table_scaled']}, by the adapted table {wrong['adapted_table']}")
     for row in report["searches"]:
         print(f"budget {row['budget_ms']:.1f} ms: " + "; ".join(
-            f"{p} winner capacity {row[p]['objective']:.4g}, measured {row[p]['measured_ms']:.2f} ms in {p}"
-            for p in ("fp32", "int8")))
+            f"{p} winner capacity {row[p]['objective']:.4g}, measured {row[p]['measured_ms']:.2f} ms in "
+            f"{row[p].get('ships_in', p)}" for p in SEARCHED if p in row))
     print(f"builds: {report['build_s']}; wrote {out}")
 
 

@@ -114,14 +114,19 @@ def print_trust(fidelity: dict[str, Any] | None, prefix: str) -> None:
         print(prefix + line)
 
 
-def add_precision_arg(p: argparse.ArgumentParser) -> None:
+AUTO_PRECISION = "auto"
+
+
+def add_precision_arg(p: argparse.ArgumentParser, auto: bool = False) -> None:
     """``--precision``: which precision of ``--device`` (its table is another table: ``onnxruntime`` at int8 is the
-    device ``onnxruntime-int8``); ``nas devices`` lists each device's precisions."""
+    device ``onnxruntime-int8``); ``nas devices`` lists each device's precisions. ``auto`` (``nas search``): each
+    arch at the most precise precision whose table meets its budget (``nas.search.auto_precision``)."""
     from nas.latency.precision import PRECISIONS
 
-    p.add_argument("--precision", choices=tuple(PRECISIONS), default=None,
+    p.add_argument("--precision", choices=(*PRECISIONS, *([AUTO_PRECISION] if auto else [])), default=None,
                    help="the precision the model runs in on --device (default: the device's own; `nas devices` "
-                        "lists them): another precision is another table")
+                        "lists them): another precision is another table"
+                        + ("; auto: each arch at the most precise one whose table meets the budget" if auto else ""))
 
 
 def apply_precision(args: argparse.Namespace) -> None:
@@ -129,7 +134,7 @@ def apply_precision(args: argparse.Namespace) -> None:
     device name (its table, its refusals) and nothing else branches on precision."""
     precision = getattr(args, "precision", None)
     device = getattr(args, "device", None)
-    if precision is None or device is None:
+    if precision in (None, AUTO_PRECISION) or device is None:    # auto: every precision, chosen per arch
         return
     from nas.latency.devices import device_at_precision
 

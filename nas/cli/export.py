@@ -9,6 +9,7 @@ from pathlib import Path
 from nas.cli._common import Commands, add_output_args, add_space_arg, emit, positive_int
 from nas.errors import UsageError
 from nas.export.formats import FORMATS
+from nas.latency.precision import PRECISIONS
 
 
 def register(commands: Commands) -> None:
@@ -25,7 +26,7 @@ def register(commands: Commands) -> None:
     p.add_argument("--data", metavar="DIR", help="ImageFolder tree (its train/ split if it has one) or "
                                                  "builtin:NAME, to recalibrate BatchNorm statistics on")
     p.add_argument("--bn-images", type=positive_int, help="images for the recalibration (default 1024)")
-    p.add_argument("--precision", choices=("fp32", "fp16", "int8"), default=None,
+    p.add_argument("--precision", choices=tuple(PRECISIONS), default=None,
                    help="write each format at this precision (int8: onnx-int8, quantised by this machine's "
                         "onnxruntime-int8 table's recipe); default: each format's own")
     add_space_arg(p)
@@ -55,8 +56,12 @@ def export(args: argparse.Namespace) -> int:
     if args.supernet is None:
         print("nas: note: no --supernet given, so the weights are freshly initialised (fine for latency and "
               "deployment checks, not for accuracy)", file=sys.stderr)
+    notes = run_notes(args.arch)
+    if args.precision is None and "precision" in notes:      # the search priced it quantised
+        print(f"nas: note: the run's winner ships in {notes['precision']}; --precision with that precision "
+              "writes the quantised model", file=sys.stderr)
     sub = build_subnet(arch, args.supernet, args.data, args.bn_images or 1024)
-    report = export_subnet(sub, args.out, formats, notes=run_notes(args.arch), progress=not args.no_progress)
+    report = export_subnet(sub, args.out, formats, notes=notes, progress=not args.no_progress)
 
     def text() -> None:
         print(f"exported {report['params'] / 1e6:.2f} M params, {report['macs_g']:.3f} GMACs to {args.out}:")

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from nas.cli._common import (
+    AUTO_PRECISION,
     Commands,
     add_output_args,
     add_precision_arg,
@@ -38,7 +39,7 @@ def register(commands: Commands) -> None:
     p.add_argument("--budget-ms", type=float, action="append", metavar="MS",
                    help="latency budget; repeat with --device for several budgets that must all hold")
     p.add_argument("--device", action="append", help="latency device of the budget before it (same order)")
-    add_precision_arg(p)
+    add_precision_arg(p, auto=True)
     add_space_arg(p)
     p.add_argument("--trials", type=positive_int, default=100,
                    help="the study's total number of trials (a resumed study runs the missing ones; default 100)")
@@ -130,20 +131,21 @@ def _objective(args: argparse.Namespace, space: SearchSpace) -> Objective:
 
 def search(args: argparse.Namespace) -> int:
     from nas.export.formats import parse_formats, require_packages
+    from nas.search.auto_precision import objective_as_shipped
     from nas.search.budgets import Budgets, parse_luts
     from nas.search.run import SearchRequest, run_search
     from nas.space import load_space
 
     space = load_space(args.space)
     budgets = Budgets.load(space, args.budget_ms or [], args.device or [], parse_luts(args.lut), args.max_params,
-                           args.max_macs, args.guarantee)
+                           args.max_macs, args.guarantee, auto=args.precision == AUTO_PRECISION)
     formats: list[str] = []
     if args.export != "none":
         formats = parse_formats(args.export)
         require_packages(formats)
     settings = _chosen_settings(args, "--strategy", args.strategy,
                                 {name: setting_options(name) for name in STRATEGIES}, settings_type(args.strategy))
-    objective = _objective(args, space).at_precision(*budgets.precision())
+    objective = objective_as_shipped(_objective(args, space), budgets)
     for notice in budgets.notices():
         print(notice, file=sys.stderr)
     request = SearchRequest(space, objective, budgets, args.strategy, args.trials, args.seed,
@@ -159,6 +161,7 @@ def search(args: argparse.Namespace) -> int:
 
 def _print_summary(found: SearchResult, exported: bool) -> None:
     """What a person reads after a search, from the typed result (``--json`` prints ``found.to_dict()``)."""
+    from nas.latency.precision import PRECISIONS
     from nas.search.run import mixer_usage
 
     req, best, strategy = found.request, found.best, found.strategy
@@ -174,12 +177,16 @@ def _print_summary(found: SearchResult, exported: bool) -> None:
               f"winner {best.details[key]:.3f}")
     print(f"  {'device':<12} {'budget ms':>10} {'latency ms':>11}  table")
     upper = req.budgets.upper_bounds(best.latency_ms)
+    shipped = req.budgets.precisions(best.arch)
     for b in req.budgets.items:
-        print(f"  {b.device:<12} {b.budget_ms:>10.3f} {best.latency_ms[b.device]:>11.3f}  {b.predictor.kind}")
+        table = b.predictors[shipped[b.device]]
+        print(f"  {b.device:<12} {b.budget_ms:>10.3f} {best.latency_ms[b.device]:>11.3f}  {table.kind}"
+              + (f", ships in {shipped[b.device]} (--precision auto, of {', '.join(b.predictors)})"
+                 if b.by_precision else ""))
         if b.guarantee is not None:
             print(f"  {'':<12} {'':>10} {upper[b.device]:>11.3f}  upper bound at {b.guarantee:.0%} coverage "
                   f"(x{b.upper_factor:.3f}: {b.interval_source})")
-        print_trust(b.predictor.table.header.get("fidelity"), f"  {'':<12} the table: ")
+        print_trust(table.table.header.get("fidelity"), f"  {'':<12} the table: ")
     if found.verification:
         v = found.verification
         print(f"  verified by measurement on {', '.join(v.devices) or 'no device'}: {len(v.checked)} "
@@ -194,5 +201,9 @@ def _print_summary(found: SearchResult, exported: bool) -> None:
         winner = ", ".join(f"{n}x {m}" for m, n in usage["winner"].items()) or "none (no MB3D block)"
         tried = ", ".join(f"{m} in {n} ({usage['blocks_tried'][m]} blocks)" for m, n in usage["trials_using"].items())
         print(f"  mixers of the winner: {winner}; tried: {tried}")
+    quantised = sorted({p for p in shipped.values() if PRECISIONS[p].quantized})
+    if quantised:
+        print(f"  it ships in {', '.join(quantised)}: nas export {found.out} --precision {quantised[0]} --data DIR "
+              "writes the quantised model (calibrated on DIR's training images)")
     print(f"run directory {found.out}: best_arch.json, trials.csv, pareto.png"
           + (", export/ (model card README.md)" if exported else "") + f"; {found.wall_s:.1f} s")

@@ -24,6 +24,14 @@ def run_notes(arch_or_run: str | Path) -> dict[str, Any]:
                            if b.get("guarantee") is not None else "") for b in run.get("budgets", []))
     notes = {"search": f"winner of `nas search` run `{Path(arch_or_run).name}` (strategy {run.get('strategy')}, "
                        f"budget {budgets or 'unknown'})"}
+    from nas.latency.precision import PRECISIONS
+
+    shipped = {device: p for device, p in (best.get("precisions") or {}).items()      # quantised: said so
+               if p in PRECISIONS and PRECISIONS[p].quantized}
+    if shipped:
+        auto = any(b.get("precision") == "auto" for b in run.get("budgets", []))
+        notes["precision"] = (", ".join(f"{p} on {device}" for device, p in shipped.items())
+                              + (" (chosen with the arch: --precision auto)" if auto else ""))
     if "objective" in best:
         notes["search_objective"] = f"{best.get('objective_name', 'objective')} = {best['objective']:.4g}"
     if best.get("objective_is_accuracy"):
@@ -149,6 +157,14 @@ def _loading_snippets(report: dict[str, Any]) -> list[str]:
         "coreml": ["# Core ML (predictions on macOS)", "import coremltools as ct, numpy as np",
                    "mlmodel = ct.models.MLModel('model.mlpackage')",
                    f"out = mlmodel.predict({{'x': {zeros}}})"],
+        "coreml-int8": ["# Core ML W8A8 (int8 weights and activations, iOS 17; predictions on macOS)",
+                        "import coremltools as ct, numpy as np",
+                        "mlmodel = ct.models.MLModel('model.int8.mlpackage')",
+                        f"out = mlmodel.predict({{'x': {zeros}}})"],
+        "coreml-w8": ["# Core ML W8 (int8 weights, fp16 compute; predictions on macOS)",
+                      "import coremltools as ct, numpy as np",
+                      "mlmodel = ct.models.MLModel('model.w8.mlpackage')",
+                      f"out = mlmodel.predict({{'x': {zeros}}})"],
     }
     lines: list[str] = []
     for fmt in report["formats"]:
@@ -170,6 +186,18 @@ def _check_text(check: dict[str, Any]) -> str:
         verdict += (f": int8 {', '.join(check['int8_op_types']) or 'nothing'}; top-1 agrees with float on "
                     f"{check['top1_agreement_pct']:.0f}% of the check input, max diff {check['max_abs_diff_rel']:.1%} "
                     f"of the logits' range; ranges from {check['calibrated_on']}")
+    if "validation" in check:
+        v = check["validation"]
+        verdict += (f"; on {v['images']} validation images top-1 {v['top1']:.1f}% (float {v['float_top1']:.1f}%), "
+                    f"agreement {v['agreement']:.0f}%")
+    if "latency" in check:
+        lat = check["latency"]
+        low, high = lat["interval_ms"]
+        where = ("no interval (the table has no end-to-end points)" if low is None else
+                 f"{'inside' if lat['inside_interval'] else 'outside'} the table's {lat['coverage']:.0%} interval "
+                 f"{low:.2f}-{high:.2f} ms")
+        verdict += (f"; measured here {lat['measured_ms']:.2f} ms against {lat['predicted_ms']:.2f} ms predicted, "
+                    f"{where}")
     if "detail" in check:
         verdict += f": {check['detail']}"
     return verdict.replace("|", "/")

@@ -22,6 +22,7 @@ class ExportFormat:
     precision: str = "fp32"         # what the written model computes in (nas.latency.precision)
     family: str = ""                # the format it is a precision of (``onnx`` for ``onnx-int8``)
     table_of: str = ""              # a device whose table the writer follows (the int8 recipe), checked up front
+    by_default: bool = True         # written by `nas export` without --format (when its packages are installed)
 
     @property
     def base(self) -> str:
@@ -48,6 +49,11 @@ register_format(ExportFormat("onnx-int8", "nas.export.writers:write_onnx_int8", 
                              f"{DISTRIBUTION}[onnx]", precision="int8", family="onnx", table_of="onnxruntime-int8"))
 register_format(ExportFormat("coreml", "nas.export.writers:write_coreml", ("coremltools",),
                              f"{DISTRIBUTION}[coreml]", precision="fp16"))      # last: the slowest
+register_format(ExportFormat("coreml-int8", "nas.export.writers:write_coreml_int8", ("coremltools",),
+                             f"{DISTRIBUTION}[coreml]", precision="int8", family="coreml"))   # W8A8
+# W8: int8 weights, fp16 compute (a smaller file, the fp16 table's latency): asked for by name only
+register_format(ExportFormat("coreml-w8", "nas.export.writers:write_coreml_w8", ("coremltools",),
+                             f"{DISTRIBUTION}[coreml]", precision="fp16", by_default=False))
 
 
 def parse_formats(text: str, precision: str | None = None) -> list[str]:
@@ -74,7 +80,7 @@ def format_at_precision(name: str, precision: str) -> str:
 
 def formats_at(precision: str) -> list[str]:
     """Every format that writes ``precision`` (``nas export --precision int8`` without ``--format``)."""
-    return [f.name for f in FORMATS.values() if f.precision == precision]
+    return [f.name for f in FORMATS.values() if f.precision == precision and f.by_default]
 
 
 def missing_modules(fmt: str) -> list[str]:
@@ -85,7 +91,8 @@ def default_formats(precision: str | None = None) -> tuple[list[str], str]:
     """Every format whose packages are installed (of ``precision`` when given; else every format of its model's
     own precision, no quantised variant), and a note naming the extras that would add the others ("" when none is
     missing): what ``nas export`` writes without ``--format``."""
-    candidates = formats_at(precision) if precision else [f.name for f in FORMATS.values() if not f.family]
+    candidates = (formats_at(precision) if precision
+                  else [f.name for f in FORMATS.values() if not f.family and f.by_default])
     available = [fmt for fmt in candidates if not missing_modules(fmt)]
     skipped = [fmt for fmt in candidates if fmt not in available]
     if not skipped:

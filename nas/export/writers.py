@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import platform
 import warnings
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +18,8 @@ from supernet.static import EfficientFormerNet
 
 ONNX_OPSET = 17
 COREML_RTOL = 2e-2                # Core ML runs fp16 (macOS only): max |difference| / max |logit|
+COREML_INT8_RTOL = 1e-1           # W8/W8A8 on macOS: 8-bit rounding on top of fp16
+INT8_CHECK_VAL_IMAGES = 512       # validation images an int8 export is compared with float on (with --data)
 OUTPUT_NAME = "logits"            # ONNX and Core ML name their one output so; their input is "x"
 
 Check = dict[str, Any]
@@ -76,6 +78,19 @@ def write_onnx(sub: Subnet, out: Path, x: torch.Tensor, ref: torch.Tensor) -> tu
     return ["model.onnx"], {**compare(ref, got), "opset": ONNX_OPSET, "onnxruntime": ort.__version__}
 
 
+def calibration_images(sub: Subnet, x: torch.Tensor) -> tuple[list[torch.Tensor], str]:
+    """The images an int8 export's activation ranges come from, and how to say so: the training images BatchNorm
+    was recalibrated on (``--data``), else the check input."""
+    from nas.data import image_batches
+    from nas.latency.quantize import CALIBRATION_IMAGES, CALIBRATION_SEED
+
+    data = (sub.weights.get("batchnorm") or {}).get("recalibrated_on")
+    if not data:
+        return [x], "the check input (random images: give --data for real activation ranges)"
+    batches = image_batches(data, sub.space.input_size, CALIBRATION_IMAGES, seed=CALIBRATION_SEED, split="train")
+    return list(batches), f"{CALIBRATION_IMAGES} training images of {data}"
+
+
 def write_onnx_int8(sub: Subnet, out: Path, x: torch.Tensor, ref: torch.Tensor) -> tuple[list[str], Check]:
     """The int8 QDQ ONNX model, quantised by the recipe of this machine's ``onnxruntime-int8`` table (the op
     types that run faster in int8 here; the others stay float, as the table priced them), its activation ranges
@@ -84,17 +99,11 @@ def write_onnx_int8(sub: Subnet, out: Path, x: torch.Tensor, ref: torch.Tensor) 
     import numpy as np
     import onnx
 
-    from nas.data import image_batches
-    from nas.latency.quantize import CALIBRATION_IMAGES, CALIBRATION_SEED, onnx_bytes, quantize_onnx, session
+    from nas.latency.quantize import onnx_bytes, quantize_onnx, session
     from nas.latency.table import table_recipe
 
     recipe = table_recipe("onnxruntime-int8", sub.space)
-    data = (sub.weights.get("batchnorm") or {}).get("recalibrated_on")
-    batches: Iterable[torch.Tensor] = [x]
-    calibrated_on = "the check input (random images: give --data for real activation ranges)"
-    if data:
-        batches = image_batches(data, sub.space.input_size, CALIBRATION_IMAGES, seed=CALIBRATION_SEED, split="train")
-        calibrated_on = f"{CALIBRATION_IMAGES} training images of {data}"
+    batches, calibrated_on = calibration_images(sub, x)
     feeds = [{"x": np.ascontiguousarray(images.numpy())} for images in batches]
     model = quantize_onnx(onnx_bytes(sub.model, x[:1], dynamic_batch=True, output_name=OUTPUT_NAME), recipe, feeds)
     with atomic_output(out / "model.int8.onnx") as staging:
@@ -105,40 +114,117 @@ def write_onnx_int8(sub: Subnet, out: Path, x: torch.Tensor, ref: torch.Tensor) 
         return ["model.int8.onnx"], {"ok": False, "detail": f"output shape {list(got.shape)} (expected "
                                                             f"{list(ref.shape)}) or not finite"}
     spread = float(ref.max() - ref.min()) or 1.0
-    return ["model.int8.onnx"], {
+    check: Check = {
         "ok": True, "int8_op_types": list(recipe.op_types), "calibrated_on": calibrated_on,
         "top1_agreement_pct": 100.0 * float((got.argmax(1) == ref.argmax(1)).float().mean()),
         "max_abs_diff_rel": float((got - ref).abs().max()) / spread,
-        "note": "int8 differs from float by design; the agreement is on the check input (random images): "
-                "accuracy after quantisation is nas search's objective at int8, on validation images"}
+        "latency": _int8_latency(out / "model.int8.onnx", x[:1], sub),
+        "note": "int8 differs from float by design; the agreement is on the check input (random images)"}
+    data = (sub.weights.get("batchnorm") or {}).get("recalibrated_on")
+    if data:        # and on validation images, where --data has them: what the deployment will see
+        from nas.latency.quantize import score_against_float
+
+        check["validation"] = score_against_float(session((out / "model.int8.onnx").read_bytes(), 1), sub.model,
+                                                  data, sub.space.input_size, INT8_CHECK_VAL_IMAGES)
+    return ["model.int8.onnx"], check
+
+
+def _int8_latency(path: Path, one: torch.Tensor, sub: Subnet) -> dict[str, Any]:
+    """The written int8 model timed here (ONNX Runtime, the ``onnxruntime-int8`` device's threads and timing
+    policy), beside its table's prediction and 90% interval for the arch: does the model ship at the latency the
+    search priced?"""
+    import time
+
+    import numpy as np
+
+    from nas.latency.devices import get_device
+    from nas.latency.predict import load_predictor
+    from nas.latency.quantize import session
+    from nas.latency.timing import time_until_stable
+
+    device = get_device("onnxruntime-int8")
+    runner, feed = session(path.read_bytes(), device.threads), {"x": np.ascontiguousarray(one.numpy())}
+
+    def run() -> float:
+        started = time.perf_counter()
+        runner.run(None, feed)
+        return time.perf_counter() - started
+
+    measured = time_until_stable(run, device.make_backend().policy).median_ms
+    predicted = load_predictor(device.name, sub.space).interval(sub.arch)
+    low, high = predicted["latency_low_ms"], predicted["latency_high_ms"]
+    return {"measured_ms": measured, "predicted_ms": predicted["latency_ms"], "interval_ms": [low, high],
+            "coverage": predicted["coverage"],
+            "inside_interval": None if low is None else bool(low <= measured <= high)}
 
 
 def write_coreml(sub: Subnet, out: Path, x: torch.Tensor, ref: torch.Tensor) -> tuple[list[str], Check]:
-    from nas.latency.coreml.convert import INPUT_NAME, convert
+    from nas.latency.coreml.convert import convert
+
+    return _checked_mlpackage(convert(sub.model, x[:1], output_name=OUTPUT_NAME), out, "model.mlpackage", x, ref)
+
+
+def write_coreml_int8(sub: Subnet, out: Path, x: torch.Tensor, ref: torch.Tensor) -> tuple[list[str], Check]:
+    """W8A8 (``nas.latency.coreml.quantize``): int8 weights and activations, activation ranges from the training
+    images of ``--data`` (else the check input), an iOS 17 mlprogram: what ``iphone12-int8``'s packages are."""
+    from nas.latency.coreml.quantize import convert_w8a8, op_counts
+
+    batches, calibrated_on = calibration_images(sub, x)
+    mlmodel = convert_w8a8(sub.model, x[:1], batches, output_name=OUTPUT_NAME)
+    ops = op_counts(mlmodel)
+    files, check = _checked_mlpackage(mlmodel, out, "model.int8.mlpackage", x, ref, min_spec=8,
+                                      rtol=COREML_INT8_RTOL)
+    check.update(calibrated_on=calibrated_on, quantize_ops=ops.get("quantize", 0))
+    if check["ok"] and not ops.get("quantize"):
+        check.update(ok=False, detail="no activation quantize op in the converted program: it is not W8A8")
+    return files, check
+
+
+def write_coreml_w8(sub: Subnet, out: Path, x: torch.Tensor, ref: torch.Tensor) -> tuple[list[str], Check]:
+    """W8: the fp16 package with its weights in int8 (``weights_w8``): smaller, the same fp16 compute."""
+    from nas.latency.coreml.convert import convert
+    from nas.latency.coreml.quantize import op_counts, weights_w8
+
+    mlmodel = weights_w8(convert(sub.model, x[:1], output_name=OUTPUT_NAME))
+    ops = op_counts(mlmodel)
+    quantised = sum(n for op, n in ops.items() if op.startswith("constexpr_"))
+    files, check = _checked_mlpackage(mlmodel, out, "model.w8.mlpackage", x, ref, rtol=COREML_INT8_RTOL)
+    check["int8_weight_tensors"] = quantised
+    if check["ok"] and not quantised:
+        check.update(ok=False, detail="no int8 weight in the converted program")
+    return files, check
+
+
+def _checked_mlpackage(mlmodel: Any, out: Path, name: str, x: torch.Tensor, ref: torch.Tensor, min_spec: int = 7,
+                       rtol: float = COREML_RTOL) -> tuple[list[str], Check]:
+    """Save ``mlmodel`` as ``name``, reload it from disk and check its interface (an mlprogram of at least spec
+    ``min_spec``: 7 is iOS 16, 8 iOS 17; input ``x``, output ``logits``) and, on macOS, its predictions."""
+    from nas.latency.coreml.convert import INPUT_NAME, quiet_coremltools
 
     one = x[:1]
-    mlmodel = convert(sub.model, one, output_name=OUTPUT_NAME)
-    with atomic_output(out / "model.mlpackage") as staging:
+    with atomic_output(out / name) as staging:
         mlmodel.save(str(staging))
-    spec = mlmodel.get_spec()
+    with quiet_coremltools() as ct:      # what was written, as a user opens it
+        reloaded = ct.models.MLModel(str(out / name), skip_model_load=platform.system() != "Darwin")
+    spec = reloaded.get_spec()
     inputs = [(i.name, list(i.type.multiArrayType.shape)) for i in spec.description.input]
     outputs = [o.name for o in spec.description.output]
     check: dict[str, Any] = {"inputs": inputs, "outputs": outputs, "spec_version": spec.specificationVersion}
     problems = []
-    if spec.WhichOneof("Type") != "mlProgram" or spec.specificationVersion < 7:    # 7 = iOS 16
-        problems.append("not an iOS 16 mlprogram")
+    if spec.WhichOneof("Type") != "mlProgram" or spec.specificationVersion < min_spec:
+        problems.append(f"not an mlprogram of spec version >= {min_spec}")
     if inputs != [(INPUT_NAME, list(one.shape))]:
         problems.append(f"inputs {inputs}, expected {INPUT_NAME}{list(one.shape)}")
     if outputs != [OUTPUT_NAME]:
         problems.append(f"outputs {outputs}, expected [{OUTPUT_NAME!r}]")
     if problems:
-        return ["model.mlpackage"], {**check, "ok": False, "detail": "; ".join(problems)}
+        return [name], {**check, "ok": False, "detail": "; ".join(problems)}
     if platform.system() != "Darwin":
-        return ["model.mlpackage"], {**check, "ok": True, "predictions": "not run: Core ML predicts on macOS only; "
-                                                                         "the conversion and its spec are checked"}
-    got = mlmodel.predict({INPUT_NAME: one.numpy()})[OUTPUT_NAME]
+        return [name], {**check, "ok": True, "predictions": "not run: Core ML predicts on macOS only; the "
+                                                            "conversion and its spec are checked"}
+    got = reloaded.predict({INPUT_NAME: one.numpy()})[OUTPUT_NAME]
     scale = float(ref[:1].abs().max()) or 1.0
-    compared = compare(ref[:1] / scale, torch.as_tensor(got, dtype=torch.float32) / scale, COREML_RTOL)
-    return ["model.mlpackage"], {**check, **compared, "predictions": "compared relative to max |logit| (fp16)"}
+    compared = compare(ref[:1] / scale, torch.as_tensor(got, dtype=torch.float32) / scale, rtol)
+    return [name], {**check, **compared, "predictions": "compared relative to max |logit|"}
 
 

@@ -149,7 +149,7 @@ class CoremlBackend(Backend):
     and ``nas lut measure`` times them on a Mac or a connected iPhone (``nas.latency.coreml``)."""
 
     name = "coreml"
-    precisions = ("fp16",)
+    precisions = ("fp16", "int8")     # int8: W8A8 packages (nas.latency.coreml.quantize)
 
     @property
     def version(self) -> str:

@@ -106,12 +106,29 @@ register_device(Device("iphone12", "coreml", dtype="float16", precision="fp16", 
                        description="iPhone 12 (A14), Core ML mlprogram fp16, compute units All; ships as an estimate "
                                    "from the calibrated cost model until a measured table is ingested"))
 
+register_device(Device("iphone12-int8", "coreml", dtype="float16", precision="int8", family="iphone12",
+                       compute_units="ALL", table_sources=(INGESTED,), package_format="coreml",
+                       description="iPhone 12 (A14), Core ML W8A8 mlprogram (int8 weights and activations, iOS 17), "
+                                   "compute units All: measured on the phone and ingested (the A14's Neural Engine "
+                                   "has no int8-int8 path, which arrived with the A17 Pro: its table says what int8 "
+                                   "costs there)"))
+
 
 def get_device(name: str) -> Device:
     """The registered device ``name``; a one-line refusal listing the known ones otherwise."""
     if name not in DEVICES:
         raise UsageError(f"unknown device {name!r}; known: {', '.join(sorted(DEVICES))}")
     return DEVICES[name]
+
+
+def precision_family(name: str) -> list[Device]:
+    """The devices of ``name``'s family (itself and its other precisions), most precise first (the order of
+    ``nas.latency.precision.PRECISIONS``): what ``nas search --precision auto`` chooses among."""
+    from nas.latency.precision import PRECISIONS
+
+    base = get_device(name).base
+    order = list(PRECISIONS)
+    return sorted((d for d in DEVICES.values() if d.base == base), key=lambda d: order.index(d.precision))
 
 
 def device_at_precision(name: str, precision: str | None) -> str:

@@ -48,12 +48,17 @@ def floor(points: Sequence[dict[str, Any]]) -> dict[str, float] | None:
 
 
 def fidelity(header: dict[str, Any], points: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
-    """The header's ``fidelity`` block, from its correction's residuals and the points; ``None`` without them."""
+    """The header's ``fidelity`` block, from its correction's residuals and the points; ``None`` without them.
+
+    Where no correction was kept (it made its own points worse), the residuals are the raw op sums' errors on the
+    points, which nothing was fitted to: held out as they stand, and what the table's predictions are, so the
+    table still says how far it holds (``uncorrected``)."""
     correction = header.get("correction") or {}
-    if correction.get("note") or not correction.get("residuals"):
+    if not correction.get("residuals"):
         return None
     out: dict[str, Any] = {"held_out": held_out(correction["residuals"]), "floor": floor(points),
-                           "date": header.get("date"), "load_1m": (header.get("load") or {}).get("load_1m")}
+                           "date": header.get("date"), "load_1m": (header.get("load") or {}).get("load_1m"),
+                           **({"uncorrected": True} if correction.get("note") else {})}
     return out if out["held_out"] else None
 
 
@@ -68,5 +73,7 @@ def words(block: dict[str, Any] | None) -> str | None:
         line += f"; the machine repeats to MAPE {f['mape']:.1f}% on {f['n']} archs timed twice"
     when = " ".join(x for x in (f"built {str(block['date'])[:16].replace('T', ' ')}" if block.get("date") else "",
                                 f"at load {block['load_1m']:.1f}" if block.get("load_1m") is not None else "") if x)
+    if block.get("uncorrected"):
+        line += "; no correction kept"
     return line + (f"; {when})" if when else ")")
 

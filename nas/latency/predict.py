@@ -132,6 +132,12 @@ class LutPredictor:
     def kind(self) -> str:
         return self.table.header["kind"]
 
+    @property
+    def precision(self) -> str:
+        """The precision the table was measured at (its header's; a table older than the field reads as its
+        device's, ``LatencyTable.load``)."""
+        return str(self.table.header["precision"])
+
     # ---------------------------------------------------------------------------------------- one arch
     def _missing_error(self, missing: list[str]) -> MissingEntriesError:
         h = self.table.header

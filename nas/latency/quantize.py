@@ -23,9 +23,13 @@ import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:
+    import torch.nn as nn
 
 # op types ONNX Runtime's QDQ quantiser can put in int8 that the nets of our spaces contain
 CANDIDATE_OP_TYPES = ("Conv", "MatMul", "Gemm", "AveragePool", "Mul", "Add", "Softmax")
@@ -217,3 +221,28 @@ def recipe_for_space(space: Any, batch: int = 1, threads: int = 1, rounds: int =
         print(f"nas: int8: {', '.join(recipe.op_types) or 'no op type'}; kept float (not faster in int8 here): "
               f"{', '.join(evidence['kept_float']) or 'none'}", file=sys.stderr)
     return {**recipe.to_dict(), "chosen_by": evidence}
+
+
+def score_against_float(int8: Any, model: nn.Module, data: str | Path, input_size: int, val_images: int,
+                        split: str = "val") -> dict[str, Any]:
+    """An int8 ONNX Runtime session and its float ``model`` on the same ``val_images`` of ``split``: top-1 of
+    each and how often they agree (what ``int8_top1`` returns; ``nas export --precision int8`` checks with it)."""
+    import torch
+
+    from nas.data import image_batches
+    from nas.errors import UsageError
+
+    model.eval()
+    correct = correct_float = agree = total = 0
+    for images, labels in image_batches(data, input_size, val_images, with_labels=True, split=split):
+        with torch.no_grad():
+            want = model(images).argmax(dim=1)
+        got = torch.as_tensor(int8.run(None, {"x": np.ascontiguousarray(images.numpy())})[0]).argmax(dim=1)
+        correct += int((got == labels).sum())
+        correct_float += int((want == labels).sum())
+        agree += int((got == want).sum())
+        total += labels.numel()
+    if total == 0:
+        raise UsageError("the validation split has no images")
+    return {"top1": 100.0 * correct / total, "float_top1": 100.0 * correct_float / total,
+            "agreement": 100.0 * agree / total, "images": total}

@@ -7,27 +7,40 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from nas.errors import UsageError
+from nas.latency.devices import get_device, precision_family
+from nas.latency.paths import default_table_path
 from nas.latency.predict import LutPredictor, estimate_notice, load_predictor
-from nas.space import Arch, SearchSpace
+from nas.space import Arch, SearchSpace, space_flag
 
 
 @dataclass
 class Budget:
     device: str
     budget_ms: float
-    predictor: LutPredictor
+    predictor: LutPredictor            # the table of --device at the precision named (or the first one found)
     guarantee: float | None = None     # --guarantee P: the upper bound at coverage P must meet the budget
+    # --precision auto: the table of each precision of the device's family that has one, most precise first
+    # (``nas.latency.precision``'s order); empty: the one precision of ``predictor``
+    by_precision: dict[str, LutPredictor] = field(default_factory=dict)
+
+    @property
+    def predictors(self) -> dict[str, LutPredictor]:
+        """Each precision the arch may ship in on this device, with its table, most precise first."""
+        return self.by_precision or {self.predictor.precision: self.predictor}
 
     @property
     def upper_factor(self) -> float:
         """upper bound / prediction at the guarantee's coverage (1 without one): the same for every arch, since
-        the table's residuals are relative (``nas.latency.correction``)."""
-        return self.predictor.upper_factor(self.guarantee) if self.guarantee is not None else 1.0
+        the table's residuals are relative (``nas.latency.correction``); under --precision auto the largest of
+        the tables' factors, so the guarantee holds whichever precision an arch ships in."""
+        if self.guarantee is None:
+            return 1.0
+        return max(p.upper_factor(self.guarantee) for p in self.predictors.values())
 
     @property
     def limit_ms(self) -> float:
@@ -35,13 +48,30 @@ class Budget:
         guarantee."""
         return self.budget_ms / self.upper_factor
 
+    def choose(self, arch: Arch) -> tuple[str, float]:
+        """The precision ``arch`` ships in on this device and its predicted latency there: the most precise one
+        whose prediction meets the budget, else the fastest (the nearest to meeting it). One precision: its own.
+
+        Why the most precise, not the most accurate by measurement: post-training quantisation costs accuracy
+        (0.2 points on average on ``tiny``, up to 1; docs/precision.md), so where float meets the budget it ships
+        in float, and each trial scores one model, not one per precision."""
+        predicted = {p: pred.predict(arch) for p, pred in self.predictors.items()}
+        for precision, ms in predicted.items():
+            if ms <= self.limit_ms:
+                return precision, ms
+        fastest = min(predicted, key=lambda p: predicted[p])
+        return fastest, predicted[fastest]
+
     def to_dict(self) -> dict[str, Any]:
         header = self.predictor.table.header
         out = {"device": self.device, "budget_ms": self.budget_ms, "table": str(self.predictor.path),
                "table_kind": self.predictor.kind, "table_fidelity": header.get("fidelity"),
-               "precision": header.get("precision", "fp32")}
-        if header.get("quantization"):
-            out["int8_op_types"] = header["quantization"]["op_types"]
+               "precision": "auto" if self.by_precision else self.predictor.precision}
+        if self.by_precision:
+            out["tables_by_precision"] = {p: str(pred.path) for p, pred in self.by_precision.items()}
+        for pred in self.predictors.values():
+            if pred.table.header.get("quantization"):
+                out["int8_op_types"] = pred.table.header["quantization"]["op_types"]
         if self.guarantee is not None:
             out.update(guarantee=self.guarantee, upper_factor=self.upper_factor, median_limit_ms=self.limit_ms,
                        interval_source=self.interval_source)
@@ -50,10 +80,14 @@ class Budget:
     @property
     def interval_source(self) -> str:
         """Where the guarantee's upper bound comes from (the table's held-out errors), in words."""
-        res = self.predictor.residuals
-        if self.guarantee is None or not res:
+        if self.guarantee is None:
             return "none (no residuals)"
-        return str(res.describe(self.guarantee, two_sided=False))
+        worst = max(self.predictors.values(), key=lambda p: p.upper_factor(self.guarantee))  # type: ignore[arg-type]
+        res = worst.residuals
+        if not res:
+            return "none (no residuals)"
+        described = str(res.describe(self.guarantee, two_sided=False))
+        return f"{worst.precision} table: {described}" if self.by_precision else described
 
 
 SIZE_LIMITS = {"params_m": ("--max-params", "M parameters"), "gmacs": ("--max-macs", "GMACs")}
@@ -70,7 +104,10 @@ class Budgets:
     @classmethod
     def load(cls, space: SearchSpace, budget_ms: Sequence[float], devices: Sequence[str],
              luts: dict[str, str] | None = None, max_params_m: float | None = None,
-             max_gmacs: float | None = None, guarantee: float | None = None) -> Budgets:
+             max_gmacs: float | None = None, guarantee: float | None = None, auto: bool = False) -> Budgets:
+        """The budgets of ``nas search``; ``auto`` (``--precision auto``): each device's budget may be met at any
+        precision of its family that has a table here (``Budget.choose``), each precision's table from ``luts``
+        under its own device name or the default one."""
         if not budget_ms or len(budget_ms) != len(devices):
             raise UsageError(f"give one --device per --budget-ms (got {len(budget_ms)} budgets and {len(devices)} "
                              "devices), e.g. --budget-ms 1.6 --device iphone12 --budget-ms 40 --device cpu")
@@ -87,18 +124,28 @@ class Budgets:
         if guarantee is not None and not 0.5 <= guarantee < 1:
             raise UsageError(f"--guarantee {guarantee}: expected a coverage in [0.5, 1), e.g. 0.9")
         luts = luts or {}
-        unknown = sorted(set(luts) - set(devices))
+        if auto:      # a budget is on the family (--device onnxruntime-int8 --precision auto is onnxruntime's)
+            devices = [get_device(d).base for d in devices]
+            if len(set(devices)) != len(devices):
+                raise UsageError(f"--device {', '.join(devices)}: under --precision auto a family appears twice "
+                                 "(one budget per device family)")
+        accepted = [name for device in devices
+                    for name in ([d.name for d in precision_family(device)] if auto else [device])]
+        unknown = sorted(set(luts) - set(accepted))
         if unknown:
             raise UsageError(f"--lut {unknown[0]}=...: no budget for device {unknown[0]!r}; "
-                             f"expected one of {', '.join(devices)}")
+                             f"expected one of {', '.join(accepted)}")
         items = []
         for ms, device in zip(budget_ms, devices):
-            predictor = load_predictor(device, space, luts.get(device))
-            if guarantee is not None and predictor.residuals is None:
-                raise UsageError(f"--guarantee {guarantee}: the {device} table {predictor.path} has no end-to-end "
-                                 f"points to bound its error; accepted: a table with calibration points (nas lut "
-                                 f"build, or nas lut check --device {device} --refit)")
-            items.append(Budget(device, float(ms), predictor, guarantee))
+            found = _tables_by_precision(device, space, luts) if auto else {}
+            predictor = next(iter(found.values())) if auto else load_predictor(device, space, luts.get(device))
+            for pred in (found or {"": predictor}).values():
+                if guarantee is not None and pred.residuals is None:
+                    raise UsageError(f"--guarantee {guarantee}: the {pred.table.header['device']} table {pred.path} "
+                                     f"has no end-to-end points to bound its error; accepted: a table with "
+                                     f"calibration points (nas lut build, or nas lut check --device "
+                                     f"{pred.table.header['device']} --refit)")
+            items.append(Budget(device, float(ms), predictor, guarantee, found))
         return cls(items, {"params_m": max_params_m, "gmacs": max_gmacs}, space)
 
     @property
@@ -110,9 +157,18 @@ class Budgets:
     def guarantee(self) -> float | None:
         return self.items[0].guarantee if self.items else None
 
+    @property
+    def auto(self) -> bool:
+        """Whether each arch's precision is chosen per device (``--precision auto``)."""
+        return any(b.by_precision for b in self.items)
+
     def latencies(self, arch: Arch) -> dict[str, float]:
-        """Predicted (median) latency per device."""
-        return {b.device: b.predictor.predict(arch) for b in self.items}
+        """Predicted (median) latency per device, at the precision ``arch`` ships in there."""
+        return {b.device: b.choose(arch)[1] for b in self.items}
+
+    def precisions(self, arch: Arch) -> dict[str, str]:
+        """The precision ``arch`` ships in on each device (``Budget.choose``; one per device without auto)."""
+        return {b.device: b.choose(arch)[0] for b in self.items}
 
     def upper_bounds(self, latencies: dict[str, float]) -> dict[str, float]:
         """The upper bounds a guarantee holds, from the predictions (``latencies`` itself without a guarantee)."""
@@ -163,7 +219,7 @@ class Budgets:
     def fastest(self, space: SearchSpace) -> dict[str, float]:
         """The lowest latency any arch of the space reaches on each device."""
         candidates = self.fastest_candidates(space)
-        return {b.device: min(b.predictor.predict(a) for a in candidates) for b in self.items}
+        return {b.device: min(p.predict(a) for a in candidates for p in b.predictors.values()) for b in self.items}
 
     def feasible_seed(self, space: SearchSpace) -> Arch | None:
         """A fastest-candidate arch that meets every budget (searches start from it, so one trial is feasible)."""
@@ -200,8 +256,8 @@ class Budgets:
     def int8_recipe(self) -> dict[str, Any] | None:
         """The int8 recipe of the budgets' int8 tables (what an accuracy objective quantises by), or None when no
         budget is int8; two int8 tables with different recipes are refused (one model ships, one graph)."""
-        recipes = {json.dumps(q, sort_keys=True): q for b in self.items
-                   if (q := b.predictor.table.header.get("quantization")) is not None}
+        recipes = {json.dumps(q, sort_keys=True): q for b in self.items for p in b.predictors.values()
+                   if (q := p.table.header.get("quantization")) is not None}
         if len(recipes) > 1:
             raise UsageError("the int8 budgets' tables were measured with different recipes (op types in int8: "
                              + "; ".join(",".join(q["op_types"]) for q in recipes.values())
@@ -209,7 +265,14 @@ class Budgets:
         return next(iter(recipes.values()), None)
 
     def notices(self) -> list[str]:
-        return [n for b in self.items if (n := estimate_notice(b.predictor))]
+        out = [n for b in self.items for p in b.predictors.values() if (n := estimate_notice(p))]
+        for b in self.items:
+            if b.by_precision and len(b.by_precision) < len(precision_family(b.device)):
+                absent = [d for d in precision_family(b.device) if d.precision not in b.by_precision]
+                out.append(f"nas: note: --precision auto on {b.device}: no table here at "
+                           + ", ".join(f"{d.precision} (nas lut build --device {d.name} adds it)" for d in absent)
+                           + f"; choosing among {', '.join(b.by_precision)}")
+        return out
 
     def describe(self) -> str:
         sure = f" at {self.guarantee:.0%} coverage" if self.guarantee is not None else ""
@@ -220,13 +283,34 @@ class Budgets:
         """sha256 of each device's latency table: a resume priced by another table is another study."""
         import hashlib
 
-        return {b.device: hashlib.sha256(Path(b.predictor.path).read_bytes()).hexdigest()[:16]
-                if b.predictor.path else "built-in" for b in self.items}
+        def digest(p: LutPredictor) -> str:
+            return hashlib.sha256(Path(p.path).read_bytes()).hexdigest()[:16] if p.path else "built-in"
+
+        return {(f"{b.device}@{precision}" if b.by_precision else b.device): digest(p)
+                for b in self.items for precision, p in b.predictors.items()}
 
     def config(self) -> list[list[Any]]:
         """What a resumed search must match: each budget, then each size limit."""
         out = [[b.device, b.budget_ms] for b in self.items] + [[k, v] for k, v in self.size_limits.items()]
-        return out + ([["guarantee", self.guarantee]] if self.guarantee is not None else [])
+        out += [["guarantee", self.guarantee]] if self.guarantee is not None else []
+        return out + ([["precision", "auto"]] if self.auto else [])
+
+
+def _tables_by_precision(device: str, space: SearchSpace, luts: dict[str, str]) -> dict[str, LutPredictor]:
+    """Under --precision auto: the table of each precision of ``device``'s family that has one (a --lut for it,
+    else its default table), most precise first; a family with no table at all is refused in one line."""
+    found: dict[str, LutPredictor] = {}
+    missing = []
+    for member in precision_family(device):
+        if member.name in luts or default_table_path(member.name, space.name).exists():
+            found[member.precision] = load_predictor(member.name, space, luts.get(member.name))
+        else:
+            missing.append(member)
+    if not found:
+        raise UsageError(f"--precision auto on {device}: no latency table at any precision of it "
+                         f"({', '.join(f'{m.precision} ({m.name})' for m in missing)}); build one with: nas lut "
+                         f"build --device {device}{space_flag(space.name)}")
+    return found
 
 
 def parse_luts(values: Sequence[str] | None) -> dict[str, str]:

@@ -15,7 +15,15 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from nas.latency.quantize import CALIBRATION_IMAGES, CALIBRATION_SEED, Int8Recipe, onnx_bytes, quantize_onnx, session
+from nas.latency.quantize import (
+    CALIBRATION_IMAGES,
+    CALIBRATION_SEED,
+    Int8Recipe,
+    onnx_bytes,
+    quantize_onnx,
+    score_against_float,
+    session,
+)
 
 
 @torch.no_grad()
@@ -24,7 +32,6 @@ def int8_top1(model: nn.Module, data: str | Path, input_size: int, recipe: Int8R
     """``{"top1": int8 top-1 %, "float_top1": float top-1 % on the same images, "agreement": % of images whose
     int8 and float top-1 agree, "images": n}``."""
     from nas.data import image_batches
-    from nas.errors import UsageError
     from supernet.batchnorm import recalibrate_batchnorm
 
     recalibrate_batchnorm(model, image_batches(data, input_size, bn_images, seed=1, split="train"))
@@ -33,15 +40,4 @@ def int8_top1(model: nn.Module, data: str | Path, input_size: int, recipe: Int8R
     feeds = [{"x": np.ascontiguousarray(images.numpy())}
              for images in image_batches(data, input_size, calibration_images, seed=CALIBRATION_SEED, split="train")]
     int8 = session(quantize_onnx(onnx_bytes(model, x, dynamic_batch=True), recipe, feeds), threads=1)
-    correct = correct_float = agree = total = 0
-    for images, labels in image_batches(data, input_size, val_images, with_labels=True, split=split):
-        got = torch.as_tensor(int8.run(None, {"x": np.ascontiguousarray(images.numpy())})[0]).argmax(dim=1)
-        want = model(images).argmax(dim=1)
-        correct += int((got == labels).sum())
-        correct_float += int((want == labels).sum())
-        agree += int((got == want).sum())
-        total += labels.numel()
-    if total == 0:
-        raise UsageError("the validation split has no images")
-    return {"top1": 100.0 * correct / total, "float_top1": 100.0 * correct_float / total,
-            "agreement": 100.0 * agree / total, "images": total}
+    return score_against_float(int8, model, data, input_size, val_images, split)

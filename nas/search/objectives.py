@@ -22,6 +22,7 @@ there. A new objective is one module plus one ``register_objective`` line below.
 from __future__ import annotations
 
 import abc
+import copy
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -126,13 +127,15 @@ class SupernetAccuracy(Objective):
     def at_precision(self, precision: str, recipe: dict[str, Any] | None) -> SupernetAccuracy:
         """Scored as the model ships: at int8, after post-training quantisation by ``recipe`` (the int8 table's,
         so accuracy and latency are of one graph; ``nas.search.int8_accuracy``); float precisions as they are."""
-        if precision == "int8":
-            assert recipe is not None
-            self.int8_recipe = dict(recipe)
-            self.name = f"{self.name}_int8"
-            self.label += (", after int8 post-training quantisation (ONNX Runtime, int8 "
-                           f"{', '.join(recipe['op_types']) or 'nothing'}; ranges from training images)")
-        return self
+        if precision != "int8":
+            return self
+        assert recipe is not None
+        scored = copy.copy(self)         # a new objective: the float one stays as it is (--precision auto has both)
+        scored.int8_recipe = dict(recipe)
+        scored.name = f"{self.name}_int8"
+        scored.label = (f"{self.label}, after int8 post-training quantisation (ONNX Runtime, int8 "
+                        f"{', '.join(recipe['op_types']) or 'nothing'}; ranges from training images)")
+        return scored
 
     def __call__(self, arch: Arch) -> float:
         from supernet.checkpoint import load_supernet

@@ -220,6 +220,9 @@ def _describe_trial(trial: optuna.Trial, arch: Any, budgets: Budgets, objective:
     for key, value in sizes.items():
         trial.set_user_attr(key, value)
     trial.set_user_attr("feasible", feasible)
+    if budgets.auto:        # --precision auto: what the arch ships in, sortable in optuna-dashboard like latency
+        for device, precision in budgets.precisions(arch).items():
+            trial.set_user_attr(f"precision_{device}", precision)
     trial.set_user_attr("eval", {"arch": arch.to_dict(), "latency_ms": latencies, "feasible": feasible,
                                  "details": {**objective.details(arch), **sizes}})
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import csv
 import io
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -97,17 +97,21 @@ def pareto_front_nd(records: Sequence[TrialRecord], device: str) -> list[TrialRe
     return sorted(front, key=lambda r: (r.latency_ms[device], -r.objective))
 
 
-def write_trials_csv(path: Path, records: Sequence[TrialRecord], devices: Sequence[str]) -> None:
+def write_trials_csv(path: Path, records: Sequence[TrialRecord], devices: Sequence[str],
+                     precisions: Callable[[Arch], dict[str, str]] | None = None) -> None:
+    """One row per record; ``precisions`` (--precision auto) adds the precision each arch ships in per device."""
     detail_keys = sorted({k for r in records for k in r.details})
     buffer = io.StringIO()
     writer = csv.writer(buffer)
     extra = ["action"] if any(r.action is not None for r in records) else []
     writer.writerow(["number", *extra, "objective", *[f"latency_ms_{d}" for d in devices], "feasible",
-                     *detail_keys, "worker_pid", "arch"])
+                     *detail_keys, *([f"precision_{d}" for d in devices] if precisions else []), "worker_pid",
+                     "arch"])
     for r in records:
         writer.writerow([r.number, *[r.action or "" for _ in extra], f"{r.objective:.6g}",
                          *[f"{r.latency_ms[d]:.4f}" for d in devices], int(r.feasible),
                          *[f"{r.details.get(k, float('nan')):.6g}" for k in detail_keys],
+                         *(precisions(r.arch)[d] for d in devices if precisions),
                          r.worker_pid or "", json.dumps(r.arch.to_dict(), separators=(",", ":"))])
     with atomic_output(path) as staging:
         staging.write_text(buffer.getvalue())

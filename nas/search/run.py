@@ -51,7 +51,8 @@ class SearchRequest:
         given = strategy.given_run_name(self.settings)
         if given:
             return given
-        budgets = "_".join([f"{b.device}-{b.budget_ms:g}ms" for b in self.budgets.items]
+        budgets = "_".join([f"{b.device}{'-auto' if b.by_precision else ''}-{b.budget_ms:g}ms"
+                            for b in self.budgets.items]
                            + [f"{k}-{v:g}" for k, v in self.budgets.size_limits.items()]
                            + ([f"p{self.budgets.guarantee:g}"] if self.budgets.guarantee is not None else []))
         method = strategy.run_label(self.settings)
@@ -83,6 +84,7 @@ class SearchResult:
                      "objective": best.objective, "objective_name": req.objective.name,
                      "objective_label": req.objective.label, "objective_is_accuracy": req.objective.is_accuracy,
                      "trial": best.number, **({"details": best.details} if best.details else {}),
+                     "precisions": req.budgets.precisions(best.arch),
                      **({"measured_ms": best.measured_ms} if best.measured_ms is not None else {}),
                      **({"guarantee": req.budgets.guarantee,
                          "latency_upper_ms": req.budgets.upper_bounds(best.latency_ms)}
@@ -192,7 +194,8 @@ def _write_run_dir(result: SearchResult) -> None:
     """best_arch.json, trials.csv, pareto.json and pareto.png."""
     req, out, primary = result.request, result.out, result.request.budgets.primary.device
     write_json_atomic(out / "best_arch.json", result.best.arch.to_dict())
-    write_trials_csv(out / "trials.csv", result.records, [b.device for b in req.budgets.items])
+    write_trials_csv(out / "trials.csv", result.records, [b.device for b in req.budgets.items],
+                     req.budgets.precisions if req.budgets.auto else None)
     pareto: dict[str, Any] = {"objective": req.objective.name, "device": primary,
                               "front": [r.to_dict() for r in result.front]}
     if all("params_m" in r.details for r in result.records):   # sizes known: the objective-latency-size front too

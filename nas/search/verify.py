@@ -68,11 +68,12 @@ def verify_winner(records: Sequence[TrialRecord], space: SearchSpace, budgets: B
             break
         seen.add(key)
         arch = record.arch
-        measured = {b.device: measure_arch(get_device(b.device), arch, space,       # int8: as its table priced
-                                           recipe=b.predictor.table.header.get("quantization")).median_ms
-                    for b in local}
+        tables = {b.device: b.predictors[b.choose(arch)[0]] for b in local}   # at the precision it ships in
+        measured = {b.device: measure_arch(get_device(tables[b.device].table.header["device"]), arch, space,
+                                           recipe=tables[b.device].table.header.get("quantization")).median_ms
+                    for b in local}     # int8: quantised as its table priced it
         for b in local:
-            _keep(b.predictor, make_point(arch, measured[b.device], "verify", session))
+            _keep(tables[b.device], make_point(arch, measured[b.device], "verify", session))
         ok = all(measured[b.device] <= b.budget_ms for b in local)
         checked.append(CheckedCandidate(record.number, record.objective,
                                         {b.device: record.latency_ms[b.device] for b in local}, measured, ok))

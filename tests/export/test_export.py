@@ -67,8 +67,9 @@ def cli_export(tmp_path_factory, tiny_hybrid, hybrid_ckpt):
 
 
 # every format at its model's own precision: what `nas export` writes by default; a format at another precision
-# (onnx-int8) follows a device's table and is tested with one (tests/latency/test_precision.py)
-OWN_PRECISION = [f for f, record in FORMATS.items() if not record.family]
+# (onnx-int8) follows a device's table and is tested with one (tests/latency/test_precision.py); Core ML's W8 and
+# W8A8 forms are tested below
+OWN_PRECISION = [f for f, record in FORMATS.items() if not record.family and record.by_default]
 
 
 @pytest.mark.parametrize("fmt", OWN_PRECISION)
@@ -404,10 +405,28 @@ def test_default_formats_are_those_whose_extras_are_installed(monkeypatch):
     from nas.export.formats import default_formats
 
     assert default_formats() == (OWN_PRECISION, "")        # the test install has every extra
-    assert default_formats("int8") == (["onnx-int8"], "")
+    assert default_formats("int8") == (["onnx-int8", "coreml-int8"], "")
     monkeypatch.setitem(sys.modules, "coremltools", None)    # as if the coreml extra were not installed
     formats, note = default_formats()
     assert formats == ["pt", "timm", "torchscript", "onnx"]
     assert note == "not writing coreml (not installed); pip install 'vit-latency-nas[coreml]' adds them"
     with pytest.raises(UsageError, match=r"--format coreml needs coremltools: pip install 'vit-latency-nas\[coreml\]'"):
         require_packages(["pt", "coreml"])
+
+
+def test_coreml_w8_and_w8a8_are_converted_reloaded_and_quantised(tmp_path, tiny):
+    """``coreml-int8`` (W8A8: activation quantize ops, iOS 17) and ``coreml-w8`` (int8 weights, fp16 compute),
+    made by coremltools.optimize here, saved, reloaded from disk and checked (predictions need macOS)."""
+    sub = build_subnet(tiny.preset("small"))
+    randomize_(sub.model, seed=1)
+    report = export_subnet(sub, tmp_path / "x", ["coreml-int8", "coreml-w8"], progress=False)
+    assert report["ok"], report["checks"]
+    w8a8, w8 = report["checks"]["coreml-int8"], report["checks"]["coreml-w8"]
+    assert w8a8["spec_version"] >= 8 and w8a8["quantize_ops"] > 0 and w8a8["outputs"] == [OUTPUT_NAME]
+    assert w8a8["calibrated_on"].startswith("the check input")          # no --data: said so
+    assert w8["spec_version"] >= 7 and w8["int8_weight_tensors"] > 0
+    assert (tmp_path / "x" / "model.int8.mlpackage" / "Manifest.json").is_file()
+    assert (tmp_path / "x" / "model.w8.mlpackage" / "Manifest.json").is_file()
+    card = (tmp_path / "x" / "README.md").read_text()
+    assert "| coreml-int8 |" in card and "ct.models.MLModel('model.int8.mlpackage')" in card
+    assert "ct.models.MLModel('model.w8.mlpackage')" in card

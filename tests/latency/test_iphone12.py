@@ -356,3 +356,27 @@ def test_bad_input_is_one_line_exit_2():
         assert result.returncode == 2, (args, result.stderr)
         assert message in result.stderr and "Traceback" not in result.stderr
         assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+
+
+def test_an_int8_iphone_package_is_w8a8_and_its_manifest_says_so(tiny, tmp_path):
+    """``iphone12-int8``: each op's package is W8A8 (activation quantize ops, iOS 17), made here by
+    coremltools.optimize, to be timed on the phone and ingested like the fp16 ones."""
+    import coremltools as ct
+
+    from nas.latency.coreml.package import describe, write_package
+    from nas.latency.coreml.quantize import op_counts
+    from nas.latency.devices import get_device
+    from nas.latency.ops import Op
+
+    device = get_device("iphone12-int8")
+    assert (device.precision, device.family, device.table_sources) == ("int8", "iphone12", ("ingested",))
+    op = next(o for o in space_ops(tiny) if o.kind == "mb3d")
+    module, x = Op.from_key(op.key).build(1)
+    write_package(module, x, device, tmp_path / "op.mlpackage")
+    reloaded = ct.models.MLModel(str(tmp_path / "op.mlpackage"), skip_model_load=True)
+    assert reloaded.get_spec().specificationVersion >= 8          # iOS 17
+    assert [i.name for i in reloaded.get_spec().description.input] == ["x"]
+    assert op_counts(reloaded).get("quantize", 0) > 0
+    header = describe(device)
+    assert header["precision"] == "int8 (W8A8)" and header["minimum_deployment_target"] == "iOS17"
+    assert describe(get_device("iphone12"))["precision"] == "float16"

@@ -183,17 +183,27 @@ def test_a_hand_edited_recipe_is_seen(conv_int8_dir, tmp_path):
 def test_export_at_int8_writes_the_qdq_model_the_table_priced(conv_int8_dir, tmp_path):
     env = {**os.environ, "NAS_LUT_DIR": str(conv_int8_dir)}
     proc = subprocess.run([sys.executable, "-m", "nas", "export", "small", "--space", "tiny", "--precision", "int8",
-                           "--out", str(tmp_path / "x"), "--json", "--no-progress"], capture_output=True, text=True,
-                          env=env)
+                           "--data", "builtin:digits", "--bn-images", "64", "--out", str(tmp_path / "x"), "--json",
+                           "--no-progress"], capture_output=True, text=True, env=env)
     assert proc.returncode == 0, proc.stderr
     report = json.loads(proc.stdout)
-    assert report["formats"] == ["onnx-int8"] and report["files"]["onnx-int8"] == ["model.int8.onnx"]
+    assert report["formats"] == ["onnx-int8", "coreml-int8"]       # every int8 format installed
+    assert report["files"]["onnx-int8"] == ["model.int8.onnx"]
     check = report["checks"]["onnx-int8"]
     assert check["ok"] and check["int8_op_types"] == ["Conv", "MatMul"] and 0 <= check["top1_agreement_pct"] <= 100
+    assert check["calibrated_on"] == "64 training images of builtin:digits"
+    validation = check["validation"]          # int8 against float on validation images, not only the check input
+    assert validation["images"] > 0 and 0 <= validation["agreement"] <= 100 and 0 <= validation["top1"] <= 100
+    latency = check["latency"]                # the written model timed here, beside the table's interval
+    low, high = latency["interval_ms"]
+    assert latency["measured_ms"] > 0 and low <= latency["predicted_ms"] <= high
+    assert latency["inside_interval"] == (low <= latency["measured_ms"] <= high)
+    assert report["checks"]["coreml-int8"]["ok"] and report["checks"]["coreml-int8"]["quantize_ops"] > 0
     import onnx
 
     card = (tmp_path / "x" / "README.md").read_text()
     assert "| onnx-int8 |" in card and "int8 Conv, MatMul; top-1 agrees with float" in card
+    assert "validation images top-1" in card and "measured here" in card
     assert "session = ort.InferenceSession('model.int8.onnx')" in card
     ops = {n.op_type for n in onnx.load(str(tmp_path / "x" / "model.int8.onnx")).graph.node}
     assert {"QuantizeLinear", "DequantizeLinear", "Conv", "AveragePool"} <= ops
@@ -202,7 +212,7 @@ def test_export_at_int8_writes_the_qdq_model_the_table_priced(conv_int8_dir, tmp
                            "--precision", "int8", "--out", str(tmp_path / "y")], capture_output=True, text=True,
                           env=env)
     assert proc.returncode == 2 and proc.stderr.strip() == \
-        "nas: error: --format pt has no int8 form; formats at int8: onnx-int8 (int8)"
+        "nas: error: --format pt has no int8 form; formats at int8: onnx-int8 (int8), coreml-int8 (int8)"
     proc = subprocess.run([sys.executable, "-m", "nas", "export", "small", "--space", "tiny", "--precision", "int8",
                            "--out", str(tmp_path / "z")], capture_output=True, text=True,
                           env={**os.environ, "NAS_LUT_DIR": str(tmp_path / "none")})
@@ -283,3 +293,126 @@ def test_nas_devices_shows_each_devices_precision():
     rows = {r["device"]: r for r in json.loads(proc.stdout)["devices"]}
     assert (rows["onnxruntime"]["precision"], rows["onnxruntime-int8"]["precision"], rows["cuda-fp16"]["precision"],
             rows["iphone12"]["precision"]) == ("fp32", "int8", "fp16", "fp16")
+
+
+# --------------------------------------------------------------------------------------------- --precision auto
+@pytest.fixture(scope="module")
+def auto_dir(conv_int8_dir, tmp_path_factory):
+    """A table folder with the tiny int8 table and an fp32 one that prices every op (and its end-to-end points)
+    at twice the int8 figure: where float meets a budget it is the choice, and int8 makes room for larger archs."""
+    folder = tmp_path_factory.mktemp("auto")
+    int8 = LatencyTable.load(conv_int8_dir / "onnxruntime-int8-tiny.json")
+    int8.save(folder / "onnxruntime-int8-tiny.json")
+    fp32 = LatencyTable.load(conv_int8_dir / "onnxruntime-int8-tiny.json")
+    fp32.header.update(device="onnxruntime", precision="fp32")
+    del fp32.header["quantization"]
+    for entry in fp32.entries.values():
+        for key in ("median_ms", "p10_ms", "p90_ms"):
+            entry[key] *= 2
+    for point in fp32.calibration:
+        point["measured_ms"] *= 2
+    if fp32.header.get("correction"):
+        fp32.header["correction"]["offset_ms"] *= 2
+    fp32.save(folder / "onnxruntime-tiny.json")
+    return folder
+
+
+def test_auto_ships_each_arch_at_the_most_precise_precision_that_meets_the_budget(auto_dir, tiny):
+    from nas.search.budgets import Budgets
+
+    luts = {"onnxruntime": str(auto_dir / "onnxruntime-tiny.json"),
+            "onnxruntime-int8": str(auto_dir / "onnxruntime-int8-tiny.json")}
+    small, large = tiny.preset("small"), tiny.largest()
+    probe = Budgets.load(tiny, [1e6], ["onnxruntime"], luts, auto=True).items[0]
+    fp32_ms = {a: probe.predictors["fp32"].predict(a) for a in [small, large]}
+    int8_ms = {a: probe.predictors["int8"].predict(a) for a in [small, large]}
+    assert list(probe.predictors) == ["fp32", "int8"] and all(int8_ms[a] < fp32_ms[a] for a in int8_ms)
+    # a budget float meets for the small arch, and only int8 for the large one
+    budget = (max(fp32_ms[small], int8_ms[large]) + fp32_ms[large]) / 2
+    assert fp32_ms[small] < budget < fp32_ms[large] and int8_ms[large] < budget
+    budgets = Budgets.load(tiny, [budget], ["onnxruntime"], luts, auto=True)
+    assert budgets.precisions(small) == {"onnxruntime": "fp32"}
+    assert budgets.latencies(small) == {"onnxruntime": pytest.approx(fp32_ms[small])}
+    assert budgets.precisions(large) == {"onnxruntime": "int8"}
+    assert budgets.feasible(budgets.latencies(large))
+    # nothing meets it: the fastest precision, infeasible
+    tight = Budgets.load(tiny, [int8_ms[large] / 2], ["onnxruntime"], luts, auto=True)
+    assert tight.precisions(large) == {"onnxruntime": "int8"} and not tight.feasible(tight.latencies(large))
+    # without auto, one precision: the named device's
+    fixed = Budgets.load(tiny, [budget], ["onnxruntime"], {"onnxruntime": luts["onnxruntime"]})
+    assert fixed.precisions(large) == {"onnxruntime": "fp32"} and not fixed.feasible(fixed.latencies(large))
+    assert budgets.config() != fixed.config()          # a resume with another precision mode is another study
+
+
+def test_auto_keeps_a_proxy_and_scores_an_accuracy_as_each_arch_ships(auto_dir, tiny, tmp_path):
+    from nas.search.auto_precision import ScoredAtChosenPrecision, objective_as_shipped
+    from nas.search.budgets import Budgets
+    from nas.search.objectives import CapacityProxy, SupernetAccuracy
+
+    luts = {"onnxruntime": str(auto_dir / "onnxruntime-tiny.json"),
+            "onnxruntime-int8": str(auto_dir / "onnxruntime-int8-tiny.json")}
+    budgets = Budgets.load(tiny, [1e6], ["onnxruntime"], luts, auto=True)
+    proxy = CapacityProxy(tiny)
+    assert objective_as_shipped(proxy, budgets) is proxy       # the same at every precision
+    accuracy = SupernetAccuracy(tmp_path / "supernet.pt", "builtin:digits")
+    scored = objective_as_shipped(accuracy, budgets)
+    assert isinstance(scored, ScoredAtChosenPrecision)
+    assert scored.name == "supernet_top1_auto" and scored.by_precision["fp32"] is accuracy
+    assert scored.by_precision["int8"].name == "supernet_top1_int8" and accuracy.int8_recipe is None
+    assert scored.by_precision["int8"].int8_recipe["op_types"] == ["Conv", "MatMul"]   # type: ignore[attr-defined]
+    assert scored.shipped_precision(tiny.preset("small")) == "fp32"      # a budget everything meets in float
+
+
+def test_search_with_auto_precision_records_each_trials_precision(auto_dir, tiny, tmp_path):
+    """The search meets the budget at whichever precision each arch ships in: run.json, trials.csv, the summary,
+    the model card and the export's note say which. The budget here is below float's fastest arch, so every
+    feasible trial ships in int8 (which precision wins where both fit is the unit test above)."""
+    import csv
+
+    from nas.search.budgets import Budgets
+
+    fp32, int8 = auto_dir / "onnxruntime-tiny.json", auto_dir / "onnxruntime-int8-tiny.json"
+    luts = {"onnxruntime": str(fp32), "onnxruntime-int8": str(int8)}
+    probe = Budgets.load(tiny, [1e6], ["onnxruntime"], luts, auto=True)
+    fastest_int8 = min(probe.items[0].predictors["int8"].predict(a) for a in probe.fastest_candidates(tiny))
+    budget = 1.5 * fastest_int8           # float (2x int8 here) meets it with no arch
+    env = {**os.environ, "NAS_LUT_DIR": str(auto_dir)}
+    proc = subprocess.run([sys.executable, "-m", "nas", "search", "--space", "tiny", "--budget-ms", f"{budget:.4f}",
+                           "--device", "onnxruntime", "--precision", "auto", "--trials", "12",
+                           "--out", str(tmp_path / "run"), "--export", "none", "--no-progress"],
+                          capture_output=True, text=True, env=env)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "ships in int8 (--precision auto, of fp32, int8)" in proc.stdout
+    assert f"nas export {tmp_path / 'run'} --precision int8 --data DIR" in proc.stdout
+    run = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert run["budgets"][0]["precision"] == "auto" and run["best"]["precisions"] == {"onnxruntime": "int8"}
+    assert set(run["budgets"][0]["tables_by_precision"]) == {"fp32", "int8"}
+    with open(tmp_path / "run" / "trials.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 12 and {r["precision_onnxruntime"] for r in rows} == {"int8"}
+    budgets = Budgets.load(tiny, [budget], ["onnxruntime"], luts, auto=True)
+    for row in rows:          # each trial priced at its own precision, as Budget.choose gives it
+        arch = tiny.arch_from_dict(json.loads(row["arch"]))
+        assert float(row["latency_ms_onnxruntime"]) == pytest.approx(budgets.latencies(arch)["onnxruntime"],
+                                                                     rel=1e-3)
+        assert int(row["feasible"]) == budgets.feasible(budgets.latencies(arch))
+    assert run["best"]["latency_ms"] <= budget
+    # the export of the run says what it ships in, on the command line and in the model card
+    proc = subprocess.run([sys.executable, "-m", "nas", "export", str(tmp_path / "run"), "--format", "pt", "--out",
+                           str(tmp_path / "x"), "--no-progress"], capture_output=True, text=True, env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert "the run's winner ships in int8 on onnxruntime (chosen with the arch: --precision auto)" in proc.stderr
+    assert "int8 on onnxruntime (chosen with the arch: --precision auto)" in (tmp_path / "x" / "README.md").read_text()
+
+
+def test_auto_precision_without_tables_is_one_line(tmp_path):
+    env = {**os.environ, "NAS_LUT_DIR": str(tmp_path / "none")}
+    proc = subprocess.run([sys.executable, "-m", "nas", "search", "--space", "tiny", "--budget-ms", "10",
+                           "--device", "onnxruntime", "--precision", "auto", "--out", str(tmp_path / "run")],
+                          capture_output=True, text=True, env=env)
+    assert proc.returncode == 2 and proc.stderr.strip() == (
+        "nas: error: --precision auto on onnxruntime: no latency table at any precision of it (fp32 (onnxruntime), "
+        "int8 (onnxruntime-int8)); build one with: nas lut build --device onnxruntime --space tiny")
+    assert not (tmp_path / "run").exists()
+    proc = run_nas("predict", "--device", "onnxruntime", "--precision", "auto", "--arch", "l1")
+    assert proc.returncode == 2 and "--precision: invalid choice: 'auto'" in proc.stderr

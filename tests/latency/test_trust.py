@@ -251,7 +251,10 @@ def test_fidelity_turns_leave_one_out_residuals_into_prediction_errors():
               "load": {"load_1m": 0.2}}
     line = words(fidelity(header, [two]))
     assert line is not None and "within ±" in line and "3 held-out archs" in line and "load 0.2" in line
-    assert fidelity({"correction": {"residuals": [0.1, 0.2], "note": "no correction kept"}}, []) is None
+    # no correction kept: the raw sums' errors, which nothing was fitted to, and the line says so
+    uncorrected = fidelity({"correction": {"residuals": [0.1, 0.2], "note": "no correction kept"}}, [])
+    assert uncorrected is not None and uncorrected["uncorrected"] and "no correction kept" in str(words(uncorrected))
+    assert fidelity({"correction": {"residuals": [0.1]}}, []) is None        # one point is no error estimate
 
 
 def test_a_two_round_build_takes_its_floor_from_every_point(built):
