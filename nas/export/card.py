@@ -186,6 +186,11 @@ def _check_text(check: dict[str, Any]) -> str:
         verdict += (f": int8 {', '.join(check['int8_op_types']) or 'nothing'}; top-1 agrees with float on "
                     f"{check['top1_agreement_pct']:.0f}% of the check input, max diff {check['max_abs_diff_rel']:.1%} "
                     f"of the logits' range; ranges from {check['calibrated_on']}")
+    if "quantize_ops" in check:             # Core ML W8A8: what was quantised, and on which images
+        verdict += (f"; W8A8: {check['quantize_ops']} activation quantize ops, ranges from "
+                    f"{check['calibrated_on']}")
+    if "int8_weight_tensors" in check:      # Core ML W8
+        verdict += f"; W8: {check['int8_weight_tensors']} weight tensors in int8, fp16 compute"
     if "validation" in check:
         v = check["validation"]
         verdict += (f"; on {v['images']} validation images top-1 {v['top1']:.1f}% (float {v['float_top1']:.1f}%), "

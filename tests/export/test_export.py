@@ -429,4 +429,6 @@ def test_coreml_w8_and_w8a8_are_converted_reloaded_and_quantised(tmp_path, tiny)
     assert (tmp_path / "x" / "model.w8.mlpackage" / "Manifest.json").is_file()
     card = (tmp_path / "x" / "README.md").read_text()
     assert "| coreml-int8 |" in card and "ct.models.MLModel('model.int8.mlpackage')" in card
+    assert f"W8A8: {w8a8['quantize_ops']} activation quantize ops, ranges from the check input" in card
+    assert f"W8: {w8['int8_weight_tensors']} weight tensors in int8" in card
     assert "ct.models.MLModel('model.w8.mlpackage')" in card
