@@ -133,24 +133,14 @@ def _int8_latency(path: Path, one: torch.Tensor, sub: Subnet) -> dict[str, Any]:
     """The written int8 model timed here (ONNX Runtime, the ``onnxruntime-int8`` device's threads and timing
     policy), beside its table's prediction and 90% interval for the arch: does the model ship at the latency the
     search priced?"""
-    import time
-
-    import numpy as np
-
+    from nas.latency.backends import OnnxRuntimeBackend
     from nas.latency.devices import get_device
     from nas.latency.predict import load_predictor
-    from nas.latency.quantize import session
-    from nas.latency.timing import time_until_stable
 
     device = get_device("onnxruntime-int8")
-    runner, feed = session(path.read_bytes(), device.threads), {"x": np.ascontiguousarray(one.numpy())}
-
-    def run() -> float:
-        started = time.perf_counter()
-        runner.run(None, feed)
-        return time.perf_counter() - started
-
-    measured = time_until_stable(run, device.make_backend().policy).median_ms
+    backend = device.make_backend()
+    assert isinstance(backend, OnnxRuntimeBackend)
+    measured = backend.time_model(path.read_bytes(), one).median_ms
     predicted = load_predictor(device.name, sub.space).interval(sub.arch)
     low, high = predicted["latency_low_ms"], predicted["latency_high_ms"]
     return {"measured_ms": measured, "predicted_ms": predicted["latency_ms"], "interval_ms": [low, high],

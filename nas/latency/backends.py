@@ -126,7 +126,6 @@ class OnnxRuntimeBackend(Backend):
         import numpy as np
 
         from nas.latency.quantize import onnx_bytes, quantize_onnx
-        from nas.latency.quantize import session as make_session
 
         model = onnx_bytes(module, x)
         feed = {"x": np.ascontiguousarray(x.numpy())}
@@ -134,7 +133,16 @@ class OnnxRuntimeBackend(Backend):
             if self.recipe is None:
                 raise UsageError("an int8 measurement needs the table's recipe (nas.latency.quantize.choose_recipe)")
             model = quantize_onnx(model, self.recipe, [feed])
-        session = make_session(model, self.threads)
+        return self.time_model(model, x)
+
+    def time_model(self, model: bytes, x: torch.Tensor) -> Timing:
+        """An ONNX model as it is (an export's file, already quantised or not), timed on ``x`` with this backend's
+        threads and policy: what ``measure`` does after exporting, and what an export's latency check does."""
+        import numpy as np
+
+        from nas.latency.quantize import session as make_session
+
+        session, feed = make_session(model, self.threads), {"x": np.ascontiguousarray(x.numpy())}
 
         def run() -> float:
             t = time.perf_counter()

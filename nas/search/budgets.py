@@ -139,13 +139,14 @@ class Budgets:
         for ms, device in zip(budget_ms, devices):
             found = _tables_by_precision(device, space, luts) if auto else {}
             predictor = next(iter(found.values())) if auto else load_predictor(device, space, luts.get(device))
-            for pred in (found or {"": predictor}).values():
+            budget = Budget(device, float(ms), predictor, guarantee, found)
+            for pred in budget.predictors.values():
                 if guarantee is not None and pred.residuals is None:
                     raise UsageError(f"--guarantee {guarantee}: the {pred.table.header['device']} table {pred.path} "
                                      f"has no end-to-end points to bound its error; accepted: a table with "
                                      f"calibration points (nas lut build, or nas lut check --device "
                                      f"{pred.table.header['device']} --refit)")
-            items.append(Budget(device, float(ms), predictor, guarantee, found))
+            items.append(budget)
         return cls(items, {"params_m": max_params_m, "gmacs": max_gmacs}, space)
 
     @property
