@@ -90,6 +90,16 @@ def builder_time(space: str, arch_json: str, device: str, table: Path, work: Pat
     return float(json.loads(out.stdout)["measured"]["median_ms"])
 
 
+def reference_time(space: str, device: str) -> float:
+    """The table's reference workload (``nas.latency.reference``), timed now in a fresh process the way the build
+    timed it: what a user could time in a second to learn how far the machine moved since the build."""
+    code = ("import json, sys; from nas.latency.loop import time_reference; from nas.space import load_space; "
+            "print(json.dumps(time_reference(sys.argv[1], load_space(sys.argv[2]))))")
+    out = subprocess.run([sys.executable, "-c", code, device, space], cwd=REPO,
+                         env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True, text=True, check=True)
+    return float(json.loads(out.stdout))
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--device", default="cpu", choices=sorted(HARNESS_THREADS))
@@ -123,6 +133,13 @@ def main() -> None:
                                                                             if name == "before" else {})}
             write_json_atomic(state_path, state)
 
+    # the reference workload in a fresh process, right after the builds and at the start of every round: does the
+    # one-op probe see the machine move the way the archs do?
+    probes: dict[str, float] = state.setdefault("reference_probe", {})
+    if "after_build" not in probes:
+        probes["after_build"] = reference_time(args.space, args.device)
+        write_json_atomic(state_path, state)
+
     space = load_space(args.space)
     archs = [space.sample(seed=HELD_OUT_SEED_BASE + i) for i in range(args.n)]
     timings: dict[str, list[float]] = state.setdefault("timings", {})
@@ -130,6 +147,8 @@ def main() -> None:
     todo = [(r, a) for r in range(args.rounds) for a in archs
             if min(len(timings.get(a.to_json(), [])), len(builder.get(a.to_json(), []))) <= r]
     for r, arch in tqdm(todo, desc="plain timer + nas measure", unit="arch", file=sys.stderr):
+        if f"round_{r}" not in probes:
+            probes[f"round_{r}"] = reference_time(args.space, args.device)
         key = arch.to_json()
         if len(timings.setdefault(key, [])) <= r:
             timings[key].append(plain_time(args.space, key, args.device))
@@ -142,6 +161,10 @@ def main() -> None:
     for point in tqdm([c for c in calibration if c["arch_json"] not in plain_calib], desc="calibration archs",
                       unit="arch", file=sys.stderr):
         plain_calib[point["arch_json"]] = plain_time(args.space, point["arch_json"], args.device)
+        write_json_atomic(state_path, state)
+
+    if "after_checks" not in probes:
+        probes["after_checks"] = reference_time(args.space, args.device)
         write_json_atomic(state_path, state)
 
     measured = [statistics.median(timings[a.to_json()][:args.rounds]) for a in archs]
@@ -177,6 +200,9 @@ def main() -> None:
           f"{_words(report['sources']['builder_method_over_plain'])}")
     print(f"{'calibration archs: timed inside the build / plain timer now':<74}"
           f"{_words(report['sources']['build_timing_over_plain'])}")
+    report["reference_probe"] = probe_report(probes, tables, archs, timings, measured, args.rounds)
+    for line in probe_lines(report["reference_probe"]):
+        print(line)
     if "floor" in report:
         f = report["floor"]
         print(f"{'floor (r2 v r1)':<16}{'':>9}{f['bias_pct']:>+7.1f}%{f['mape']:>7.2f}%{100 * f['within_5pct']:>6.0f}%"
@@ -187,6 +213,47 @@ def main() -> None:
     report["command"] = "python benchmarks/lut_fidelity.py " + " ".join(sys.argv[1:])
     write_json_atomic(out, report)
     print(f"wrote {out} and {work}/*.png (load {report['load_at_start']} at start, {report['load_at_end']} at end)")
+
+
+def probe_report(probes: dict[str, float], tables: dict[str, Path], archs: list[Any],
+                 timings: dict[str, list[float]], measured: list[float], rounds: int) -> dict[str, Any]:
+    """Does the reference workload, timed in a second, see what the archs see? Against the build: the probe now
+    over the table's in-build reference beside the archs' bias; between rounds: the probe's ratio beside the
+    archs' median round-to-round ratio. And each table's bias once its predictions are scaled by the probe."""
+    now = statistics.median(v for k, v in probes.items() if k.startswith("round_"))
+    out: dict[str, Any] = {"probes_ms": probes, "now_ms": now, "tables": {}}
+    if rounds >= 2 and "round_0" in probes and "round_1" in probes:
+        out["round_2_over_1"] = {"probe": probes["round_1"] / probes["round_0"],
+                                 "archs": statistics.median(timings[a.to_json()][1] / timings[a.to_json()][0]
+                                                            for a in archs)}
+    for name, table in tables.items():
+        predictor = LutPredictor.from_file(table)
+        built = (predictor.table.header.get("reference") or {}).get("median_ms")
+        if not built:
+            continue
+        predicted = [predictor.predict(a) for a in archs]
+        drift = now / built
+        scaled = error_metrics([p * drift for p in predicted], measured)
+        out["tables"][name] = {"at_build_ms": built, "drift": drift,
+                               "after_build_over_in_build": probes["after_build"] / built,
+                               "archs_measured_over_predicted": statistics.median(m / p for m, p in
+                                                                                  zip(measured, predicted)),
+                               "scaled_by_probe": scaled}
+    return out
+
+
+def probe_lines(r: dict[str, Any]) -> list[str]:
+    lines = []
+    for name, t in r["tables"].items():
+        s = t["scaled_by_probe"]
+        lines.append(f"reference probe ({name}): now / in build x{t['drift']:.3f} (fresh process right after the "
+                     f"build x{t['after_build_over_in_build']:.3f}); archs measured / predicted "
+                     f"x{t['archs_measured_over_predicted']:.3f}; predictions x the probe: bias {s['bias_pct']:+.1f}%, "
+                     f"MAPE {s['mape']:.2f}%, {100 * s['within_10pct']:.0f}% within ±10%")
+    if "round_2_over_1" in r:
+        q = r["round_2_over_1"]
+        lines.append(f"round 2 / round 1: probe x{q['probe']:.3f}, archs (median) x{q['archs']:.3f}")
+    return lines
 
 
 def _spread(ratios: list[float]) -> dict[str, Any]:

@@ -131,44 +131,18 @@ INSTALL_HINT = ("needs this project's code: pip install -e <its clone> (the dist
 
 
 def _loading_snippets(report: dict[str, Any]) -> list[str]:
-    """Python that reloads each written format, from the export folder; only the formats this export holds."""
+    """Python that reloads each written format, from the export folder; only the formats this export holds (each
+    format's lines are its registration's ``loading``)."""
+    from nas.export.formats import FORMATS
+
     size = report["input_size"]
     zeros = f"np.zeros((1, 3, {size}, {size}), np.float32)"
-    snippets = {
-        "pt": [f"# PyTorch ({INSTALL_HINT})", "import json, torch", "from supernet import EfficientFormerNet",
-               "model = EfficientFormerNet(**json.load(open('model_config.json')))",
-               "model.load_state_dict(torch.load('model.pt', weights_only=True)); model.eval()"],
-        "timm": [f"# timm ({INSTALL_HINT})", "import timm, supernet.timm_model  # registers nas_efficientformer",
-                 "model = timm.create_model('local-dir:timm', pretrained=True).eval()",
-                 "# fine-tune on N classes: new class and distillation heads, every other tensor kept",
-                 "model = timm.create_model('local-dir:timm', pretrained=True, num_classes=N)",
-                 "# a backbone: one feature map per stage (stride 4, 8, 16, 32)",
-                 "features = timm.create_model('local-dir:timm', pretrained=True, features_only=True)",
-                 "config = timm.data.resolve_data_config({}, model=model)   # the eval transform's settings"],
-        "torchscript": ["# TorchScript (torch only)", "import torch",
-                        "model = torch.jit.load('model.torchscript.pt')"],
-        "onnx": ["# ONNX Runtime", "import onnxruntime as ort, numpy as np",
-                 "session = ort.InferenceSession('model.onnx')",
-                 f"logits = session.run(None, {{'x': {zeros}}})[0]"],
-        "onnx-int8": ["# ONNX Runtime, int8 (static QDQ: the op types in int8 are the ones export_check.json names)",
-                      "import onnxruntime as ort, numpy as np",
-                      "session = ort.InferenceSession('model.int8.onnx')",
-                      f"logits = session.run(None, {{'x': {zeros}}})[0]"],
-        "coreml": ["# Core ML (predictions on macOS)", "import coremltools as ct, numpy as np",
-                   "mlmodel = ct.models.MLModel('model.mlpackage')",
-                   f"out = mlmodel.predict({{'x': {zeros}}})"],
-        "coreml-int8": ["# Core ML W8A8 (int8 weights and activations, iOS 17; predictions on macOS)",
-                        "import coremltools as ct, numpy as np",
-                        "mlmodel = ct.models.MLModel('model.int8.mlpackage')",
-                        f"out = mlmodel.predict({{'x': {zeros}}})"],
-        "coreml-w8": ["# Core ML W8 (int8 weights, fp16 compute; predictions on macOS)",
-                      "import coremltools as ct, numpy as np",
-                      "mlmodel = ct.models.MLModel('model.w8.mlpackage')",
-                      f"out = mlmodel.predict({{'x': {zeros}}})"],
-    }
     lines: list[str] = []
     for fmt in report["formats"]:
-        lines += [*snippets.get(fmt, [f"# {fmt}: see export_check.json"]), ""]
+        loading = FORMATS[fmt].loading if fmt in FORMATS else ()
+        lines += [line.replace("{install}", INSTALL_HINT).replace("{input}", zeros) for line in loading]
+        lines += [] if loading else [f"# {fmt}: see export_check.json"]
+        lines.append("")
     return lines[:-1]
 
 

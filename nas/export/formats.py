@@ -23,6 +23,9 @@ class ExportFormat:
     family: str = ""                # the format it is a precision of (``onnx`` for ``onnx-int8``)
     table_of: str = ""              # a device whose table the writer follows (the int8 recipe), checked up front
     by_default: bool = True         # written by `nas export` without --format (when its packages are installed)
+    # Python that reloads the written files from the export folder, for the model card: ``{install}`` stands for
+    # how to install this project, ``{input}`` for a zero image of the export's input size (a numpy array)
+    loading: tuple[str, ...] = ()
 
     @property
     def base(self) -> str:
@@ -40,20 +43,48 @@ def register_format(fmt: ExportFormat) -> ExportFormat:
     return registry.add(FORMATS, fmt.name, fmt, "export format")
 
 
-register_format(ExportFormat("pt", "nas.export.writers:write_pt"))
-register_format(ExportFormat("timm", "nas.export.writers:write_timm"))
-register_format(ExportFormat("torchscript", "nas.export.writers:write_torchscript"))
+_MLMODEL = ("import coremltools as ct, numpy as np", "mlmodel = ct.models.MLModel('{file}')",
+            "out = mlmodel.predict({{'x': {{input}}}})")
+_ORT = ("import onnxruntime as ort, numpy as np", "session = ort.InferenceSession('{file}')",
+        "logits = session.run(None, {{'x': {{input}}}})[0]")
+
+
+def _fill(lines: tuple[str, ...], file: str) -> tuple[str, ...]:
+    return tuple(line.format(file=file) for line in lines)
+
+
+register_format(ExportFormat("pt", "nas.export.writers:write_pt", loading=(
+    "# PyTorch ({install})", "import json, torch", "from supernet import EfficientFormerNet",
+    "model = EfficientFormerNet(**json.load(open('model_config.json')))",
+    "model.load_state_dict(torch.load('model.pt', weights_only=True)); model.eval()")))
+register_format(ExportFormat("timm", "nas.export.writers:write_timm", loading=(
+    "# timm ({install})", "import timm, supernet.timm_model  # registers nas_efficientformer",
+    "model = timm.create_model('local-dir:timm', pretrained=True).eval()",
+    "# fine-tune on N classes: new class and distillation heads, every other tensor kept",
+    "model = timm.create_model('local-dir:timm', pretrained=True, num_classes=N)",
+    "# a backbone: one feature map per stage (stride 4, 8, 16, 32)",
+    "features = timm.create_model('local-dir:timm', pretrained=True, features_only=True)",
+    "config = timm.data.resolve_data_config({}, model=model)   # the eval transform's settings")))
+register_format(ExportFormat("torchscript", "nas.export.writers:write_torchscript", loading=(
+    "# TorchScript (torch only)", "import torch", "model = torch.jit.load('model.torchscript.pt')")))
 register_format(ExportFormat("onnx", "nas.export.writers:write_onnx", ("onnx", "onnxruntime"),
-                             f"{DISTRIBUTION}[onnx]"))
+                             f"{DISTRIBUTION}[onnx]", loading=("# ONNX Runtime", *_fill(_ORT, "model.onnx"))))
 register_format(ExportFormat("onnx-int8", "nas.export.writers:write_onnx_int8", ("onnx", "onnxruntime"),
-                             f"{DISTRIBUTION}[onnx]", precision="int8", family="onnx", table_of="onnxruntime-int8"))
+                             f"{DISTRIBUTION}[onnx]", precision="int8", family="onnx", table_of="onnxruntime-int8",
+                             loading=("# ONNX Runtime, int8 (static QDQ: the op types in int8 are the ones "
+                                      "export_check.json names)", *_fill(_ORT, "model.int8.onnx"))))
 register_format(ExportFormat("coreml", "nas.export.writers:write_coreml", ("coremltools",),
-                             f"{DISTRIBUTION}[coreml]", precision="fp16"))      # last: the slowest
+                             f"{DISTRIBUTION}[coreml]", precision="fp16",      # last: the slowest
+                             loading=("# Core ML (predictions on macOS)", *_fill(_MLMODEL, "model.mlpackage"))))
 register_format(ExportFormat("coreml-int8", "nas.export.writers:write_coreml_int8", ("coremltools",),
-                             f"{DISTRIBUTION}[coreml]", precision="int8", family="coreml"))   # W8A8
+                             f"{DISTRIBUTION}[coreml]", precision="int8", family="coreml",     # W8A8
+                             loading=("# Core ML W8A8 (int8 weights and activations, iOS 17; predictions on macOS)",
+                                      *_fill(_MLMODEL, "model.int8.mlpackage"))))
 # W8: int8 weights, fp16 compute (a smaller file, the fp16 table's latency): asked for by name only
 register_format(ExportFormat("coreml-w8", "nas.export.writers:write_coreml_w8", ("coremltools",),
-                             f"{DISTRIBUTION}[coreml]", precision="fp16", by_default=False))
+                             f"{DISTRIBUTION}[coreml]", precision="fp16", by_default=False,
+                             loading=("# Core ML W8 (int8 weights, fp16 compute; predictions on macOS)",
+                                      *_fill(_MLMODEL, "model.w8.mlpackage"))))
 
 
 def parse_formats(text: str, precision: str | None = None) -> list[str]:

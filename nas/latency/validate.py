@@ -28,14 +28,8 @@ from nas.latency.predict import LutPredictor
 from nas.latency.table import VALIDATION_SEED_BASE, add_points
 from nas.latency.timing import TimingPolicy
 from nas.plots import plot_predicted_vs_measured
+from nas.ranking.stats import kendall_tau
 from nas.space import Arch, SearchSpace
-
-
-def kendall_tau(a: Sequence[float] | np.ndarray, b: Sequence[float] | np.ndarray) -> float:
-    """Kendall's tau-b (scipy's; NaN when either side is constant)."""
-    from scipy.stats import kendalltau
-
-    return float(kendalltau(a, b).statistic)
 
 
 def error_metrics(predicted: Sequence[float], measured: Sequence[float]) -> dict[str, float]:
