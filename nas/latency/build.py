@@ -126,6 +126,22 @@ def _on_ray(device: Device, jobs: list[tuple[str, str]], space: SearchSpace, rec
 # ---------------------------------------------------------------------------------------------- the build
 
 
+def interleave(ops: list[tuple[str, str]], archs: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """One round's jobs: the calibration archs spread evenly among the ops, the last at the end. The correction
+    relates the archs' timings to their op sums, so both must see the same states of the machine: timed after
+    every op, the archs would carry the state of the build's last minute into the scale (a machine whose speed
+    wanders by ±10% over minutes would shift every prediction by that), where spread they sample the states the
+    op entries were measured in."""
+    if not archs:
+        return list(ops)
+    out: list[tuple[str, str]] = []
+    per = len(ops) / len(archs)
+    for i, arch in enumerate(archs):
+        out += ops[round(i * per):round((i + 1) * per)]
+        out.append(arch)
+    return out
+
+
 def _merge_round(entry: dict[str, Any] | None, timing: dict[str, Any], stamp: str) -> dict[str, Any]:
     """An entry with one more round: the median of its round medians, the widest p10..p90, all samples counted."""
     if entry is None:
@@ -184,7 +200,7 @@ def build_table(device_name: str, space_source: str = DEFAULT_SPACE, out: str | 
     done = {**{k: len(e.get("rounds_ms", [0])) for k, e in table.entries.items()},
             **{k: len(c.get("rounds_ms", [0])) for k, c in points.items()}}
     jobs = [(kind, key) for r in range(rounds)             # round-major: every op once, then every op again
-            for kind, key in [("op", k) for k in ops] + [("arch", a.to_json()) for a in calib]
+            for kind, key in interleave([("op", k) for k in ops], [("arch", a.to_json()) for a in calib])
             if done.get(key, 0) <= r]
     # the machine's floor on the day (nas.latency.fidelity): with one round, a few calibration archs once more, in
     # a pass of their own at the end; their points become the median of both passes

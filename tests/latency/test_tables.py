@@ -13,7 +13,7 @@ import torch
 from nas.errors import UsageError
 from nas.latency import predict_model
 from nas.latency.backends import CudaBackend, OnnxRuntimeBackend
-from nas.latency.build import build_table
+from nas.latency.build import build_table, interleave
 from nas.latency.ops import Op, arch_ops, space_ops
 from nas.latency.predict import LutPredictor, encode_archs, sample_batch
 from nas.latency.table import LatencyTable, TableError
@@ -110,6 +110,15 @@ def test_build_writes_a_complete_measured_table(tiny, tiny_table):
     assert len(loaded.calibration) == 4 and {"scale", "offset_ms"} <= set(h["correction"])
     for entry in loaded.entries.values():
         assert entry["n"] >= 20 and 0 < entry["p10_ms"] <= entry["median_ms"] <= entry["p90_ms"]
+
+
+def test_calibration_archs_are_spread_through_the_ops_they_are_compared_with():
+    ops = [("op", str(i)) for i in range(100)]
+    archs = [("arch", a) for a in "abcd"]
+    jobs = interleave(ops, archs)
+    assert sorted(jobs) == sorted(ops + archs) and [j for j in jobs if j[0] == "op"] == ops   # op order kept
+    assert [jobs.index(a) for a in archs] == [25, 51, 77, 103]       # one after each quarter, the last at the end
+    assert interleave(ops, []) == ops and interleave([], archs) == archs
 
 
 def test_predict_is_sum_of_entries_plus_correction(tiny, tiny_table):
