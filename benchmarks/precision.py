@@ -35,13 +35,13 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from nas.correlation import kendall_tau, spearman_rho  # noqa: E402
 from nas.fileio import write_json_atomic  # noqa: E402
 from nas.latency.paths import default_table_path  # noqa: E402
 from nas.latency.predict import LutPredictor  # noqa: E402
 from nas.latency.validate import error_metrics  # noqa: E402
 from nas.machine import LOAD_SAMPLE_S, load_now  # noqa: E402
 from nas.plots import plot_predicted_vs_measured  # noqa: E402
-from nas.ranking.stats import kendall_tau, spearman_rho  # noqa: E402
 from nas.space import load_space  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]

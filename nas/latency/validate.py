@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from nas.correlation import kendall_tau
 from nas.errors import UsageError
 from nas.latency.build import measure_arch
 from nas.latency.correction import DEFAULT_COVERAGE, make_point, new_session
@@ -28,7 +29,6 @@ from nas.latency.predict import LutPredictor
 from nas.latency.table import VALIDATION_SEED_BASE, add_points
 from nas.latency.timing import TimingPolicy
 from nas.plots import plot_predicted_vs_measured
-from nas.ranking.stats import kendall_tau
 from nas.space import Arch, SearchSpace
 
 

@@ -8,33 +8,16 @@ report that prints the point alone invites reading noise as a verdict.
 from __future__ import annotations
 
 import math
-import warnings
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
 
+from nas.correlation import kendall_tau, spearman_rho
+
 BOOTSTRAP_DRAWS = 2000
 CONFIDENCE = 0.95
-
-
-def kendall_tau(a: Sequence[float] | np.ndarray, b: Sequence[float] | np.ndarray) -> float:
-    """Kendall's τ-b (ties counted as scipy does; NaN, silently, when either side is constant)."""
-    from scipy.stats import kendalltau
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return float(kendalltau(a, b).statistic)
-
-
-def spearman_rho(a: Sequence[float] | np.ndarray, b: Sequence[float] | np.ndarray) -> float:
-    """Spearman's ρ (NaN, silently, when either side is constant)."""
-    from scipy.stats import spearmanr
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return float(spearmanr(a, b).statistic)
 
 
 def top_k_overlap(score: Sequence[float] | np.ndarray, truth: Sequence[float] | np.ndarray, k: int) -> float:
