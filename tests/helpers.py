@@ -5,11 +5,13 @@ slice pass an output-equality test; ``randomize_`` gives every tensor a random v
 """
 from __future__ import annotations
 
+import io
 import os
 import signal
 import subprocess
 import sys
 import uuid
+from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
 
 import torch
@@ -46,6 +48,21 @@ def randomize_(module: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
 def run_nas(*args: str, check: bool = False, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     """Run the real command line in a subprocess, as a user would."""
     return subprocess.run([sys.executable, "-m", "nas", *args], capture_output=True, text=True, check=check, env=env)
+
+
+def nas_here(*args: str) -> subprocess.CompletedProcess:
+    """The command line run in this process, through ``main`` and its one error and exit path: for the quick calls
+    a test makes many of (an ingest, a refusal), which would each spend seconds importing torch in a subprocess.
+    Kills, resumes and anything that must start clean stay with ``run_nas``."""
+    from nas.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    with redirect_stdout(out), redirect_stderr(err):
+        try:
+            code = main(list(args))
+        except SystemExit as e:           # argparse's refusals exit; a subprocess would show the same status
+            code = e.code if isinstance(e.code, int) else 1
+    return subprocess.CompletedProcess(["nas", *args], code, out.getvalue(), err.getvalue())
 
 
 class OwnProcesses:

@@ -24,7 +24,7 @@ from nas.latency.remote.manifest import load_manifest
 from nas.latency.table import LatencyTable
 from nas.latency.trace import COMPOSITE_ACT, DENSE, LAYOUT, NORM, SOFTMAX, trace_ops
 from nas.space import load_space
-from tests.helpers import run_nas
+from tests.helpers import nas_here, run_nas
 
 PUBLISHED_P2 = {"l1": 1.4, "l3": 2.7, "l7": 6.6}   # calibration CSV, EfficientFormer-L* re-measured under P2
 
@@ -100,12 +100,12 @@ def test_fusing_reparameterisable_branches_reduces_kernels():
 @pytest.mark.parametrize("name", ["mobilenetv2_100", "repvit_m1_1", "efficientformer_l1"])
 def test_predict_timm_command(name):
     published = {r.timm_name: r.latency_ms for r in load_published(shipped_calibration_csv(), "P2")}[name]
-    result = run_nas("predict", "--device", "iphone12", "--timm", name, "--json")
+    result = nas_here("predict", "--device", "iphone12", "--timm", name, "--json")
     assert result.returncode == 0, result.stderr
     out = json.loads(result.stdout)
     assert out["method"] == "cost model (estimated)" and out["cost_model_protocol"] == "P2"
     assert abs(out["latency_ms"] - published) / published < 0.25   # in-sample; the CV figures are in the README
-    again = run_nas("predict", "--device", "iphone12", "--timm", name, "--input-size", "256", "--json")
+    again = nas_here("predict", "--device", "iphone12", "--timm", name, "--input-size", "256", "--json")
     if name.startswith("efficientformer"):   # attention biases are sized for 224: refused in one line
         assert again.returncode == 2 and "does not run at --input-size 256" in again.stderr
     else:
@@ -122,7 +122,7 @@ def test_predict_model_prices_any_module_and_refuses_devices_without_a_model():
 
 def test_calibration_report_and_refit_reproduces_the_shipped_model(tmp_path):
     out = tmp_path / "iphone12.costmodel.json"
-    result = run_nas("lut", "calibrate", "--device", "iphone12", "--out", str(out), "--json")
+    result = nas_here("lut", "calibrate", "--device", "iphone12", "--out", str(out), "--json")
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
     assert report["protocol"] == "P2" and report["n_models"] == 21
@@ -134,7 +134,7 @@ def test_calibration_report_and_refit_reproduces_the_shipped_model(tmp_path):
     refit, shipped = CostModel.load(out).to_dict(), CostModel.load(shipped_cost_model_path("iphone12")).to_dict()
     for key in ("peak_gflop_per_ms", "bandwidth_mb_per_ms", "fixed_ms"):
         assert math.isclose(refit[key], shipped[key], rel_tol=1e-6), key
-    assert run_nas("lut", "calibrate", "--device", "iphone12", "--protocol", "P3").returncode == 2
+    assert nas_here("lut", "calibrate", "--device", "iphone12", "--protocol", "P3").returncode == 2
 
 
 # ------------------------------------------------------------------------------------- the shipped table
@@ -251,7 +251,7 @@ def test_coreml_build_resumes_after_kill_then_ingests_a_measured_table(tiny, tmp
     total = len(space_ops(tiny)) + 3
     assert 8 <= len(before) < total
     stamps = {p["id"]: (out / p["package"] / "Manifest.json").stat().st_mtime_ns for p in before}
-    refused = run_nas(*cmd[3:])
+    refused = nas_here(*cmd[3:])
     assert refused.returncode == 2 and "--resume" in refused.stderr
     resumed = run_nas(*cmd[3:], "--resume", "--json")
     assert resumed.returncode == 0, resumed.stderr
@@ -273,7 +273,7 @@ def test_coreml_build_resumes_after_kill_then_ingests_a_measured_table(tiny, tmp
     (tmp_path / "timings.json").write_text(json.dumps({"header": {"schema": "nas-coreml-timings/1"},
                                                        "timings": timings}))
     table_path = tmp_path / "iphone12-tiny.json"
-    ingested = run_nas("lut", "ingest", str(manifest), str(tmp_path / "timings.json"), "--out", str(table_path),
+    ingested = nas_here("lut", "ingest", str(manifest), str(tmp_path / "timings.json"), "--out", str(table_path),
                        "--json")
     assert ingested.returncode == 0, ingested.stderr
     table = LatencyTable.load(table_path)
@@ -282,7 +282,7 @@ def test_coreml_build_resumes_after_kill_then_ingests_a_measured_table(tiny, tmp
     assert math.isclose(table.correction["offset_ms"], 0.2, rel_tol=1e-6)
     small = tiny.preset("small")
     expected = 1.1 * sum(op_ms[o.key] for o in arch_ops(small, tiny)) + 0.2
-    predicted = run_nas("predict", "--device", "iphone12", "--space", "tiny", "--arch", "small", "--lut",
+    predicted = nas_here("predict", "--device", "iphone12", "--space", "tiny", "--arch", "small", "--lut",
                         str(table_path), "--json")
     assert math.isclose(json.loads(predicted.stdout)["latency_ms"], expected, rel_tol=1e-6)
     assert "estimated" not in predicted.stderr
@@ -292,7 +292,7 @@ def test_coreml_build_resumes_after_kill_then_ingests_a_measured_table(tiny, tmp
         w = csv.writer(f)
         w.writerow(["id", "median_ms"])
         w.writerows([pid, t["median_ms"]] for pid, t in timings.items())
-    from_csv = run_nas("lut", "ingest", str(manifest), str(tmp_path / "timings.csv"), "--out",
+    from_csv = nas_here("lut", "ingest", str(manifest), str(tmp_path / "timings.csv"), "--out",
                        str(tmp_path / "csv.json"))
     assert from_csv.returncode == 0, from_csv.stderr
     assert LatencyTable.load(tmp_path / "csv.json").entries.keys() == table.entries.keys()
@@ -301,7 +301,8 @@ def test_coreml_build_resumes_after_kill_then_ingests_a_measured_table(tiny, tmp
     del timings[packages[0]["id"]]
     (tmp_path / "partial.json").write_text(json.dumps({"header": {"schema": "nas-coreml-timings/1"},
                                                        "timings": timings}))
-    partial = run_nas("lut", "ingest", str(manifest), str(tmp_path / "partial.json"), "--out", str(tmp_path / "x.json"))
+    partial = nas_here("lut", "ingest", str(manifest), str(tmp_path / "partial.json"), "--out",
+                       str(tmp_path / "x.json"))
     assert partial.returncode == 2 and "nas lut measure" in partial.stderr and "--resume" in partial.stderr
 
     # timings that are not positive and finite, or of packages this manifest does not have, are refused
@@ -312,13 +313,13 @@ def test_coreml_build_resumes_after_kill_then_ingests_a_measured_table(tiny, tmp
                                 ("stranger", {"op-9999": {"median_ms": 1.0}}, "ids that are not in")):
         bad = {**whole, "timings": {**whole["timings"], **change}}
         (tmp_path / f"{name}.json").write_text(json.dumps(bad))
-        refused = run_nas("lut", "ingest", str(manifest), str(tmp_path / f"{name}.json"), "--out",
+        refused = nas_here("lut", "ingest", str(manifest), str(tmp_path / f"{name}.json"), "--out",
                           str(tmp_path / "x.json"))
         assert refused.returncode == 2 and words in refused.stderr, (name, refused.stderr)
         assert len(refused.stderr.strip().splitlines()) == 1
 
     if platform.system() != "Darwin":   # the runner itself needs macOS: refused in one line elsewhere
-        measured = run_nas("lut", "measure", str(manifest), "--out", str(tmp_path / "m.json"))
+        measured = nas_here("lut", "measure", str(manifest), "--out", str(tmp_path / "m.json"))
         assert measured.returncode == 2 and "macOS" in measured.stderr
 
 
@@ -352,7 +353,7 @@ def test_bad_input_is_one_line_exit_2():
         (["lut", "ingest", "nope.json", "t.json"], "does not exist"),
     ]
     for args, message in cases:
-        result = run_nas(*args)
+        result = run_nas(*args)       # a process of its own: the one-line contract includes start-up
         assert result.returncode == 2, (args, result.stderr)
         assert message in result.stderr and "Traceback" not in result.stderr
         assert len(result.stderr.strip().splitlines()) == 1, result.stderr
