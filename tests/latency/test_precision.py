@@ -18,7 +18,7 @@ from nas.latency.devices import Device, device_at_precision, register_device
 from nas.latency.ops import Op
 from nas.latency.quantize import CANDIDATE_OP_TYPES, Int8Recipe, choose_recipe, onnx_bytes, quantize_onnx, session
 from nas.latency.table import LatencyTable
-from tests.helpers import randomize_, run_nas
+from tests.helpers import nas_here, randomize_, run_nas
 
 pytest.importorskip("onnxruntime")
 
@@ -98,8 +98,8 @@ def test_a_table_of_another_precision_is_refused_naming_both(int8_table):
     assert proc.returncode == 2
     assert proc.stderr.strip().startswith(f"nas: error: --lut {int8_table} is a table at precision int8 (device "
                                           "'onnxruntime-int8'), --device onnxruntime runs fp32")
-    proc = run_nas("predict", "--device", "onnxruntime", "--precision", "int8", "--space", "tiny", "--lut",
-                   str(int8_table), "--arch", "small", "--json")
+    proc = nas_here("predict", "--device", "onnxruntime", "--precision", "int8", "--space", "tiny", "--lut",
+                    str(int8_table), "--arch", "small", "--json")
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)["device"] == "onnxruntime-int8"
 

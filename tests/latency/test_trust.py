@@ -14,7 +14,7 @@ from nas.latency.correction import Residuals, fit_points, make_point, table_resi
 from nas.latency.loop import refit_table
 from nas.latency.predict import LutPredictor
 from nas.latency.table import LatencyTable, add_points
-from tests.helpers import run_nas
+from tests.helpers import nas_here, run_nas
 
 
 @pytest.fixture(scope="module")
@@ -64,8 +64,8 @@ def test_too_few_residuals_use_the_widest_and_say_so():
 def test_predict_json_has_an_interval_around_the_prediction(built, tiny):
     arch = tiny.largest()
     (built.parent / "arch.json").write_text(arch.to_json())
-    out = json.loads(run_nas("predict", "--device", "cpu", "--space", "tiny", "--lut", str(built), "--arch",
-                             str(built.parent / "arch.json"), "--json", "--coverage", "0.8").stdout)
+    out = json.loads(nas_here("predict", "--device", "cpu", "--space", "tiny", "--lut", str(built), "--arch",
+                              str(built.parent / "arch.json"), "--json", "--coverage", "0.8").stdout)
     assert out["coverage"] == 0.8
     assert out["latency_low_ms"] <= out["latency_ms"] <= out["latency_high_ms"]
     assert out["latency_upper_ms"] >= out["latency_ms"] * (1 + min(table_residuals(
@@ -77,7 +77,7 @@ def test_predict_json_has_an_interval_around_the_prediction(built, tiny):
 
 
 def test_estimated_table_intervals_come_from_the_cost_models_cross_validation():
-    out = json.loads(run_nas("predict", "--device", "iphone12", "--arch", "l1", "--json").stdout)
+    out = json.loads(nas_here("predict", "--device", "iphone12", "--arch", "l1", "--json").stdout)
     assert "leave-one-family-out" in out["interval_source"] and out["interval_exact"]
     assert out["latency_low_ms"] < out["latency_ms"] < out["latency_upper_ms"] <= out["latency_high_ms"]
 
@@ -228,11 +228,11 @@ def test_a_one_round_build_times_a_few_archs_twice_and_says_how_far_it_holds(tmp
     assert trust["floor"]["n"] == FLOOR_ARCHS and trust["held_out"]["n"] == FLOOR_ARCHS + 2
     assert trust["held_out"]["mape"] > 0 and trust["held_out"]["within_pct_at_90"] >= trust["held_out"]["mape"] / 2
     (tmp_path / "arch.json").write_text(tiny.largest().to_json())
-    shown = run_nas("predict", "--device", "cpu", "--space", "tiny", "--lut", str(path), "--arch",
-                    str(tmp_path / "arch.json"))
+    shown = nas_here("predict", "--device", "cpu", "--space", "tiny", "--lut", str(path), "--arch",
+                     str(tmp_path / "arch.json"))
     assert shown.returncode == 0 and "within ±" in shown.stdout and "timed twice" in shown.stdout
-    as_json = json.loads(run_nas("predict", "--device", "cpu", "--space", "tiny", "--lut", str(path), "--arch",
-                                 str(tmp_path / "arch.json"), "--json").stdout)
+    as_json = json.loads(nas_here("predict", "--device", "cpu", "--space", "tiny", "--lut", str(path), "--arch",
+                                  str(tmp_path / "arch.json"), "--json").stdout)
     assert as_json["table_fidelity"] == trust
 
 
