@@ -196,8 +196,12 @@ def trust_warnings(header: dict[str, Any]) -> list[str]:
                         "load; rebuild when the machine is quiet for tables that hold on a quiet one")
     spread = (header.get("reference") or {}).get("spread_pct")
     if spread is not None and spread > UNSTEADY_REFERENCE_PCT:
+        remedy = ("rebuild when it is steady, or with --rounds 2 (each entry the median of two passes, which repeats "
+                  "~3x better than one pass on a shared machine), and `nas lut check --refit` it before setting a "
+                  "budget" if header.get("rounds", 1) < 2 else
+                  "`nas lut check --refit` it before setting a budget")
         warnings.append(f"the reference workload moved {spread:.0f}% during the build: the machine's speed changed "
-                        "under it (other work, thermal or frequency changes)")
+                        f"under it (other work, thermal or frequency changes); {remedy}")
     mape = (header.get("correction") or {}).get("mape_after")
     if mape is not None and mape > POOR_CALIBRATION_MAPE:
         warnings.append(f"its own calibration archs are predicted with MAPE {mape:.1f}% after correction "

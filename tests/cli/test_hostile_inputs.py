@@ -472,6 +472,9 @@ def test_a_build_on_a_busy_machine_or_with_a_poor_calibration_warns_and_records_
     said = trust_warnings(busy)
     assert len(said) == 3
     assert "busy machine (load 7.0 on 2 cores" in said[0] and "moved 61%" in said[1] and "MAPE 40.4%" in said[2]
+    assert "--rounds 2" in said[1] and "nas lut check --refit" in said[1]     # the remedy, for a one-pass build
+    two_passes = trust_warnings({**busy, "rounds": 2})[1]
+    assert "moved 61%" in two_passes and "--rounds" not in two_passes and "nas lut check --refit" in two_passes
 
 
 @pytest.fixture
