@@ -5,6 +5,7 @@
     python benchmarks/lut_fidelity.py --before 16a7893                   # and a table built by that commit's code
     python benchmarks/lut_fidelity.py --device cuda                      # on a GPU machine
     python benchmarks/lut_fidelity.py --table ~/.cache/nas/latency_luts/cpu.json   # score a table you have
+    python benchmarks/lut_fidelity.py --table r1.json --compare rounds2=r2.json     # and another, side by side
 
 A fresh table is built (``nas lut build``, in its own process, timed), then N archs the table never saw are timed
 by ``benchmarks/plain_timer.py``: a fresh process per arch and round, the arch as a plain module with its normal
@@ -108,6 +109,8 @@ def main() -> None:
     p.add_argument("--rounds", type=int, default=2, help="passes over the archs (>= 2 for the floor)")
     p.add_argument("--before", metavar="REF", help="also a table built by this git commit's code, side by side")
     p.add_argument("--table", help="score this table instead of a fresh one (built there first if it is missing)")
+    p.add_argument("--compare", action="append", default=[], metavar="NAME=TABLE",
+                   help="also score this table, side by side (e.g. rounds2=table-built-with---rounds-2.json)")
     p.add_argument("--out", default="bench_out/lut_fidelity.json")
     args = p.parse_args()
     from tqdm import tqdm
@@ -124,6 +127,12 @@ def main() -> None:
         state["builds"].setdefault("after", {"wall_s": None, "table": args.table, "given": True})
     if args.before:
         tables = {"before": work / f"{args.device}-{args.space}-before.json", **tables}
+    for spec in args.compare:                   # given tables, scored beside the others
+        name, _, path = spec.partition("=")
+        if not path or not Path(path).is_file():
+            p.error(f"--compare {spec!r}: expected NAME=TABLE with an existing table file")
+        tables[name] = Path(path)
+        state["builds"].setdefault(name, {"wall_s": None, "table": path, "given": True})
     for name, table in tables.items():          # before first, then after: back to back, before any timing
         if name not in state["builds"] or not table.exists():
             table.unlink(missing_ok=True)
