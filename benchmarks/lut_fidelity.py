@@ -192,6 +192,7 @@ def main() -> None:
         rows = [{"arch": a.to_dict(), "predicted_ms": pr, "measured_ms": me, "rounds_ms": timings[a.to_json()]}
                 for a, pr, me in zip(archs, predicted, measured)]
         report["tables"][name] = {**m, "self_report": predictor.table.header.get("fidelity"),
+                                  "reference_ms": (predictor.table.header.get("reference") or {}).get("median_ms"),
                                   "correction": predictor.table.header.get("correction", {}).get("scale"),
                                   "rows": rows, "by_mixer": by_mixer(space, rows)}
         wall = state["builds"][name]["wall_s"]
@@ -209,7 +210,7 @@ def main() -> None:
           f"{_words(report['sources']['builder_method_over_plain'])}")
     print(f"{'calibration archs: timed inside the build / plain timer now':<74}"
           f"{_words(report['sources']['build_timing_over_plain'])}")
-    report["reference_probe"] = probe_report(probes, tables, archs, timings, measured, args.rounds)
+    report["reference_probe"] = probe_report(probes, report["tables"], archs, timings, args.rounds)
     for line in probe_lines(report["reference_probe"]):
         print(line)
     if "floor" in report:
@@ -224,8 +225,8 @@ def main() -> None:
     print(f"wrote {out} and {work}/*.png (load {report['load_at_start']} at start, {report['load_at_end']} at end)")
 
 
-def probe_report(probes: dict[str, float], tables: dict[str, Path], archs: list[Any],
-                 timings: dict[str, list[float]], measured: list[float], rounds: int) -> dict[str, Any]:
+def probe_report(probes: dict[str, float], scored: dict[str, Any], archs: list[Any],
+                 timings: dict[str, list[float]], rounds: int) -> dict[str, Any]:
     """Does the reference workload, timed in a second, see what the archs see? Against the build: the probe now
     over the table's in-build reference beside the archs' bias; between rounds: the probe's ratio beside the
     archs' median round-to-round ratio. And each table's bias once its predictions are scaled by the probe."""
@@ -235,12 +236,12 @@ def probe_report(probes: dict[str, float], tables: dict[str, Path], archs: list[
         out["round_2_over_1"] = {"probe": probes["round_1"] / probes["round_0"],
                                  "archs": statistics.median(timings[a.to_json()][1] / timings[a.to_json()][0]
                                                             for a in archs)}
-    for name, table in tables.items():
-        predictor = LutPredictor.from_file(table)
-        built = (predictor.table.header.get("reference") or {}).get("median_ms")
+    for name, table in scored.items():          # each table as scored above: its rows and in-build reference
+        built = table["reference_ms"]
         if not built:
             continue
-        predicted = [predictor.predict(a) for a in archs]
+        predicted = [r["predicted_ms"] for r in table["rows"]]
+        measured = [r["measured_ms"] for r in table["rows"]]
         drift = now / built
         scaled = error_metrics([p * drift for p in predicted], measured)
         out["tables"][name] = {"at_build_ms": built, "drift": drift,

@@ -44,13 +44,13 @@ def register_format(fmt: ExportFormat) -> ExportFormat:
 
 
 _MLMODEL = ("import coremltools as ct, numpy as np", "mlmodel = ct.models.MLModel('{file}')",
-            "out = mlmodel.predict({{'x': {{input}}}})")
+            "out = mlmodel.predict({'x': {input}})")
 _ORT = ("import onnxruntime as ort, numpy as np", "session = ort.InferenceSession('{file}')",
-        "logits = session.run(None, {{'x': {{input}}}})[0]")
+        "logits = session.run(None, {'x': {input}})[0]")
 
 
 def _fill(lines: tuple[str, ...], file: str) -> tuple[str, ...]:
-    return tuple(line.format(file=file) for line in lines)
+    return tuple(line.replace("{file}", file) for line in lines)
 
 
 register_format(ExportFormat("pt", "nas.export.writers:write_pt", loading=(

@@ -25,6 +25,12 @@ class Subnet:
     model: EfficientFormerNet
     weights: dict[str, Any] = field(default_factory=dict)   # provenance, for the card and export_check.json
 
+    @property
+    def data(self) -> str | None:
+        """The ``--data`` BatchNorm was recalibrated on (its training images calibrate an int8 export's ranges,
+        its validation images check it), or None."""
+        return (self.weights.get("batchnorm") or {}).get("recalibrated_on")
+
 
 # --------------------------------------------------------------------------------------------- the subnet
 

@@ -84,11 +84,10 @@ def calibration_images(sub: Subnet, x: torch.Tensor) -> tuple[list[torch.Tensor]
     from nas.data import image_batches
     from nas.latency.quantize import CALIBRATION_IMAGES, CALIBRATION_SEED
 
-    data = (sub.weights.get("batchnorm") or {}).get("recalibrated_on")
-    if not data:
+    if not sub.data:
         return [x], "the check input (random images: give --data for real activation ranges)"
-    batches = image_batches(data, sub.space.input_size, CALIBRATION_IMAGES, seed=CALIBRATION_SEED, split="train")
-    return list(batches), f"{CALIBRATION_IMAGES} training images of {data}"
+    batches = image_batches(sub.data, sub.space.input_size, CALIBRATION_IMAGES, seed=CALIBRATION_SEED, split="train")
+    return list(batches), f"{CALIBRATION_IMAGES} training images of {sub.data}"
 
 
 def write_onnx_int8(sub: Subnet, out: Path, x: torch.Tensor, ref: torch.Tensor) -> tuple[list[str], Check]:
@@ -120,12 +119,11 @@ def write_onnx_int8(sub: Subnet, out: Path, x: torch.Tensor, ref: torch.Tensor) 
         "max_abs_diff_rel": float((got - ref).abs().max()) / spread,
         "latency": _int8_latency(out / "model.int8.onnx", x[:1], sub),
         "note": "int8 differs from float by design; the agreement is on the check input (random images)"}
-    data = (sub.weights.get("batchnorm") or {}).get("recalibrated_on")
-    if data:        # and on validation images, where --data has them: what the deployment will see
+    if sub.data:        # and on validation images, where --data has them: what the deployment will see
         from nas.latency.quantize import score_against_float
 
         check["validation"] = score_against_float(session((out / "model.int8.onnx").read_bytes(), 1), sub.model,
-                                                  data, sub.space.input_size, INT8_CHECK_VAL_IMAGES)
+                                                  sub.data, sub.space.input_size, INT8_CHECK_VAL_IMAGES)
     return ["model.int8.onnx"], check
 
 

@@ -137,9 +137,11 @@ class Budgets:
                              f"expected one of {', '.join(accepted)}")
         items = []
         for ms, device in zip(budget_ms, devices):
-            found = _tables_by_precision(device, space, luts) if auto else {}
-            predictor = next(iter(found.values())) if auto else load_predictor(device, space, luts.get(device))
-            budget = Budget(device, float(ms), predictor, guarantee, found)
+            if auto:
+                found = _tables_by_precision(device, space, luts)
+                budget = Budget(device, float(ms), next(iter(found.values())), guarantee, found)
+            else:
+                budget = Budget(device, float(ms), load_predictor(device, space, luts.get(device)), guarantee)
             for pred in budget.predictors.values():
                 if guarantee is not None and pred.residuals is None:
                     raise UsageError(f"--guarantee {guarantee}: the {pred.table.header['device']} table {pred.path} "
